@@ -1,0 +1,87 @@
+"""The contract between predstream's producer (training side) and consumer (service side).
+
+``avro/*.avsc`` are the event schemas (every version ever published), :mod:`.event` the
+validated model, :mod:`.codec` the framings, :mod:`.prompt_id` the prompt identity,
+:mod:`.transport` topics, key and headers, :mod:`.spoolfile` the spool file format,
+:mod:`.settings` the settings both sides share.
+"""
+
+from .codec import (
+    CURRENT_VERSION,
+    SCHEMA_VERSIONS,
+    ConfluentEncoder,
+    Decoder,
+    Encoder,
+    SingleObjectEncoder,
+    load_schema,
+    make_encoder,
+    schema_fingerprint,
+)
+from .errors import (
+    ConfigError,
+    DecodeError,
+    FramingError,
+    InvalidEventError,
+    MalformedBodyError,
+    RegistryUnavailableError,
+    SchemaError,
+    UnknownSchemaError,
+)
+from .event import (
+    MAX_EVENT_BYTES,
+    MAX_JOB_ID_CHARS,
+    MAX_MESSAGES,
+    MAX_TEXT_CHARS,
+    ChatMessage,
+    GenerationSettings,
+    PredictionEvent,
+    event_id,
+)
+from .prompt_id import canonical_messages, prompt_id
+from .settings import StreamSettings, load_settings, local_stack, predstream_home
+from .spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
+from .transport import DEFAULT_TOPIC, Headers, dlq_topic, message_key, parse_kafka_options, redact
+
+__all__ = [
+    "CURRENT_VERSION",
+    "SCHEMA_VERSIONS",
+    "ConfluentEncoder",
+    "Decoder",
+    "Encoder",
+    "SingleObjectEncoder",
+    "load_schema",
+    "make_encoder",
+    "schema_fingerprint",
+    "ConfigError",
+    "DecodeError",
+    "FramingError",
+    "InvalidEventError",
+    "MalformedBodyError",
+    "RegistryUnavailableError",
+    "SchemaError",
+    "UnknownSchemaError",
+    "MAX_EVENT_BYTES",
+    "MAX_JOB_ID_CHARS",
+    "MAX_MESSAGES",
+    "MAX_TEXT_CHARS",
+    "ChatMessage",
+    "GenerationSettings",
+    "PredictionEvent",
+    "event_id",
+    "canonical_messages",
+    "prompt_id",
+    "StreamSettings",
+    "load_settings",
+    "local_stack",
+    "predstream_home",
+    "SPOOL_HEADER",
+    "SpoolContents",
+    "encode_record",
+    "read_spool",
+    "DEFAULT_TOPIC",
+    "Headers",
+    "dlq_topic",
+    "message_key",
+    "parse_kafka_options",
+    "redact",
+]

@@ -1,0 +1,238 @@
+"""Avro encoding of prediction events, in two framings, and a decoder that reads both.
+
+* **Single-object encoding** (default, no registry needed): ``C3 01`` + the writer
+  schema's 8-byte little-endian CRC-64-AVRO fingerprint + the Avro body. Writer schemas
+  are resolved from the ``.avsc`` files shipped in ``schemas/avro/``.
+* **Confluent wire format** (when a schema registry URL is configured): ``00`` + 4-byte
+  big-endian schema id + the Avro body, written by confluent-kafka's ``AvroSerializer``.
+
+:class:`Decoder` reads both framings and resolves any known writer schema (older
+versions included) against the current reader schema, then validates the result.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from .errors import (
+    FramingError,
+    InvalidEventError,
+    MalformedBodyError,
+    RegistryUnavailableError,
+    UnknownSchemaError,
+)
+from .event import MAX_EVENT_BYTES, PredictionEvent
+
+__all__ = [
+    "SCHEMA_VERSIONS",
+    "CURRENT_VERSION",
+    "Encoder",
+    "SingleObjectEncoder",
+    "ConfluentEncoder",
+    "Decoder",
+    "load_schema",
+    "schema_fingerprint",
+    "make_encoder",
+]
+
+SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+CONFLUENT_MAGIC = b"\x00"
+SUBJECT_SUFFIX = "-value"
+
+#: Every schema version ever published, oldest first. Never remove one.
+SCHEMA_VERSIONS = (1, 2)
+CURRENT_VERSION = SCHEMA_VERSIONS[-1]
+
+
+@lru_cache(maxsize=None)
+def load_schema_text(version: int = CURRENT_VERSION) -> str:
+    """Return the JSON text of ``prediction_event.v{version}.avsc``."""
+    return resources.files("schemas").joinpath(f"avro/prediction_event.v{version}.avsc").read_text()
+
+
+@lru_cache(maxsize=None)
+def load_schema(version: int = CURRENT_VERSION) -> dict[str, Any]:
+    """Return the parsed schema of a version (fastavro form)."""
+    return fastavro.parse_schema(json.loads(load_schema_text(version)))
+
+
+def schema_fingerprint(schema_text: str) -> bytes:
+    """CRC-64-AVRO fingerprint of a schema's parsing canonical form, 8 bytes little-endian."""
+    canonical = to_parsing_canonical_form(json.loads(schema_text))
+    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+
+
+@lru_cache(maxsize=None)
+def _known_fingerprints() -> dict[bytes, dict[str, Any]]:
+    return {schema_fingerprint(load_schema_text(v)): load_schema(v) for v in SCHEMA_VERSIONS}
+
+
+class Encoder:
+    """Turns events into Kafka message values. Subclasses fix the framing."""
+
+    #: Header value naming the writer schema (fingerprint hex or registry id).
+    schema_ref: str
+
+    def encode(self, event: PredictionEvent) -> bytes:
+        raise NotImplementedError
+
+
+class SingleObjectEncoder(Encoder):
+    """Avro single-object encoding with the current (or a given) schema version."""
+
+    def __init__(self, version: int = CURRENT_VERSION) -> None:
+        self._schema = load_schema(version)
+        fp = schema_fingerprint(load_schema_text(version))
+        self._prefix = SINGLE_OBJECT_MAGIC + fp
+        self.schema_ref = "fp:" + fp.hex()
+
+    def encode(self, event: PredictionEvent) -> bytes:
+        return self.encode_record(event.to_avro())
+
+    def encode_record(self, record: dict[str, Any]) -> bytes:
+        """Encode a raw record dict (used by tests and by old-version writers)."""
+        buf = io.BytesIO()
+        buf.write(self._prefix)
+        fastavro.schemaless_writer(buf, self._schema, record)
+        return buf.getvalue()
+
+
+class ConfluentEncoder(Encoder):
+    """Confluent wire format through confluent-kafka's registry client and AvroSerializer."""
+
+    def __init__(
+        self,
+        registry_url: str,
+        topic: str,
+        registry_config: dict[str, Any] | None = None,
+        *,
+        client: Any = None,
+    ) -> None:
+        from confluent_kafka.schema_registry.avro import AvroSerializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        self.client = client or _registry_client(registry_url, registry_config)
+        self._serializer = AvroSerializer(
+            self.client, load_schema_text(), conf={"auto.register.schemas": True}
+        )
+        self._ctx = SerializationContext(topic, MessageField.VALUE)
+        self.schema_ref = "registry"
+
+    def encode(self, event: PredictionEvent) -> bytes:
+        data = self._serializer(event.to_avro(), self._ctx)
+        if self.schema_ref == "registry":
+            self.schema_ref = "id:" + str(struct.unpack(">I", data[1:5])[0])
+        return data
+
+
+def _registry_client(url: str, config: dict[str, Any] | None) -> Any:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    # new_client serves mock:// URLs from an in-process registry (used by the tests).
+    return SchemaRegistryClient.new_client({"url": url, **(config or {})})
+
+
+def make_encoder(topic: str, registry_url: str | None, registry_config: dict[str, Any] | None = None) -> Encoder:
+    """The encoder the settings ask for: Confluent framing with a registry, else single-object."""
+    if registry_url:
+        return ConfluentEncoder(registry_url, topic, registry_config)
+    return SingleObjectEncoder()
+
+
+class Decoder:
+    """Decodes either framing into a validated :class:`PredictionEvent`.
+
+    Raises a :class:`~schemas.errors.DecodeError` subclass for unreadable bytes and
+    :class:`~schemas.errors.InvalidEventError` for events that break the contract.
+    """
+
+    def __init__(
+        self,
+        registry_url: str | None = None,
+        registry_config: dict[str, Any] | None = None,
+        *,
+        client: Any = None,
+    ) -> None:
+        self._reader = load_schema(CURRENT_VERSION)
+        self._by_fp = _known_fingerprints()
+        self._by_id: dict[int, dict[str, Any]] = {}
+        self._registry = client or (_registry_client(registry_url, registry_config) if registry_url else None)
+
+    def decode(self, data: bytes | None) -> PredictionEvent:
+        return PredictionEvent.from_avro(self.decode_record(data))
+
+    def decode_record(self, data: bytes | None) -> dict[str, Any]:
+        """Decode to the reader-schema dict, without the contract's validation."""
+        if not data:
+            raise FramingError("empty message value (a tombstone or a null value is not an event)")
+        if len(data) > MAX_EVENT_BYTES:
+            raise InvalidEventError(
+                f"message is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}", reason="too-large:message"
+            )
+        if data[:2] == SINGLE_OBJECT_MAGIC:
+            if len(data) < 10:
+                raise FramingError("single-object frame shorter than its 10-byte header")
+            writer = self._by_fp.get(bytes(data[2:10]))
+            if writer is None:
+                raise UnknownSchemaError(
+                    f"no known schema has fingerprint {bytes(data[2:10]).hex()}; "
+                    "upgrade predstream on the consumer side"
+                )
+            body = memoryview(data)[10:]
+        elif data[:1] == CONFLUENT_MAGIC:
+            if len(data) < 5:
+                raise FramingError("Confluent frame shorter than its 5-byte header")
+            writer = self._writer_by_id(struct.unpack(">I", data[1:5])[0])
+            body = memoryview(data)[5:]
+        else:
+            raise FramingError(
+                f"unknown framing (first byte 0x{data[0]:02x}): expected Avro single-object "
+                "(C3 01) or Confluent wire format (00)"
+            )
+        return self._read(writer, body)
+
+    def _read(self, writer: dict[str, Any], body: memoryview) -> dict[str, Any]:
+        stream = io.BytesIO(body)
+        try:
+            record = fastavro.schemaless_reader(stream, writer, self._reader)
+        except Exception as exc:  # fastavro raises many types for corrupt bodies
+            raise MalformedBodyError(f"Avro body does not parse: {type(exc).__name__}: {exc}"[:500]) from None
+        if stream.tell() != len(body):
+            raise MalformedBodyError(f"{len(body) - stream.tell()} trailing bytes after the Avro body")
+        if not isinstance(record, dict):
+            raise MalformedBodyError("Avro body is not a record")
+        return record
+
+    def _writer_by_id(self, schema_id: int) -> dict[str, Any]:
+        writer = self._by_id.get(schema_id)
+        if writer is not None:
+            return writer
+        if self._registry is None:
+            raise UnknownSchemaError(
+                f"Confluent-framed message (schema id {schema_id}) but no schema registry is "
+                "configured: set PREDSTREAM_SCHEMA_REGISTRY_URL"
+            )
+        from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+        try:
+            schema = self._registry.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise UnknownSchemaError(f"schema id {schema_id} is not in the registry") from None
+            raise RegistryUnavailableError(f"schema registry error for id {schema_id}: {exc}"[:500]) from None
+        except Exception as exc:  # connection refused, timeout, TLS: not the event's fault
+            raise RegistryUnavailableError(f"schema registry unreachable: {exc}"[:500]) from None
+        try:
+            writer = fastavro.parse_schema(json.loads(schema.schema_str))
+        except Exception as exc:
+            raise UnknownSchemaError(f"schema id {schema_id} is not a usable Avro schema: {exc}"[:500]) from None
+        self._by_id[schema_id] = writer
+        return writer

@@ -1,0 +1,272 @@
+"""The prediction event: a pydantic model that mirrors ``avro/prediction_event.v2.avsc``.
+
+The model validates what Avro cannot: sizes, NUL characters (Postgres ``text`` rejects
+them), finite non-negative numbers, hex identities, and that a prompt is present.
+``PredictionEvent.from_avro`` / ``to_avro`` convert to and from the dicts fastavro reads
+and writes; the codec (``schemas.codec``) turns those into bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import datetime, timezone
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import InvalidEventError
+from .prompt_id import prompt_id as compute_prompt_id
+
+__all__ = [
+    "ChatMessage",
+    "GenerationSettings",
+    "PredictionEvent",
+    "SampleSource",
+    "event_id",
+    "MAX_TEXT_CHARS",
+    "MAX_JOB_ID_CHARS",
+    "MAX_MESSAGES",
+    "MAX_EVENT_BYTES",
+]
+
+#: Largest prompt, prediction, ground truth or message content accepted, in characters.
+MAX_TEXT_CHARS = 200_000
+#: Longest job id, model name or sample source id, in characters.
+MAX_JOB_ID_CHARS = 256
+#: Most chat messages in one prompt.
+MAX_MESSAGES = 256
+#: Largest encoded event accepted on either side, in bytes (below Kafka's 1 MiB default).
+MAX_EVENT_BYTES = 900_000
+#: Largest step accepted: 2**53, so a step survives a trip through JSON and doubles.
+MAX_STEP = 2**53
+
+SampleSource = Literal["dataset", "prediction_set"]
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_SEP = "\x1f"
+
+
+def event_id(
+    *,
+    job_id: str,
+    step: int,
+    sample_source: str,
+    sample_source_id: str | None,
+    source_index: int | None,
+    sample_index: int,
+    prompt_id: str,
+    sequence_index: int = 0,
+) -> str:
+    """Return the deterministic identity of an event (lowercase hex sha256).
+
+    It is the sha256 of the fields below joined by U+001F, ``None`` written as "":
+    ``job_id, step, sample_source, sample_source_id, source_index, sample_index,
+    prompt_id, sequence_index``. The same prediction point of the same run always has the
+    same id, however often it is retried, spooled, replayed or regenerated after a resume.
+    """
+    parts = (
+        job_id,
+        str(step),
+        sample_source,
+        sample_source_id or "",
+        "" if source_index is None else str(source_index),
+        str(sample_index),
+        prompt_id,
+        str(sequence_index),
+    )
+    return hashlib.sha256(_SEP.join(parts).encode("utf-8")).hexdigest()
+
+
+def _check_text(value: str | None, name: str, limit: int = MAX_TEXT_CHARS) -> str | None:
+    if value is None:
+        return None
+    if len(value) > limit:
+        raise ValueError(f"{name} is {len(value)} characters; the limit is {limit}")
+    if "\x00" in value:
+        raise ValueError(f"{name} contains a NUL character, which Postgres text cannot store")
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=False)
+
+
+class ChatMessage(_Frozen):
+    """One chat turn."""
+
+    role: str = Field(min_length=1, max_length=64)
+    content: str
+
+    @field_validator("role", "content")
+    @classmethod
+    def _text(cls, v: str, info: Any) -> str:
+        return _check_text(v, f"message {info.field_name}")  # type: ignore[return-value]
+
+
+class GenerationSettings(_Frozen):
+    """Generation settings used for a prediction."""
+
+    max_new_tokens: int = Field(ge=1, le=1_000_000)
+    do_sample: bool = False
+    temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    top_p: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
+    top_k: int | None = Field(default=None, ge=0)
+    num_beams: int = Field(default=1, ge=1)
+    num_return_sequences: int = Field(default=1, ge=1)
+    seed: int | None = None
+
+
+class PredictionEvent(_Frozen):
+    """One prediction of one model on one eval prompt at one point of a training run."""
+
+    event_id: str
+    job_id: str = Field(min_length=1, max_length=MAX_JOB_ID_CHARS)
+    epoch: float = Field(ge=0, allow_inf_nan=False)
+    step: int = Field(ge=0, le=MAX_STEP)
+    sample_index: int = Field(ge=0, le=2**31 - 1)
+    sequence_index: int = Field(default=0, ge=0, le=2**31 - 1)
+    prompt: str | None = None
+    messages: tuple[ChatMessage, ...] | None = Field(default=None, max_length=MAX_MESSAGES)
+    ground_truth: str | None = None
+    prediction: str
+    prompt_id: str
+    source_index: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    sample_source: SampleSource
+    sample_source_id: str | None = Field(default=None, max_length=MAX_JOB_ID_CHARS)
+    model_name: str | None = Field(default=None, max_length=1024)
+    generation: GenerationSettings | None = None
+    prompt_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    completion_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    generation_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    produced_at: datetime
+
+    @field_validator("job_id", "sample_source_id", "model_name")
+    @classmethod
+    def _short_text(cls, v: str | None, info: Any) -> str | None:
+        return _check_text(v, info.field_name)
+
+    @field_validator("prompt", "ground_truth", "prediction")
+    @classmethod
+    def _long_text(cls, v: str | None, info: Any) -> str | None:
+        return _check_text(v, info.field_name)
+
+    @field_validator("event_id", "prompt_id")
+    @classmethod
+    def _hex64(cls, v: str, info: Any) -> str:
+        if not _HEX64.fullmatch(v):
+            raise ValueError(f"{info.field_name} must be 64 lowercase hex characters (a sha256)")
+        return v
+
+    @field_validator("produced_at")
+    @classmethod
+    def _aware(cls, v: datetime) -> datetime:
+        if v.tzinfo is None:
+            raise ValueError("produced_at must carry a time zone (use UTC)")
+        return v.astimezone(timezone.utc)
+
+    @model_validator(mode="after")
+    def _prompt_present(self) -> "PredictionEvent":
+        if self.prompt is None and self.messages is None:
+            raise ValueError("an event needs a prompt or chat messages; both are missing")
+        return self
+
+    # -- construction helpers -------------------------------------------------
+
+    @classmethod
+    def create(cls, **fields: Any) -> "PredictionEvent":
+        """Build an event, filling ``prompt_id``, ``event_id`` and ``produced_at`` if absent.
+
+        Raises :class:`InvalidEventError` naming the first broken rule.
+        """
+        if "prompt_id" not in fields:
+            fields["prompt_id"] = compute_prompt_id(
+                None if fields.get("messages") is None else [dict(m) for m in fields["messages"]],
+                fields.get("prompt"),
+            )
+        if "event_id" not in fields:
+            fields["event_id"] = event_id(
+                job_id=fields["job_id"],
+                step=fields["step"],
+                sample_source=fields["sample_source"],
+                sample_source_id=fields.get("sample_source_id"),
+                source_index=fields.get("source_index"),
+                sample_index=fields["sample_index"],
+                prompt_id=fields["prompt_id"],
+                sequence_index=fields.get("sequence_index", 0),
+            )
+        fields.setdefault("produced_at", datetime.now(timezone.utc))
+        return cls.validate_dict(fields)
+
+    @classmethod
+    def validate_dict(cls, data: Mapping[str, Any]) -> "PredictionEvent":
+        """Validate a plain dict; raise :class:`InvalidEventError` with a one-line reason."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise InvalidEventError(_explain(exc), reason=_reason(exc)) from None
+
+    @classmethod
+    def from_avro(cls, record: Mapping[str, Any]) -> "PredictionEvent":
+        """Validate a record as fastavro reads it with the current reader schema."""
+        return cls.validate_dict(record)
+
+    def to_avro(self) -> dict[str, Any]:
+        """Return the dict fastavro writes with the current schema."""
+        gen = self.generation
+        return {
+            "event_id": self.event_id,
+            "job_id": self.job_id,
+            "epoch": self.epoch,
+            "step": self.step,
+            "sample_index": self.sample_index,
+            "sequence_index": self.sequence_index,
+            "prompt": self.prompt,
+            "messages": None
+            if self.messages is None
+            else [{"role": m.role, "content": m.content} for m in self.messages],
+            "ground_truth": self.ground_truth,
+            "prediction": self.prediction,
+            "prompt_id": self.prompt_id,
+            "source_index": self.source_index,
+            "sample_source": self.sample_source,
+            "sample_source_id": self.sample_source_id,
+            "model_name": self.model_name,
+            "generation": None if gen is None else gen.model_dump(),
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "generation_ms": self.generation_ms,
+            "produced_at": self.produced_at,
+        }
+
+    def messages_as_dicts(self) -> list[dict[str, str]] | None:
+        """The chat messages as plain dicts (as hashed by ``prompt_id``), or ``None``."""
+        if self.messages is None:
+            return None
+        return [{"role": m.role, "content": m.content} for m in self.messages]
+
+
+def _explain(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in err["loc"]) or "event"
+    msg = err["msg"].removeprefix("Value error, ")
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {msg}{more}"
+
+
+def _reason(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False)[0]
+    field = str(err["loc"][0]) if err["loc"] else "event"
+    msg = err["msg"]
+    if "NUL" in msg:
+        return f"nul-character:{field}"
+    if "limit is" in msg or err["type"] in ("string_too_long", "too_long"):
+        return f"too-large:{field}"
+    if err["type"] == "missing":
+        return f"missing-field:{field}"
+    if err["type"] in ("greater_than_equal", "less_than_equal", "finite_number"):
+        return f"out-of-range:{field}"
+    if err["type"].endswith("_type") or err["type"].endswith("_parsing"):
+        return f"wrong-type:{field}"
+    return f"invalid:{field}"
+
