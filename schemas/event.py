@@ -38,8 +38,8 @@ MAX_JOB_ID_CHARS = 256
 MAX_MESSAGES = 256
 #: Largest encoded event accepted on either side, in bytes (below Kafka's 1 MiB default).
 MAX_EVENT_BYTES = 900_000
-#: Largest step accepted: 2**53, so a step survives a trip through JSON and doubles.
-MAX_STEP = 2**53
+#: Largest step accepted (the table's INTEGER column).
+MAX_STEP = 2**31 - 1
 
 SampleSource = Literal["dataset", "prediction_set"]
 
@@ -131,7 +131,7 @@ class PredictionEvent(_Frozen):
     ground_truth: str | None = None
     prediction: str
     prompt_id: str
-    source_index: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    source_index: int | None = Field(default=None, ge=0, le=2**31 - 1)
     sample_source: SampleSource
     sample_source_id: str | None = Field(default=None, max_length=MAX_JOB_ID_CHARS)
     model_name: str | None = Field(default=None, max_length=1024)
