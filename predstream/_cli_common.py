@@ -1,0 +1,72 @@
+"""What every CLI module shares: logging set-up and turning errors into one line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from typing import Any, Callable, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_log = logging.getLogger("predstream.cli")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        for key in ("partition", "offset", "batch", "event_id", "worker"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
+    """Install the one log handler of the process (library code only creates loggers)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("predstream").setLevel(level.upper())
+
+
+def fail(message: str, code: int = 2) -> "typer.Exit":
+    """Print one line to stderr and return the Exit to raise."""
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def one_line_errors(func: F) -> F:
+    """Turn the packages' own errors (and bad settings) into one line on stderr, exit 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from schemas.errors import SchemaError
+
+        known: tuple[type[BaseException], ...] = (SchemaError,)
+        for mod, name in (("consumer.errors", "ConsumerError"), ("producer.errors", "ProducerError"), ("predstream.local", "LocalStackError")):
+            try:
+                known += (getattr(__import__(mod, fromlist=[name]), name),)
+            except (ImportError, AttributeError):
+                pass
+        try:
+            return func(*args, **kwargs)
+        except known as exc:
+            _log.debug("command failed", exc_info=True)
+            raise fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]

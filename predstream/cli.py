@@ -1,0 +1,40 @@
+"""The ``predstream`` command. Thin: parse, configure logging, call library functions.
+
+Each ``cli_*`` module registers its commands on :data:`app`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from . import _cli_common
+
+app = typer.Typer(
+    name="predstream",
+    help="Stream training-eval predictions through Kafka into Postgres.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _main(
+    log_level: str = typer.Option("INFO", "--log-level", envvar="PREDSTREAM_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR."),
+    json_logs: bool = typer.Option(False, "--json-logs", envvar="PREDSTREAM_JSON_LOGS", help="One JSON object per log line."),
+) -> None:
+    _cli_common.configure_logging(log_level, json_logs)
+
+
+def _register() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        importlib.import_module(f"predstream.{name}").register(app)
+
+
+# One line per command module; each defines register(app).
+_COMMAND_MODULES: list[str] = [
+]
+
+_register()
