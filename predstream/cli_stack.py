@@ -1,0 +1,84 @@
+"""``predstream up | down | status | migrate``: the local stack and the database schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import typer
+
+from ._cli_common import one_line_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("status")(status)
+    app.command("migrate")(migrate)
+
+
+def _print_env(state: dict) -> None:
+    typer.echo(f"PREDSTREAM_KAFKA_BOOTSTRAP={state['bootstrap']}")
+    typer.echo(f"PREDSTREAM_DATABASE_URL={state['database_url']}")
+
+
+@one_line_errors
+def up(
+    partitions: int = typer.Option(6, min=1, help="Partitions of the predictions topic."),
+    kafka_port: int = typer.Option(0, help="Broker port (0: any free port)."),
+    pg_port: int = typer.Option(0, help="PostgreSQL port (0: any free port)."),
+) -> None:
+    """Start the embedded broker and PostgreSQL, create the topics, apply the migrations."""
+    from consumer.settings import ConsumerSettings
+    from predstream import local
+    from schemas.settings import load_settings
+
+    settings = load_settings(ConsumerSettings)
+    state = local.up(topic=settings.topic, partitions=partitions, kafka_port=kafka_port, pg_port=pg_port)
+    typer.echo(f"local stack up (data and logs in {state['home']}); other predstream commands find it by themselves.")
+    _print_env(state)
+
+
+@one_line_errors
+def down() -> None:
+    """Stop the local stack started by `predstream up`."""
+    from predstream import local
+
+    typer.echo("local stack stopped" if local.down() else "no local stack was running")
+
+
+@one_line_errors
+def status(as_json: bool = typer.Option(False, "--json", help="Print the state as JSON.")) -> None:
+    """Say whether a local stack runs, and where. Exit 1 when none runs."""
+    from predstream import local
+
+    state = local.status()
+    if state is None:
+        typer.echo("no local stack running (start one with `predstream up`)")
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(json.dumps(state, indent=2))
+        return
+    typer.echo(f"local stack running since {state['started_at']:.0f} (pids {state['pids']})")
+    _print_env(state)
+
+
+@one_line_errors
+def migrate(
+    database_url: Optional[str] = typer.Option(None, envvar="PREDSTREAM_DATABASE_URL", help="Database to migrate (default: the local stack's)."),
+    migrations_dir: Optional[str] = typer.Option(None, envvar="PREDSTREAM_MIGRATIONS_DIR", help="Folder of NNNN_name.sql files."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List pending migrations; apply nothing."),
+) -> None:
+    """Apply pending SQL migrations, each once, in order, under an advisory lock."""
+    from consumer import migrate as m
+    from consumer.settings import ConsumerSettings
+    from schemas.settings import load_settings
+
+    settings = load_settings(ConsumerSettings, database_url=database_url, migrations_dir=migrations_dir)
+    url = settings.require_database_url()
+    if dry_run:
+        pending = m.pending_migrations(url, settings.migrations_dir)
+        typer.echo("\n".join(p.name for p in pending) if pending else "nothing to apply")
+        return
+    applied = m.migrate(url, settings.migrations_dir)
+    typer.echo("applied: " + ", ".join(applied) if applied else "nothing to apply: the database is up to date")
