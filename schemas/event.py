@@ -180,10 +180,16 @@ class PredictionEvent(_Frozen):
         Raises :class:`InvalidEventError` naming the first broken rule.
         """
         if "prompt_id" not in fields:
-            fields["prompt_id"] = compute_prompt_id(
-                None if fields.get("messages") is None else [dict(m) for m in fields["messages"]],
-                fields.get("prompt"),
-            )
+            try:
+                fields["prompt_id"] = compute_prompt_id(
+                    None if fields.get("messages") is None else [dict(m) for m in fields["messages"]],
+                    fields.get("prompt"),
+                )
+            except ValueError as exc:
+                raise InvalidEventError(str(exc), reason="missing-field:prompt") from None
+            except TypeError as exc:
+                raise InvalidEventError(f"messages must be a list of {{role, content}} objects: {exc}",
+                                        reason="wrong-type:messages") from None
         if "event_id" not in fields:
             fields["event_id"] = event_id(
                 job_id=fields["job_id"],
@@ -258,6 +264,8 @@ def _reason(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
     field = str(err["loc"][0]) if err["loc"] else "event"
     msg = err["msg"]
+    if "both are missing" in msg:
+        return "missing-field:prompt"
     if "NUL" in msg:
         return f"nul-character:{field}"
     if "limit is" in msg or err["type"] in ("string_too_long", "too_long"):

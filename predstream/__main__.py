@@ -1,0 +1,3 @@
+from predstream.cli import app
+
+app(prog_name="predstream")

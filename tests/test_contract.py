@@ -1,0 +1,212 @@
+"""The event contract: prompt_id, validation, both framings, schema evolution."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from importlib import resources
+
+import fastavro
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from schemas import (
+    ConfluentEncoder,
+    Decoder,
+    FramingError,
+    GenerationSettings,
+    InvalidEventError,
+    MalformedBodyError,
+    PredictionEvent,
+    SingleObjectEncoder,
+    UnknownSchemaError,
+    load_schema,
+    prompt_id,
+)
+from schemas.codec import load_schema_text, schema_fingerprint
+
+_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=200)
+
+
+def _event(**over) -> PredictionEvent:
+    fields = dict(job_id="job-1", epoch=1.5, step=30, sample_index=2, prompt="12+34=", ground_truth="46",
+                  prediction="46", sample_source="dataset", sample_source_id="data.jsonl", source_index=7)
+    fields.update(over)
+    return PredictionEvent.create(**fields)
+
+
+# -- prompt_id ---------------------------------------------------------------------
+
+
+def test_prompt_id_matches_every_shipped_vector():
+    doc = json.loads(resources.files("schemas").joinpath("prompt_id_vectors.json").read_text())
+    assert len(doc["vectors"]) >= 10
+    for v in doc["vectors"]:
+        assert prompt_id(v["messages"], v["prompt"]) == v["prompt_id"], v["name"]
+        import hashlib
+
+        assert hashlib.sha256(bytes.fromhex(v["hashed_text_utf8_hex"])).hexdigest() == v["prompt_id"], v["name"]
+
+
+def test_prompt_id_ignores_key_order_but_not_content():
+    a = prompt_id([{"role": "user", "content": "hi"}], None)
+    b = prompt_id([{"content": "hi", "role": "user"}], None)
+    assert a == b
+    assert a != prompt_id([{"role": "user", "content": "hi "}], None)
+    assert prompt_id(None, "x") != prompt_id([], "x")  # no messages is not an empty list
+
+
+def test_prompt_id_needs_a_prompt():
+    with pytest.raises(ValueError):
+        prompt_id(None, None)
+
+
+# -- validation --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "over, reason",
+    [
+        ({"prediction": "a\x00b"}, "nul-character:prediction"),
+        ({"step": -1}, "out-of-range:step"),
+        ({"epoch": float("nan")}, "out-of-range:epoch"),
+        ({"prediction": "x" * 200_001}, "too-large:prediction"),
+        ({"job_id": ""}, "invalid:job_id"),
+        ({"step": 2**40}, "out-of-range:step"),
+        ({"prompt": None}, "missing-field:prompt"),
+        ({"prompt": None, "messages": [1, 2]}, "wrong-type:messages"),
+        ({"sample_source": "elsewhere"}, "invalid:sample_source"),
+    ],
+)
+def test_invalid_events_are_refused_with_a_reason(over, reason):
+    with pytest.raises(InvalidEventError) as info:
+        _event(**over)
+    assert info.value.reason == reason
+    assert str(info.value)  # a message for people
+
+
+def test_event_id_is_deterministic_and_ignores_prediction_and_time():
+    a = _event(prediction="1", produced_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    b = _event(prediction="2")
+    assert a.event_id == b.event_id
+    assert a.event_id != _event(step=31).event_id
+    assert a.event_id != _event(sequence_index=1).event_id
+
+
+# -- codec ---------------------------------------------------------------------------
+
+_events = st.builds(
+    lambda job, step, prompt, pred, gt, msgs, src, ms: PredictionEvent.create(
+        job_id=job or "j", epoch=step / 10, step=step, sample_index=step % 50, prompt=prompt,
+        messages=msgs, ground_truth=gt, prediction=pred, sample_source="dataset", source_index=src,
+        generation=GenerationSettings(max_new_tokens=16, do_sample=True, temperature=0.7, top_p=0.9),
+        prompt_tokens=5, completion_tokens=3, generation_ms=ms,
+        produced_at=datetime(2026, 11, 1, tzinfo=timezone.utc) + timedelta(microseconds=step),
+    ),
+    _text.filter(lambda s: 0 < len(s) <= 256),
+    st.integers(0, 2**31 - 1),
+    st.one_of(st.none(), _text),
+    _text,
+    st.one_of(st.none(), _text),
+    st.one_of(st.none(), st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": _text}), max_size=4)),
+    st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+    st.floats(0, 1e6, allow_nan=False),
+).filter(lambda e: True)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(st.data())
+def test_single_object_round_trip_is_lossless(data):
+    try:
+        event = data.draw(_events)
+    except InvalidEventError:  # neither prompt nor messages drawn
+        return
+    frame = SingleObjectEncoder().encode(event)
+    assert frame[:2] == b"\xc3\x01"
+    assert Decoder().decode(frame) == event
+
+
+def test_confluent_framing_round_trips_through_a_registry():
+    enc = ConfluentEncoder("mock://contract", "training.predictions")
+    event = _event()
+    frame = enc.encode(event)
+    assert frame[0] == 0 and enc.schema_ref.startswith("id:")
+    assert Decoder(client=enc.client).decode(frame) == event
+
+
+def test_one_decoder_reads_both_framings():
+    enc = ConfluentEncoder("mock://both", "training.predictions")
+    dec = Decoder(client=enc.client)
+    a, b = _event(step=1), _event(step=2)
+    assert dec.decode(enc.encode(a)) == a
+    assert dec.decode(SingleObjectEncoder().encode(b)) == b
+
+
+def test_confluent_frame_without_a_registry_is_an_unknown_schema():
+    frame = ConfluentEncoder("mock://noreg", "t").encode(_event())
+    with pytest.raises(UnknownSchemaError, match="PREDSTREAM_SCHEMA_REGISTRY_URL"):
+        Decoder().decode(frame)
+
+
+@pytest.mark.parametrize(
+    "frame, error",
+    [
+        (b"", FramingError),
+        (b"\x7fhello", FramingError),
+        (b"\xc3\x01\x00", FramingError),
+        (b"\xc3\x01" + b"\x11" * 8 + b"body", UnknownSchemaError),
+        (b"\xc3\x01" + schema_fingerprint(load_schema_text(2)) + b"\xff\xff\xff", MalformedBodyError),
+    ],
+)
+def test_unreadable_frames_raise_decode_errors(frame, error):
+    with pytest.raises(error):
+        Decoder().decode(frame)
+
+
+def test_trailing_bytes_are_malformed():
+    frame = SingleObjectEncoder().encode(_event()) + b"extra"
+    with pytest.raises(MalformedBodyError, match="trailing"):
+        Decoder().decode(frame)
+
+
+# -- schema evolution ------------------------------------------------------------------
+
+
+def _v1_record() -> dict:
+    e = _event()
+    r = e.to_avro()
+    return {k: r[k] for k in (f["name"] for f in json.loads(load_schema_text(1))["fields"])}
+
+
+def test_event_written_by_a_v1_producer_decodes_with_the_v2_reader():
+    frame = SingleObjectEncoder(version=1).encode_record(_v1_record())
+    event = Decoder().decode(frame)
+    assert event.sequence_index == 0 and event.generation is None and event.messages is None
+    assert event.prompt == "12+34=" and event.step == 30
+
+
+def test_v2_event_is_readable_by_a_v1_reader():
+    """Forward compatibility: consumers not yet upgraded can still read new events."""
+    event = _event(generation=GenerationSettings(max_new_tokens=8), messages=[{"role": "user", "content": "hi"}])
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, load_schema(2), event.to_avro())
+    buf.seek(0)
+    old = fastavro.schemaless_reader(buf, load_schema(2), load_schema(1))
+    assert old["event_id"] == event.event_id and old["prediction"] == event.prediction
+
+
+def test_every_field_of_every_schema_is_documented():
+    for version in (1, 2):
+        doc = json.loads(load_schema_text(version))
+        assert doc.get("doc")
+        for f in doc["fields"]:
+            assert f.get("doc"), f"v{version} field {f['name']} has no doc"
+
+
+def test_v2_added_fields_all_have_defaults():
+    v1 = {f["name"] for f in json.loads(load_schema_text(1))["fields"]}
+    for f in json.loads(load_schema_text(2))["fields"]:
+        if f["name"] not in v1:
+            assert "default" in f, f["name"]
