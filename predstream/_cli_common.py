@@ -50,6 +50,15 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
+def _one_line(exc: BaseException) -> str:
+    from consumer.settings import redact_url
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if type(exc).__module__.startswith("psycopg"):
+        text = "database: " + text
+    return redact_url(text)
+
+
 def one_line_errors(func: F) -> F:
     """Turn the packages' own errors (and bad settings) into one line on stderr, exit 2."""
 
@@ -63,10 +72,12 @@ def one_line_errors(func: F) -> F:
                 known += (getattr(__import__(mod, fromlist=[name]), name),)
             except (ImportError, AttributeError):
                 pass
+        if "psycopg" in sys.modules:
+            known += (sys.modules["psycopg"].OperationalError,)
         try:
             return func(*args, **kwargs)
         except known as exc:
             _log.debug("command failed", exc_info=True)
-            raise fail(str(exc)) from None
+            raise fail(_one_line(exc)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -36,6 +36,7 @@ def _register() -> None:
 # One line per command module; each defines register(app).
 _COMMAND_MODULES: list[str] = [
     "cli_stack",
+    "cli_compare",
 ]
 
 _register()

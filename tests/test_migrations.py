@@ -13,7 +13,13 @@ from consumer.migrate import find_migrations, migrate, pending_migrations
 
 pytestmark = pytest.mark.integration
 
-_EXPECTED = ["0001_training_predictions", "0002_prediction_identity_columns", "0003_prediction_sets", "0004_streaming_ingest"]
+_EXPECTED = [
+    "0001_training_predictions",
+    "0002_prediction_identity_columns",
+    "0003_prediction_sets",
+    "0004_streaming_ingest",
+    "0005_comparison_views",
+]
 
 
 def _columns(url: str) -> set[str]:
