@@ -1,0 +1,384 @@
+"""The Postgres sink: idempotent batch upserts of prediction events into ``training_predictions``.
+
+One :meth:`PostgresSink.write` is one transaction:
+
+1. duplicates inside the batch collapse to the newest ``produced_at`` (``ON CONFLICT`` cannot
+   touch a row twice in one statement);
+2. the rows are COPYed into a per-connection temporary staging table
+   (``ON COMMIT DELETE ROWS``, created once per connection with the target's column types);
+3. one ``INSERT ... SELECT ... ON CONFLICT (event_id) DO UPDATE ... WHERE the stored row is
+   older`` moves them into the table. Newer data wins; an older event never overwrites a
+   newer one; an identical resend changes nothing. ``RETURNING (xmax = 0)`` tells inserted
+   rows from updated ones; the rest were unchanged ("duplicates skipped").
+
+When Postgres refuses a row because of the row itself (data exceptions, SQLSTATE class 22;
+integrity violations, class 23, except unique violations), the batch is split in halves,
+each tried under its own savepoint, recursively, until the offending rows are isolated. They
+come back in :attr:`WriteResult.rejected` with the database's reason; every other row is
+stored, still in the one transaction.
+
+Anything else (connection lost, server shutting down, disk full, timeouts, lock and
+serialization failures, a table that is not migrated yet) raises
+:class:`~consumer.errors.DatabaseUnavailableError`: nothing was stored, retry the batch.
+
+Replay and backfill reuse this sink: an :class:`IngestRecord` without Kafka coordinates is
+stored with ``kafka_topic``/``kafka_partition``/``kafka_offset`` NULL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+from schemas.event import PredictionEvent
+
+from .errors import DatabaseUnavailableError
+from .settings import redact_url
+
+__all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS"]
+
+_log = logging.getLogger("predstream.sink")
+
+_STAGING = "_predstream_staging"
+
+#: Columns the sink writes from each event (plus ``created_at`` and ``ingested_at``).
+UPSERT_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "job_id",
+    "epoch",
+    "epoch_exact",
+    "step",
+    "sample_index",
+    "sequence_index",
+    "prompt",
+    "messages",
+    "ground_truth",
+    "prediction",
+    "prompt_id",
+    "source_index",
+    "sample_source",
+    "sample_source_id",
+    "set_id",
+    "model_name",
+    "generation",
+    "prompt_tokens",
+    "completion_tokens",
+    "generation_ms",
+    "produced_at",
+    "kafka_topic",
+    "kafka_partition",
+    "kafka_offset",
+)
+
+_COLS = ", ".join(UPSERT_COLUMNS)
+_CREATE_STAGING = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "
+    f"SELECT {_COLS} FROM training_predictions WITH NO DATA"
+)
+_COPY = f"COPY {_STAGING} ({_COLS}) FROM STDIN"
+# created_at keeps its meaning for the old readers (when the prediction was made), so a
+# replayed or backfilled row gets its real time, not the time of the replay.
+_UPSERT = (
+    f"INSERT INTO training_predictions AS t ({_COLS}, created_at, ingested_at) "
+    f"SELECT {_COLS}, produced_at, now() FROM {_STAGING} "
+    "ON CONFLICT (event_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in UPSERT_COLUMNS if c != "event_id")
+    + ", created_at = EXCLUDED.created_at, ingested_at = EXCLUDED.ingested_at "
+    "WHERE t.produced_at IS NULL OR t.produced_at < EXCLUDED.produced_at "
+    "RETURNING (xmax = 0) AS inserted"
+)
+
+
+@dataclass(frozen=True)
+class IngestRecord:
+    """One event to store, with where it came from.
+
+    ``topic``/``partition``/``offset`` are ``None`` for rows that did not come from Kafka
+    (backfill); ``timestamp_ms`` is the Kafka message timestamp, if any.
+    """
+
+    event: PredictionEvent
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+    timestamp_ms: int | None = None
+
+
+@dataclass
+class WriteResult:
+    """What one :meth:`PostgresSink.write` did.
+
+    ``unchanged`` counts events that changed nothing: identical resends, older versions
+    of stored rows, and older duplicates within the batch ("duplicates skipped").
+    ``rejected`` holds the rows the database refused, each with a short reason code
+    (``db-rejected:<SQLSTATE>``) and the database's message.
+    """
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[tuple[IngestRecord, "Rejection"]] = field(default_factory=list)
+
+    @property
+    def stored(self) -> int:
+        """Events now reflected in the table (inserted + updated + unchanged)."""
+        return self.inserted + self.updated + self.unchanged
+
+    def __iadd__(self, other: "WriteResult") -> "WriteResult":
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.rejected.extend(other.rejected)
+        return self
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why the database refused a row: ``reason`` is a short code, ``message`` one line."""
+
+    reason: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
+
+
+class PostgresSink:
+    """Idempotent batch writer into ``training_predictions`` (see the module docstring).
+
+    Holds one connection, opened on first use and reopened after a failure. Not
+    thread-safe: one sink per worker thread. Usable as a context manager.
+    """
+
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        connect_timeout_s: float = 5.0,
+        statement_timeout_ms: int = 60_000,
+        lock_timeout_ms: int = 10_000,
+        application_name: str = "predstream-consumer",
+    ) -> None:
+        self._url = database_url
+        self._connect_timeout = max(1, int(math.ceil(connect_timeout_s)))
+        self._statement_timeout_ms = statement_timeout_ms
+        self._lock_timeout_ms = lock_timeout_ms
+        self._application_name = application_name
+        self._conn: Any = None
+
+    # -- public ------------------------------------------------------------------
+
+    def write(self, batch: Sequence[IngestRecord]) -> WriteResult:
+        """Upsert ``batch`` in one transaction; see the module docstring for the rules.
+
+        Raises :class:`DatabaseUnavailableError` when nothing could be stored because of
+        the database (retry the same batch later).
+        """
+        import psycopg
+
+        rows, collapsed = _newest_per_event(batch)
+        result = WriteResult(unchanged=collapsed)
+        if not rows:
+            return result
+        try:
+            conn = self._connection()
+            with conn.transaction():
+                result += self._write_isolating(conn, rows)
+        except psycopg.Error as exc:
+            self._drop_connection()
+            raise _unavailable(exc) from None
+        return result
+
+    def ping(self) -> None:
+        """Check the database answers; raise :class:`DatabaseUnavailableError` if not."""
+        import psycopg
+
+        try:
+            self._connection().execute("SELECT 1").fetchone()
+        except psycopg.Error as exc:
+            self._drop_connection()
+            raise _unavailable(exc) from None
+
+    def count(self) -> int:
+        """Rows in ``training_predictions`` with an event identity (for tests and reports)."""
+        import psycopg
+
+        try:
+            return self._connection().execute(
+                "SELECT count(*) FROM training_predictions WHERE event_id IS NOT NULL"
+            ).fetchone()[0]
+        except psycopg.Error as exc:
+            self._drop_connection()
+            raise _unavailable(exc) from None
+
+    def close(self) -> None:
+        self._drop_connection()
+
+    def __enter__(self) -> "PostgresSink":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        conn = psycopg.connect(
+            self._url,
+            autocommit=True,
+            connect_timeout=self._connect_timeout,
+            application_name=self._application_name,
+            # notice a dead server on an idle connection within ~15 s
+            keepalives=1,
+            keepalives_idle=5,
+            keepalives_interval=2,
+            keepalives_count=3,
+        )
+        try:
+            conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
+            conn.execute(f"SET lock_timeout = {int(self._lock_timeout_ms)}")
+            conn.execute(_CREATE_STAGING)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # already broken: nothing more to release
+                pass
+
+    def _write_isolating(self, conn: Any, rows: list[IngestRecord]) -> WriteResult:
+        """Upsert ``rows`` under a savepoint; on a row's fault, split and recurse."""
+        import psycopg
+
+        try:
+            with conn.transaction():  # a savepoint inside write()'s transaction
+                return self._upsert(conn, rows)
+        except psycopg.Error as exc:
+            rejection = _row_fault(exc)
+            if rejection is None:
+                raise
+            if len(rows) == 1:
+                _log.debug("row %s rejected: %s", rows[0].event.event_id, rejection)
+                return WriteResult(rejected=[(rows[0], rejection)])
+            mid = len(rows) // 2
+            result = self._write_isolating(conn, rows[:mid])
+            result += self._write_isolating(conn, rows[mid:])
+            return result
+
+    def _upsert(self, conn: Any, rows: list[IngestRecord]) -> WriteResult:
+        with conn.cursor() as cur:
+            cur.execute(f"TRUNCATE {_STAGING}")
+            with cur.copy(_COPY) as copy:
+                for rec in rows:
+                    copy.write_row(_row(rec))
+            cur.execute(_UPSERT)
+            flags = [r[0] for r in cur.fetchall()]
+        inserted = sum(1 for f in flags if f)
+        updated = len(flags) - inserted
+        return WriteResult(inserted=inserted, updated=updated, unchanged=len(rows) - len(flags))
+
+
+def _newest_per_event(batch: Iterable[IngestRecord]) -> tuple[list[IngestRecord], int]:
+    """Keep one record per event_id: the newest ``produced_at`` (the later one on a tie)."""
+    best: dict[str, IngestRecord] = {}
+    total = 0
+    for rec in batch:
+        total += 1
+        key = rec.event.event_id
+        seen = best.get(key)
+        if seen is None or rec.event.produced_at >= seen.event.produced_at:
+            best[key] = rec
+    return list(best.values()), total - len(best)
+
+
+def _row(rec: IngestRecord) -> tuple[Any, ...]:
+    ev = rec.event
+    messages = ev.messages_as_dicts()
+    return (
+        ev.event_id,
+        ev.job_id,
+        math.floor(ev.epoch),
+        ev.epoch,
+        ev.step,
+        ev.sample_index,
+        ev.sequence_index,
+        ev.prompt,
+        None if messages is None else json.dumps(messages, ensure_ascii=False),
+        ev.ground_truth,
+        ev.prediction,
+        ev.prompt_id,
+        ev.source_index,
+        ev.sample_source,
+        ev.sample_source_id,
+        ev.sample_source_id if ev.sample_source == "prediction_set" else None,
+        ev.model_name,
+        None if ev.generation is None else json.dumps(ev.generation.model_dump()),
+        ev.prompt_tokens,
+        ev.completion_tokens,
+        ev.generation_ms,
+        ev.produced_at,
+        rec.topic,
+        rec.partition,
+        rec.offset,
+    )
+
+
+def _row_fault(exc: BaseException) -> Rejection | None:
+    """A :class:`Rejection` when the database refused the data itself, else ``None``."""
+    import psycopg
+
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(exc, psycopg.DataError) and state is None:
+        # raised by the client while encoding a value (e.g. a lone surrogate): the row's fault
+        return Rejection("db-rejected:encoding", _first_line(exc))
+    if not state:
+        return None
+    if state.startswith("22") or (state.startswith("23") and state != "23505"):
+        diag = getattr(exc, "diag", None)
+        message = (diag.message_primary if diag is not None and diag.message_primary else None) or _first_line(exc)
+        column = diag.column_name if diag is not None else None
+        if not column and diag is not None and diag.context:  # COPY names it only in the context
+            found = re.search(r"column (\w+)", diag.context)
+            column = found.group(1) if found else None
+        constraint = diag.constraint_name if diag is not None else None
+        where = f" (column {column})" if column else f" (constraint {constraint})" if constraint else ""
+        return Rejection(f"db-rejected:{state}", (message + where)[:500])
+    return None
+
+
+_HINTS = {
+    "42P01": "; run `predstream migrate` to create the table",
+    "42703": "; the table lacks a column: run `predstream migrate`",
+    "3D000": "; create the database or fix PREDSTREAM_DATABASE_URL",
+    "28P01": "; check the user and password in PREDSTREAM_DATABASE_URL",
+    "28000": "; check the user in PREDSTREAM_DATABASE_URL and pg_hba.conf",
+    "42501": "; grant the consumer's user INSERT/UPDATE on training_predictions",
+}
+
+
+def _unavailable(exc: BaseException) -> DatabaseUnavailableError:
+    state = getattr(exc, "sqlstate", None)
+    text = _first_line(exc)
+    if state:
+        text = f"{text} [{state}]"
+    text += _HINTS.get(state or "", "")
+    return DatabaseUnavailableError(redact_url(text), sqlstate=state)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__

@@ -1,0 +1,595 @@
+"""The consumer worker: Kafka -> decode -> validate -> batch upsert -> dead letters -> commit.
+
+One :class:`Worker` owns one Kafka consumer (one thread). Its loop:
+
+1. poll messages of its assigned partitions into a batch, until ``batch_size`` messages or
+   ``batch_max_wait_ms`` since the first one;
+2. decode each (both framings); undecodable or invalid events become dead letters;
+3. write the good ones with :class:`~consumer.sink.PostgresSink` (one transaction); rows the
+   database refuses become dead letters too;
+4. produce the dead letters and wait for the broker to confirm them;
+5. commit, synchronously, the offset after the last message of each partition.
+
+Offsets move only after the database transaction committed and the dead letters are
+confirmed, so a crash at any point re-delivers, never loses; the upsert is idempotent.
+
+When Postgres (or the broker, for dead letters, or the schema registry) is unavailable,
+the worker pauses its partitions (it keeps polling, so it stays in the group), retries the
+same batch with exponential backoff up to ``db_max_backoff_s``, commits nothing meanwhile,
+and resumes by itself: one warning line when it goes down, one info line when it is back.
+
+On a rebalance the batch in flight is stored and committed before the partitions go; on
+:meth:`Worker.stop` (SIGTERM/SIGINT) the worker stops polling, stores and commits its batch
+within ``shutdown_timeout_s``, and closes.
+
+:func:`run_worker` runs one worker in the calling thread (with metrics and signal handling);
+:func:`run_worker_processes` runs N of them as processes and forwards SIGTERM to them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from schemas.codec import Decoder
+from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
+
+from .dlq import DeadLetterWriter, Delivery
+from .errors import DatabaseUnavailableError, DeadLetterUnavailableError, RetriableError, WorkerError
+from .metrics import ConsumerMetrics, serve_metrics
+from .settings import ConsumerSettings
+from .sink import IngestRecord, PostgresSink, WriteResult
+
+__all__ = ["Worker", "run_worker", "run_worker_processes", "consumer_config"]
+
+_log = logging.getLogger("predstream.worker")
+
+_RETRIABLE = (RetriableError, RegistryUnavailableError)
+_FIRST_BACKOFF_S = 0.5
+_IDLE_PING_S = 5.0
+_LAG_EVERY_S = 2.0
+_MAX_POLL_WAIT_S = 0.5
+
+
+def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-consumer") -> dict[str, Any]:
+    """librdkafka settings of a worker's consumer (``settings.kafka_options`` win)."""
+    session = settings.session_timeout_ms
+    return settings.kafka_config(
+        **{
+            "group.id": settings.group_id,
+            "client.id": client_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": session,
+            "heartbeat.interval.ms": max(100, min(500, session // 3)),
+            "partition.assignment.strategy": "range",
+        }
+    )
+
+
+@dataclass
+class _Entry:
+    """One polled message on its way through the batch."""
+
+    msg: Any
+    record: IngestRecord | None = None
+    #: (reason code, one-line error) when the message must become a dead letter
+    problem: tuple[str, str] | None = None
+    delivery: Delivery | None = None
+
+    @property
+    def coords(self) -> tuple[str, int, int]:
+        return self.msg.topic(), self.msg.partition(), self.msg.offset()
+
+
+@dataclass
+class _Outage:
+    what: str  # "database", "dead-letter topic", "schema registry"
+    since: float
+    backoff: float
+    next_try: float
+
+
+def _what(exc: BaseException) -> str:
+    if isinstance(exc, DatabaseUnavailableError):
+        return "database"
+    if isinstance(exc, DeadLetterUnavailableError):
+        return "dead-letter topic"
+    if isinstance(exc, RegistryUnavailableError):
+        return "schema registry"
+    return "dependency"
+
+
+class Worker:
+    """One consumer of the group, storing batches into Postgres (see the module docstring).
+
+    ``sink``, ``dead_letters``, ``consumer`` and ``metrics`` default to real ones built from
+    ``settings``; pass your own to share or observe them.
+    """
+
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        *,
+        stop_event: threading.Event | None = None,
+        sink: PostgresSink | None = None,
+        dead_letters: DeadLetterWriter | None = None,
+        consumer: Any = None,
+        metrics: ConsumerMetrics | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.name = name or f"{os.getpid()}"
+        self.metrics = metrics or ConsumerMetrics()
+        self._stop = stop_event or threading.Event()
+        self._sink = sink or PostgresSink(settings.require_database_url(), application_name=f"predstream-consumer-{self.name}")
+        self._dlq = dead_letters or DeadLetterWriter(settings)
+        self._decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options or None)
+        self._consumer = consumer
+        self._buffer: list[_Entry] = []
+        self._batch_started: float | None = None
+        self._written: WriteResult | None = None  # the buffer's DB write, once it succeeded
+        self._outage: _Outage | None = None
+        self._closing = False
+        self._running = False
+        self._last_poll = 0.0
+        self._last_db_contact = time.monotonic()
+        self._db_up = True
+        self._last_lag = 0.0
+        self._last_poll_error: str | None = None
+
+    # -- control ---------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the worker to finish its batch, commit and return from :meth:`run`."""
+        self._stop.set()
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """``(healthy, details)``: healthy while polling and the database is reachable."""
+        quiet = time.monotonic() - self._last_poll
+        polling = self._running and quiet < max(10.0, self.settings.session_timeout_ms / 1000)
+        details = {
+            "polling": polling,
+            "database": "up" if self._db_up else "down",
+            "paused": self._outage is not None,
+            "buffered": len(self._buffer),
+        }
+        return polling and self._db_up, details
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Consume until :meth:`stop`; store and commit the last batch; close."""
+        from confluent_kafka import Consumer
+
+        if self._consumer is None:
+            self._consumer = Consumer(consumer_config(self.settings, f"predstream-consumer-{self.name}"))
+        self._consumer.subscribe(
+            [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        self._running = True
+        self._last_poll = time.monotonic()
+        _log.info("worker %s consuming %s as group %s", self.name, self.settings.topic, self.settings.group_id,
+                  extra={"worker": self.name})
+        try:
+            while not self._stop.is_set():
+                if self._outage is not None:
+                    self._outage_step()
+                    continue
+                self._poll(self._poll_wait())
+                if self._batch_due():
+                    self._try_flush()
+                elif not self._buffer:
+                    self._idle_duties()
+            self._drain()
+        finally:
+            self._running = False
+            self._close()
+
+    def _poll_wait(self) -> float:
+        if not self._buffer or self._batch_started is None:
+            return _MAX_POLL_WAIT_S
+        due = self._batch_started + self.settings.batch_max_wait_ms / 1000
+        return min(_MAX_POLL_WAIT_S, max(0.0, due - time.monotonic()))
+
+    def _batch_due(self) -> bool:
+        if not self._buffer:
+            return False
+        if len(self._buffer) >= self.settings.batch_size:
+            return True
+        assert self._batch_started is not None
+        return time.monotonic() - self._batch_started >= self.settings.batch_max_wait_ms / 1000
+
+    def _poll(self, timeout: float) -> None:
+        from confluent_kafka import KafkaError
+
+        room = max(1, min(1000, self.settings.batch_size - len(self._buffer)))
+        msgs = self._consumer.consume(num_messages=room, timeout=timeout)
+        self._last_poll = time.monotonic()
+        for msg in msgs:
+            err = msg.error()
+            if err is None:
+                if not self._buffer:
+                    self._batch_started = time.monotonic()
+                self._buffer.append(_Entry(msg))
+                self.metrics.events_consumed.inc()
+                self._last_poll_error = None
+                continue
+            if err.code() == KafkaError._PARTITION_EOF:
+                continue
+            if err.fatal():
+                raise WorkerError(f"the Kafka consumer failed: {err.str()}")
+            if err.str() != self._last_poll_error:  # one line per distinct problem
+                self._last_poll_error = err.str()
+                _log.warning("kafka: %s", err.str(), extra={"worker": self.name})
+
+    def _idle_duties(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag >= _LAG_EVERY_S:
+            self._last_lag = now
+            try:
+                self.metrics.observe_lag(self._consumer, self._consumer.assignment())
+            except Exception:  # metrics must never stop the worker
+                _log.debug("lag observation failed", exc_info=True)
+        if now - self._last_db_contact >= _IDLE_PING_S:
+            try:
+                self._sink.ping()
+                self._db_ok()
+            except DatabaseUnavailableError as exc:
+                self._enter_outage(exc)
+
+    # -- one batch -------------------------------------------------------------------
+
+    def _try_flush(self) -> bool:
+        try:
+            self._flush()
+            return True
+        except _RETRIABLE as exc:
+            self._enter_outage(exc)
+            return False
+
+    def _flush(self) -> None:
+        """Store the buffer, dead-letter what cannot be stored, commit offsets; raise if retriable."""
+        if not self._buffer:
+            return
+        started = time.monotonic()
+        entries = self._buffer
+        self._decode(entries)
+        if self._written is None:
+            good = [e for e in entries if e.problem is None]
+            result = self._sink.write([e.record for e in good])  # type: ignore[misc]
+            self._db_ok()
+            by_coords = {(e.record.topic, e.record.partition, e.record.offset): e for e in good}  # type: ignore[union-attr]
+            for rec, rejection in result.rejected:
+                by_coords[(rec.topic, rec.partition, rec.offset)].problem = (rejection.reason, rejection.message)
+            self._written = result
+        self._send_dead_letters(entries)
+        self._commit(entries)
+        self._account(entries, self._written, time.monotonic() - started)
+        self._buffer = []
+        self._batch_started = None
+        self._written = None
+
+    def _decode(self, entries: list[_Entry]) -> None:
+        for e in entries:
+            if e.record is not None or e.problem is not None:
+                continue
+            msg = e.msg
+            try:
+                event = self._decoder.decode(msg.value())
+            except (DecodeError, InvalidEventError) as exc:
+                e.problem = (exc.reason, str(exc))
+                continue
+            ts_type, ts = msg.timestamp()
+            e.record = IngestRecord(event, msg.topic(), msg.partition(), msg.offset(), ts if ts_type and ts >= 0 else None)
+
+    def _send_dead_letters(self, entries: list[_Entry]) -> None:
+        bad = [e for e in entries if e.problem is not None]
+        if not bad:
+            return
+        for e in bad:
+            if e.delivery is not None and e.delivery.state != "failed":
+                continue
+            msg = e.msg
+            ts_type, ts = msg.timestamp()
+            reason, error = e.problem  # type: ignore[misc]
+            e.delivery = self._dlq.send(
+                key=msg.key(), value=msg.value(), headers=msg.headers(), reason=reason, error=error,
+                topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
+                timestamp_ms=ts if ts_type and ts >= 0 else None,
+            )
+        self._dlq.flush([e.delivery for e in bad])  # type: ignore[misc]
+
+    def _commit(self, entries: list[_Entry]) -> None:
+        from confluent_kafka import KafkaException, TopicPartition
+
+        last: dict[tuple[str, int], int] = {}
+        for e in entries:
+            topic, partition, offset = e.coords
+            last[(topic, partition)] = max(offset, last.get((topic, partition), -1))
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+            self.metrics.commits.inc()
+        except KafkaException as exc:
+            # stored, but not committed: the next owner re-delivers, the upsert absorbs it
+            _log.warning("offset commit failed (%s); these events will be delivered again", exc.args[0].str(),
+                         extra={"worker": self.name, "batch": len(entries)})
+
+    def _account(self, entries: list[_Entry], result: WriteResult, seconds: float) -> None:
+        m = self.metrics
+        m.batch_size.observe(len(entries))
+        m.batch_latency.observe(seconds)
+        m.rows_upserted.labels("inserted").inc(result.inserted)
+        m.rows_upserted.labels("updated").inc(result.updated)
+        m.duplicates_skipped.inc(result.unchanged)
+        dead = [e for e in entries if e.problem is not None]
+        for e in dead:
+            m.dead_lettered.labels(e.problem[0]).inc()  # type: ignore[index]
+            topic, partition, offset = e.coords
+            _log.warning("dead-lettered %s:%d@%d: %s", topic, partition, offset, e.problem[0],  # type: ignore[index]
+                         extra={"worker": self.name, "partition": partition, "offset": offset})
+        _log.debug(
+            "batch of %d stored in %.3f s: %d inserted, %d updated, %d unchanged, %d dead-lettered",
+            len(entries), seconds, result.inserted, result.updated, result.unchanged, len(dead),
+            extra={"worker": self.name, "batch": len(entries)},
+        )
+
+    # -- outages ---------------------------------------------------------------------
+
+    def _db_ok(self) -> None:
+        self._last_db_contact = time.monotonic()
+        if not self._db_up:
+            self._db_up = True
+            self.metrics.db_up.set(1)
+
+    def _enter_outage(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        what = _what(exc)
+        if isinstance(exc, DatabaseUnavailableError) and self._db_up:
+            self._db_up = False
+            self.metrics.db_up.set(0)
+            self.metrics.db_outages.inc()
+        out = self._outage
+        if out is not None and out.what != what:
+            self._leave_outage()  # e.g. the database is back, the broker is not
+            out = None
+        if out is None:
+            _log.warning("%s unavailable: %s; pausing, will retry", what, exc, extra={"worker": self.name})
+            self._outage = _Outage(what, now, _FIRST_BACKOFF_S, now + _FIRST_BACKOFF_S)
+        else:
+            out.backoff = min(out.backoff * 2, self.settings.db_max_backoff_s)
+            out.next_try = now + out.backoff
+            _log.debug("%s still unavailable: %s; next try in %.1f s", what, exc, out.backoff)
+        self._pause()
+
+    def _leave_outage(self) -> None:
+        out, self._outage = self._outage, None
+        if out is None:
+            return
+        _log.info("%s back after %.1f s; resumed", out.what, time.monotonic() - out.since, extra={"worker": self.name})
+        self._resume()
+
+    def _outage_step(self) -> None:
+        """While paused: keep polling (heartbeats, rebalances), retry when the backoff ends."""
+        out = self._outage
+        assert out is not None
+        self._pause()  # partitions assigned since the outage began are paused too
+        self._poll(min(_MAX_POLL_WAIT_S, max(0.0, out.next_try - time.monotonic())))
+        if self._outage is None or time.monotonic() < self._outage.next_try:
+            return
+        try:
+            if self._buffer:
+                self._flush()
+            else:
+                self._sink.ping()
+                self._db_ok()
+        except _RETRIABLE as exc:
+            self._enter_outage(exc)
+            return
+        self._leave_outage()
+
+    def _pause(self) -> None:
+        try:
+            assigned = self._consumer.assignment()
+            if assigned:
+                self._consumer.pause(assigned)
+        except Exception:  # mid-rebalance: the next step pauses again
+            _log.debug("pause failed", exc_info=True)
+
+    def _resume(self) -> None:
+        try:
+            assigned = self._consumer.assignment()
+            if assigned:
+                self._consumer.resume(assigned)
+        except Exception:
+            _log.debug("resume failed", exc_info=True)
+
+    # -- rebalances ------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        _log.info("assigned %s", _describe(partitions), extra={"worker": self.name})
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        """Store and commit the batch in flight before the partitions go to another worker."""
+        gone = {(tp.topic, tp.partition) for tp in partitions}
+        if self._buffer and not self._closing and any((e.coords[0], e.coords[1]) in gone for e in self._buffer):
+            if self._outage is None:
+                self._try_flush()
+        self._drop(gone, "revoked")
+        self.metrics.forget_partitions(partitions)
+        _log.info("revoked %s", _describe(partitions), extra={"worker": self.name})
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._drop({(tp.topic, tp.partition) for tp in partitions}, "lost")
+        self.metrics.forget_partitions(partitions)
+        _log.warning("lost %s (session timed out?)", _describe(partitions), extra={"worker": self.name})
+
+    def _drop(self, gone: set[tuple[str, int]], why: str) -> None:
+        keep = [e for e in self._buffer if (e.coords[0], e.coords[1]) not in gone]
+        dropped = len(self._buffer) - len(keep)
+        if not dropped:
+            return
+        _log.info("%d uncommitted message(s) of %s partitions left to their next owner", dropped, why,
+                  extra={"worker": self.name, "batch": dropped})
+        self._buffer = keep
+        self._written = None  # the kept entries are written again (idempotent) with the next batch
+        if not keep:
+            self._batch_started = None
+
+    # -- shutdown --------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Stop polling; store and commit the batch within ``shutdown_timeout_s``."""
+        deadline = time.monotonic() + self.settings.shutdown_timeout_s
+        self._pause()
+        while self._buffer and time.monotonic() < deadline:
+            if self._outage is not None:
+                wait = min(self._outage.next_try, deadline) - time.monotonic()
+                self._poll(max(0.0, min(_MAX_POLL_WAIT_S, wait)))  # paused: serves callbacks only
+                if time.monotonic() < self._outage.next_try:
+                    continue
+            if self._try_flush() and self._outage is not None:
+                self._leave_outage()
+        if self._buffer:
+            _log.warning(
+                "stopping with %d message(s) not stored after %.0f s; offsets not committed, they will be delivered again",
+                len(self._buffer), self.settings.shutdown_timeout_s, extra={"worker": self.name, "batch": len(self._buffer)},
+            )
+
+    def _close(self) -> None:
+        self._closing = True
+        try:
+            if self._consumer is not None:
+                self._consumer.close()
+        except Exception as exc:  # closing a consumer that lost its broker
+            _log.debug("consumer close: %s", exc)
+        try:
+            self._dlq.close()
+        finally:
+            self._sink.close()
+        _log.info("worker %s stopped", self.name, extra={"worker": self.name})
+
+
+def _describe(partitions: list[Any]) -> str:
+    if not partitions:
+        return "no partitions"
+    topic = partitions[0].topic
+    return f"{topic} [{', '.join(str(tp.partition) for tp in sorted(partitions, key=lambda t: t.partition))}]"
+
+
+# -- running workers -----------------------------------------------------------------
+
+
+def run_worker(
+    settings: ConsumerSettings,
+    stop_event: threading.Event | None = None,
+    *,
+    name: str | None = None,
+    metrics: ConsumerMetrics | None = None,
+    handle_signals: bool | None = None,
+) -> None:
+    """Run one worker in this thread until ``stop_event`` is set (or SIGTERM/SIGINT).
+
+    Serves ``/metrics`` and ``/healthz`` on ``settings.metrics_port`` when it is not 0.
+    Signal handlers are installed only in the main thread (``handle_signals=None``).
+    Returns after a clean shutdown; raises :class:`WorkerError` when it cannot go on.
+    """
+    stop_event = stop_event or threading.Event()
+    worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics)
+    if handle_signals is None:
+        handle_signals = threading.current_thread() is threading.main_thread()
+    previous: dict[int, Any] = {}
+    if handle_signals:
+        def _on_signal(signum: int, _frame: Any) -> None:
+            _log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
+            stop_event.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _on_signal)
+    server = serve_metrics(worker.metrics, worker.health, settings.metrics_port) if settings.metrics_port else None
+    try:
+        worker.run()
+    finally:
+        if server is not None:
+            server.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _process_main(settings_data: dict[str, Any], index: int, init: Callable[[], None] | None) -> None:
+    if init is not None:
+        init()
+    settings = ConsumerSettings(**settings_data)
+    try:
+        run_worker(settings, name=f"{index}:{os.getpid()}")
+    except (WorkerError, RetriableError) as exc:
+        _log.error("worker %d: %s", index, exc)
+        raise SystemExit(2) from None
+
+
+def run_worker_processes(
+    settings: ConsumerSettings,
+    workers: int,
+    *,
+    init: Callable[[], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> int:
+    """Run ``workers`` worker processes (spawned) until SIGTERM/SIGINT or ``stop_event``.
+
+    SIGTERM and SIGINT are forwarded to the workers as SIGTERM; each finishes its batch and
+    exits. Worker ``i`` serves metrics on ``settings.metrics_port + i`` (when not 0).
+    ``init`` (picklable, e.g. a logging set-up) runs first in each process. Returns 0 when
+    every worker stopped cleanly, 1 when one failed (the others are then stopped too).
+    """
+    ctx = multiprocessing.get_context("spawn")
+    procs = []
+    for i in range(workers):
+        data = settings.model_dump()
+        if settings.metrics_port:
+            data["metrics_port"] = settings.metrics_port + i
+        procs.append(ctx.Process(target=_process_main, args=(data, i, init), name=f"predstream-worker-{i}"))
+    stopping = threading.Event()
+
+    def _forward(signum: int, _frame: Any) -> None:
+        stopping.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _forward)
+    try:
+        for p in procs:
+            p.start()
+        _log.info("started %d worker process(es): %s", workers, ", ".join(str(p.pid) for p in procs))
+        failed = False
+        signalled = False
+        while any(p.is_alive() for p in procs):
+            if (stopping.is_set() or (stop_event is not None and stop_event.is_set())) and not signalled:
+                signalled = True
+                _log.info("stopping %d worker process(es)", workers)
+                for p in procs:
+                    if p.is_alive() and p.pid:
+                        os.kill(p.pid, signal.SIGTERM)
+            for p in procs:
+                if not p.is_alive() and p.exitcode not in (0, None) and not failed:
+                    failed = True
+                    _log.error("worker process %s exited with code %s; stopping the others", p.pid, p.exitcode)
+                    stopping.set()
+            time.sleep(0.1)
+        for p in procs:
+            p.join()
+        return 0 if not failed and all(p.exitcode == 0 for p in procs) else 1
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

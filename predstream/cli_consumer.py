@@ -1,0 +1,145 @@
+"""``predstream consume | dlq list | dlq redrive | health``: the consumer service's commands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from typing import List, Optional
+
+import typer
+
+from ._cli_common import configure_logging, one_line_errors
+
+dlq_app = typer.Typer(help="Inspect and redrive dead letters (events the consumer could not store).", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("consume")(consume)
+    app.command("health")(health)
+    app.add_typer(dlq_app, name="dlq")
+    dlq_app.command("list")(dlq_list)
+    dlq_app.command("redrive")(dlq_redrive)
+
+
+def _settings(**overrides):
+    from consumer.settings import ConsumerSettings
+    from schemas.settings import load_settings
+    from schemas.transport import parse_kafka_options
+
+    options = overrides.pop("kafka_option", None)
+    if options:
+        overrides["kafka_options"] = parse_kafka_options(options)
+    return load_settings(ConsumerSettings, **overrides)
+
+
+_BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers (default: $PREDSTREAM_KAFKA_BOOTSTRAP or the local stack).")
+_TOPIC = typer.Option(None, "--topic", help="Topic of prediction events (default: $PREDSTREAM_TOPIC or training.predictions).")
+_GROUP = typer.Option(None, "--group", help="Consumer group (default: $PREDSTREAM_GROUP_ID or predstream-consumer).")
+_KAFKA_OPT = typer.Option(None, "-X", "--kafka-option", help="librdkafka setting key=value (repeatable), e.g. -X security.protocol=SSL.")
+
+
+@one_line_errors
+def consume(
+    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (each one consumer of the group)."),
+    bootstrap: Optional[str] = _BOOTSTRAP,
+    topic: Optional[str] = _TOPIC,
+    group: Optional[str] = _GROUP,
+    database_url: Optional[str] = typer.Option(None, "--database-url", help="Postgres URL (default: $PREDSTREAM_DATABASE_URL or the local stack)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Upsert once this many events are buffered."),
+    batch_max_wait_ms: Optional[int] = typer.Option(None, "--batch-max-wait-ms", help="... or once the oldest buffered event waited this long."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve /metrics and /healthz here (worker i: port + i; 0: off)."),
+    shutdown_timeout_s: Optional[float] = typer.Option(None, "--shutdown-timeout", help="Seconds to finish the batch in flight on SIGTERM."),
+    kafka_option: Optional[List[str]] = _KAFKA_OPT,
+) -> None:
+    """Consume prediction events into Postgres until SIGTERM/SIGINT (exit 0 after a clean stop)."""
+    from consumer.worker import run_worker, run_worker_processes
+
+    settings = _settings(
+        kafka_bootstrap=bootstrap, topic=topic, group_id=group, database_url=database_url, batch_size=batch_size,
+        batch_max_wait_ms=batch_max_wait_ms, metrics_port=metrics_port, shutdown_timeout_s=shutdown_timeout_s,
+        kafka_option=kafka_option,
+    )
+    settings.require_bootstrap()
+    settings.require_database_url()
+    if workers == 1:
+        run_worker(settings, name="0")
+        return
+    root = logging.getLogger()
+    json_logs = any(type(h.formatter).__name__ == "_JsonFormatter" for h in root.handlers)
+    init = functools.partial(configure_logging, logging.getLevelName(root.level), json_logs)
+    code = run_worker_processes(settings, workers, init=init)
+    if code:
+        raise typer.Exit(code)
+
+
+@one_line_errors
+def dlq_list(
+    limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many dead letters."),
+    reason: Optional[List[str]] = typer.Option(None, "--reason", help="Only these reasons (exact code or prefix, e.g. db-rejected); repeatable."),
+    fmt: str = typer.Option("table", "--format", help="table or json."),
+    bootstrap: Optional[str] = _BOOTSTRAP,
+    topic: Optional[str] = _TOPIC,
+    kafka_option: Optional[List[str]] = _KAFKA_OPT,
+) -> None:
+    """List dead letters: offset, reason, error, and where each event came from."""
+    from consumer.dlq import list_dead_letters
+
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter("use --format table or --format json", param_hint="--format")
+    settings = _settings(kafka_bootstrap=bootstrap, topic=topic, kafka_option=kafka_option)
+    letters = list_dead_letters(settings, limit, reasons=reason or None)
+    if fmt == "json":
+        typer.echo(json.dumps([d.as_dict() for d in letters], indent=2))
+        return
+    if not letters:
+        typer.echo(f"no dead letters in {settings.dlq_topic}")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"dead letters in {settings.dlq_topic} (first {len(letters)})")
+    for col in ("partition", "offset", "reason", "error", "original topic", "orig. partition", "orig. offset"):
+        table.add_column(col, overflow="fold")
+    for d in letters:
+        table.add_row(
+            str(d.partition), str(d.offset), d.reason, d.error[:200], d.original_topic or "",
+            "" if d.original_partition is None else str(d.original_partition),
+            "" if d.original_offset is None else str(d.original_offset),
+        )
+    Console().print(table)
+
+
+@one_line_errors
+def dlq_redrive(
+    reason: Optional[List[str]] = typer.Option(None, "--reason", help="Only these reasons (exact code or prefix); repeatable. Default: all."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be redriven; publish and record nothing."),
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Reconsider every dead letter, not only those after the last redrive."),
+    bootstrap: Optional[str] = _BOOTSTRAP,
+    topic: Optional[str] = _TOPIC,
+    group: Optional[str] = _GROUP,
+    kafka_option: Optional[List[str]] = _KAFKA_OPT,
+) -> None:
+    """Re-publish dead letters' original events to the topic (after fixing what rejected them)."""
+    from consumer.dlq import redrive
+
+    settings = _settings(kafka_bootstrap=bootstrap, topic=topic, group_id=group, kafka_option=kafka_option)
+    result = redrive(settings, reasons=reason or None, dry_run=dry_run, from_beginning=from_beginning)
+    verb = "would redrive" if dry_run else "redriven"
+    detail = ", ".join(f"{k}: {v}" for k, v in sorted(result.by_reason.items()))
+    typer.echo(f"{verb} {result.redriven} dead letter(s) to {settings.topic}" + (f" ({detail})" if detail else "")
+               + f"; skipped {result.skipped}")
+
+
+@one_line_errors
+def health(
+    url: str = typer.Option("http://127.0.0.1:9400/healthz", "--url", help="A worker's health URL (/healthz is added when no path is given)."),
+    timeout_s: float = typer.Option(5.0, "--timeout", help="Seconds to wait for an answer."),
+) -> None:
+    """Exit 0 when the worker answers healthy (polling, database reachable), 1 otherwise."""
+    from consumer.metrics import check_health
+
+    ok, line = check_health(url, timeout_s)
+    typer.echo(("healthy: " if ok else "unhealthy: ") + line, err=not ok)
+    if not ok:
+        raise typer.Exit(1)
