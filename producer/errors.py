@@ -1,19 +1,30 @@
 """Errors raised by the training side (``producer``).
 
-::
+Publishing never raises for an unreachable broker: events go to the spool instead. These
+errors are for mistakes the caller can fix::
 
-    ProducerError                    root of this package
-     ├── DatasetError                a dataset cannot be read or sampled (file, row, field)
-     └── PredictionSetError          a prediction set cannot be found or is inconsistent
+    ProducerError                 root of this package
+     ├── PublisherClosedError     publish() after close(): create a new Publisher
+     ├── SpoolError               the spool folder cannot be used (not writable, not a folder)
+     ├── DatasetError             an eval dataset cannot be read or sampled (file, row, field)
+     └── PredictionSetError       a prediction set cannot be found or is inconsistent
 """
 
 from __future__ import annotations
 
-__all__ = ["ProducerError", "DatasetError", "PredictionSetError"]
+__all__ = ["ProducerError", "PublisherClosedError", "SpoolError", "DatasetError", "PredictionSetError"]
 
 
 class ProducerError(Exception):
     """Root of every error raised by ``producer``."""
+
+
+class PublisherClosedError(ProducerError):
+    """The publisher was closed; events given to it now would be lost."""
+
+
+class SpoolError(ProducerError):
+    """The spool folder cannot be created, written or read; the message names it."""
 
 
 class DatasetError(ProducerError):
