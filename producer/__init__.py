@@ -1,0 +1,81 @@
+"""The training side of predstream: sample eval prompts, generate, publish events to Kafka.
+
+* :mod:`.sampler` — deterministic samples with stable identity (``Sample``, ``sample_dataset``)
+* :mod:`.prediction_sets` — curated prediction sets from an export file or Postgres
+* :mod:`.generator` — batched, left-padded generation (needs torch)
+* :mod:`.recorder` — ``PredictionRecorder``: generate + publish, for custom training loops
+* :mod:`.callback` — ``TrainingPredictionsCallback`` for ``transformers.Trainer`` (needs transformers)
+* :mod:`.publisher` / :mod:`.spool` — hand events to Kafka without blocking; spool on outage
+
+``import producer`` needs neither torch, transformers nor psycopg. The names that need
+torch/transformers (``Generator``, ``Generation``, ``TrainingPredictionsCallback``) are
+imported on first use and raise an ``ImportError`` that says
+``pip install 'predstream[train]'`` when the extra is missing.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from .errors import DatasetError, PredictionSetError, ProducerError, PublisherClosedError, SpoolError
+from .prediction_sets import (
+    PredictionSet,
+    fetch_prediction_set,
+    load_prediction_set,
+    prediction_set_from_samples,
+    prediction_set_id,
+    read_prediction_set_file,
+    write_prediction_set_file,
+)
+from .publisher import Publisher, PublishReport
+from .recorder import PredictionRecorder, distributed_rank
+from .sampler import DEFAULT_GROUND_TRUTH_FIELDS, RowFormat, Sample, sample_dataset
+from .settings import ProducerSettings
+
+__all__ = [
+    "ProducerSettings",
+    "Publisher",
+    "PublishReport",
+    "Sample",
+    "RowFormat",
+    "DEFAULT_GROUND_TRUTH_FIELDS",
+    "sample_dataset",
+    "PredictionSet",
+    "load_prediction_set",
+    "read_prediction_set_file",
+    "write_prediction_set_file",
+    "fetch_prediction_set",
+    "prediction_set_from_samples",
+    "prediction_set_id",
+    "PredictionRecorder",
+    "distributed_rank",
+    "Generator",
+    "Generation",
+    "TrainingPredictionsCallback",
+    "ProducerError",
+    "PublisherClosedError",
+    "SpoolError",
+    "DatasetError",
+    "PredictionSetError",
+]
+
+# Names whose modules need the ``train`` extra: imported on first access.
+_LAZY = {
+    "Generator": ".generator",
+    "Generation": ".generator",
+    "TrainingPredictionsCallback": ".callback",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'producer' has no attribute {name!r}")
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,273 @@
+"""``TrainingPredictionsCallback``: stream eval predictions from a ``transformers.Trainer``.
+
+::
+
+    callback = TrainingPredictionsCallback(dataset="eval.jsonl", n_samples=32, seed=7,
+                                           every_n_steps=500, max_new_tokens=64)
+    Trainer(model=model, args=args, processing_class=tokenizer, callbacks=[callback], ...).train()
+
+What happens when:
+
+* ``on_train_begin``: the job id is settled (below), the samples are drawn
+  (:func:`producer.sampler.sample_dataset`, or :func:`producer.prediction_sets.load_prediction_set`
+  for ``prediction_set=``), and the publisher is created from ``settings`` (default:
+  ``ProducerSettings`` from the environment) unless one was passed in. A dataset or
+  setting that is wrong fails here, before the first training step.
+* Predictions are recorded after each evaluation (``on_evaluate=True``), every
+  ``every_n_steps`` optimizer steps, and/or at each epoch end (``on_epoch_end=True``) —
+  never twice for the same ``global_step``. The model is switched to eval mode for the
+  generation and back afterwards; the training's RNG streams are not disturbed.
+  A failure while generating is logged and training goes on (``raise_errors=True`` to
+  stop instead).
+* ``on_train_end``: the publisher is flushed (``flush_timeout_s``, default the publisher's
+  settings' ``flush_timeout_s``) and the delivered/spooled/dropped counts are logged; a publisher
+  the callback created is closed.
+
+Job id (``job_id=None``): rank 0 makes one and broadcasts it to the other ranks, so all
+ranks of a run share it. It is ``<run_name or output_dir's name>-<UTC time>-<6 hex>``,
+written to ``<output_dir>/predstream-job.json``. A run resumed from a checkpoint
+(``state.global_step > 0`` at train begin) reuses the job id in that file, so a step it
+regenerates lands on the same rows; a fresh run in the same folder gets a new id. Pass
+``job_id=`` to choose it yourself (then every rank must pass the same one).
+
+Distributed: every rank takes part; rank ``r`` of ``W`` generates ``samples[r::W]`` and
+publishes its own events (see :class:`producer.recorder.PredictionRecorder`).
+
+The tokenizer is the Trainer's ``processing_class`` (a processor's ``.tokenizer`` is
+used), or ``tokenizer=`` given here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+try:
+    from transformers import TrainerCallback
+except ImportError as exc:  # pragma: no cover - exercised by tests/test_imports.py
+    raise ImportError(
+        f"TrainingPredictionsCallback needs transformers and torch ({exc.name} is missing): "
+        "pip install 'predstream[train]'"
+    ) from exc
+
+from schemas import MAX_JOB_ID_CHARS, GenerationSettings, load_settings
+
+from .generator import Generator
+from .prediction_sets import load_prediction_set
+from .recorder import PredictionRecorder, distributed_rank
+from .sampler import RowFormat, sample_dataset
+from .settings import ProducerSettings
+
+__all__ = ["TrainingPredictionsCallback", "JOB_FILE"]
+
+_log = logging.getLogger("predstream.callback")
+
+#: File in ``args.output_dir`` that keeps the job id for a resumed run.
+JOB_FILE = "predstream-job.json"
+
+
+class TrainingPredictionsCallback(TrainerCallback):
+    """Samples eval prompts once, then records the model's predictions during training."""
+
+    def __init__(
+        self,
+        dataset: Any = None,
+        prediction_set: str | Path | None = None,
+        *,
+        n_samples: int = 16,
+        seed: int = 0,
+        job_id: str | None = None,
+        every_n_steps: int | None = None,
+        on_evaluate: bool = True,
+        on_epoch_end: bool = False,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        top_k: int | None = None,
+        num_beams: int = 1,
+        num_return_sequences: int = 1,
+        generation_seed: int | None = None,
+        generation: GenerationSettings | None = None,
+        batch_size: int = 32,
+        settings: ProducerSettings | None = None,
+        publisher: Any = None,
+        database_url: str | None = None,
+        dataset_id: str | None = None,
+        row_format: RowFormat | None = None,
+        tokenizer: Any = None,
+        flush_timeout_s: float | None = None,
+        raise_errors: bool = False,
+    ) -> None:
+        if (dataset is None) == (prediction_set is None):
+            raise ValueError("TrainingPredictionsCallback needs exactly one of dataset= or prediction_set=")
+        if every_n_steps is not None and every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be at least 1 (or None), not {every_n_steps}")
+        if not (on_evaluate or on_epoch_end or every_n_steps):
+            raise ValueError("nothing would be recorded: set on_evaluate=True, on_epoch_end=True or every_n_steps=N")
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be at least 1, not {n_samples}")
+        if job_id is not None and not (0 < len(job_id) <= MAX_JOB_ID_CHARS):
+            raise ValueError(f"job_id must be 1-{MAX_JOB_ID_CHARS} characters")
+        self.dataset = dataset
+        self.prediction_set = prediction_set
+        self.n_samples = n_samples
+        self.seed = seed
+        self.every_n_steps = every_n_steps
+        self.record_on_evaluate = on_evaluate
+        self.record_on_epoch_end = on_epoch_end
+        self.generator = Generator(
+            generation,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens if generation is None else None,
+            do_sample=do_sample if generation is None else None,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            num_beams=num_beams if generation is None else None,
+            num_return_sequences=num_return_sequences if generation is None else None,
+            seed=generation_seed,
+        )
+        self.settings = settings
+        self.database_url = database_url
+        self.dataset_id = dataset_id
+        self.row_format = row_format or RowFormat()
+        self.tokenizer = tokenizer
+        self.flush_timeout_s = flush_timeout_s
+        self.raise_errors = raise_errors
+        self._given_job_id = job_id
+        self._publisher = publisher
+        self._owns_publisher = False
+        self.job_id: str | None = job_id
+        self.recorder: PredictionRecorder | None = None
+        self.samples: list = []
+        self._last_step: int | None = None
+        self.last_report: Any = None
+
+    # -- Trainer events -----------------------------------------------------------
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.job_id = self._given_job_id or self._settle_job_id(args, state)
+        if self.prediction_set is not None:
+            self.samples = load_prediction_set(self.prediction_set, self.database_url)
+        else:
+            self.samples = sample_dataset(
+                self.dataset, self.n_samples, seed=self.seed, dataset_id=self.dataset_id, fmt=self.row_format
+            )
+        if self._publisher is None:
+            from .publisher import Publisher
+
+            settings = self.settings if self.settings is not None else load_settings(ProducerSettings)
+            self._publisher = Publisher(settings, job_id=self.job_id)
+            self._owns_publisher = True
+        self.recorder = PredictionRecorder(self._publisher, self.generator, self.samples, self.job_id)
+        self._last_step = None
+        rank, world = distributed_rank()
+        _log.info(
+            "predictions for job %s: %d samples from %s, rank %d of %d",
+            self.job_id, len(self.samples), self.samples[0].sample_source_id, rank, world,
+        )
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.every_n_steps and state.global_step % self.every_n_steps == 0:
+            self._record(state, kwargs)
+
+    def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.record_on_evaluate:
+            self._record(state, kwargs)
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.record_on_epoch_end:
+            self._record(state, kwargs)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        publisher = self._publisher
+        if publisher is None:
+            return
+        try:
+            report = publisher.flush(self.flush_timeout_s)
+            self.last_report = report
+            _log.info(
+                "predictions of job %s: %s delivered, %s spooled, %s dropped, %s pending",
+                self.job_id,
+                getattr(report, "delivered", "?"),
+                getattr(report, "spooled", "?"),
+                getattr(report, "dropped", "?"),
+                getattr(report, "pending", "?"),
+            )
+        finally:
+            if self._owns_publisher:
+                publisher.close()
+                self._publisher = None
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _record(self, state: Any, kwargs: dict[str, Any]) -> None:
+        if self.recorder is None:
+            _log.warning("TrainingPredictionsCallback was not started (on_train_begin not called); nothing recorded")
+            return
+        step = int(state.global_step)
+        if step == self._last_step:
+            return
+        self._last_step = step
+        tokenizer = self._tokenizer(kwargs)
+        model = kwargs.get("model")
+        try:
+            if tokenizer is None or model is None:
+                raise ValueError(
+                    "no tokenizer: give the Trainer processing_class=tokenizer, or the callback tokenizer="
+                    if tokenizer is None
+                    else "the Trainer passed no model to the callback"
+                )
+            self.recorder.record(model, tokenizer, step=step, epoch=state.epoch or 0.0)
+        except Exception:
+            if self.raise_errors:
+                raise
+            _log.exception("recording predictions at step %d failed; training goes on", step)
+
+    def _tokenizer(self, kwargs: dict[str, Any]) -> Any:
+        if self.tokenizer is not None:
+            return self.tokenizer
+        tok = kwargs.get("processing_class") or kwargs.get("tokenizer")
+        if tok is not None and not callable(getattr(tok, "decode", None)) and hasattr(tok, "tokenizer"):
+            tok = tok.tokenizer  # a multimodal processor
+        return tok
+
+    def _settle_job_id(self, args: Any, state: Any) -> str:
+        rank, world = distributed_rank()
+        job_id = _job_id_for(args, state) if rank == 0 else None
+        if world > 1:
+            import torch.distributed as dist
+
+            box = [job_id]
+            dist.broadcast_object_list(box, src=0)
+            job_id = box[0]
+        assert job_id
+        return job_id
+
+
+def _job_id_for(args: Any, state: Any) -> str:
+    """Rank 0's job id: reused from the job file when resuming, else a new one (written)."""
+    out = Path(getattr(args, "output_dir", None) or "trainer_output")
+    path = out / JOB_FILE
+    if state.global_step > 0:
+        try:
+            job_id = json.loads(path.read_text())["job_id"]
+            if isinstance(job_id, str) and job_id:
+                _log.info("resumed run: reusing job id %s from %s", job_id, path)
+                return job_id
+        except (OSError, ValueError, KeyError, TypeError):
+            _log.warning("resumed run but %s holds no job id; starting a new job id", path)
+    base = getattr(args, "run_name", None) or out.resolve().name or "run"
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    job_id = f"{base[: MAX_JOB_ID_CHARS - 30]}-{stamp}-{secrets.token_hex(3)}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"job_id": job_id}) + "\n")
+    except OSError as exc:
+        _log.warning("cannot write %s (%s): a resumed run will get a new job id", path, exc)
+    return job_id

@@ -1,0 +1,178 @@
+"""TrainingPredictionsCallback inside a real transformers.Trainer, publishing to the real broker."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from types import SimpleNamespace
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
+from producer import TrainingPredictionsCallback  # noqa: E402
+from producer.callback import JOB_FILE  # noqa: E402
+from schemas import Decoder, prompt_id  # noqa: E402
+
+pytestmark = pytest.mark.train
+
+
+class _FakePublisher:
+    def __init__(self):
+        self.events = []
+        self.flushed = self.closed = False
+
+    def publish_many(self, events):
+        self.events.extend(events)
+
+    def flush(self, timeout=None):
+        self.flushed = True
+        return SimpleNamespace(delivered=len(self.events), spooled=0, dropped=0, pending=0)
+
+    def close(self):
+        self.closed = True
+
+
+def read_events(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
+    """Every event on ``topic`` (all partitions, from the start) once ``expected`` arrived."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        decoder, events, deadline = Decoder(), [], time.monotonic() + timeout
+        while len(events) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                events.append(decoder.decode(msg.value()))
+        # a short extra wait: more events than expected would be a bug too
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                events.append(decoder.decode(msg.value()))
+        return events
+    finally:
+        consumer.close()
+
+
+def _trainer(callback, tmp_path, *, max_steps=30, eval_steps=10):
+    from transformers import Trainer, TrainingArguments
+
+    tok = build_tokenizer()
+    model = build_model(tok, seed=0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run-out"),
+        max_steps=max_steps,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=32,
+        learning_rate=3e-3,
+        eval_strategy="steps",
+        eval_steps=eval_steps,
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=TokenizedTask(addition_rows(2000, seed=1), tok),
+        eval_dataset=TokenizedTask(addition_rows(32, seed=2), tok),
+        data_collator=lambda batch: collate(batch, tok.pad_token_id),
+        processing_class=tok,
+        callbacks=[callback],
+    )
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_trainer_streams_predictions_that_change_as_the_model_learns(producer_settings, kafka_bootstrap, topic, tmp_path):
+    eval_rows = addition_rows(50, seed=3)
+    callback = TrainingPredictionsCallback(
+        dataset=eval_rows,
+        dataset_id="addition-eval",
+        n_samples=6,
+        seed=4,
+        every_n_steps=15,  # records at 15 and 30; evaluations at 10, 20, 30 (30 only once)
+        max_new_tokens=4,
+        batch_size=4,
+        settings=producer_settings,
+        raise_errors=True,
+    )
+    trainer = _trainer(callback, tmp_path)
+    trainer.train()
+
+    steps = [10, 15, 20, 30]
+    events = read_events(kafka_bootstrap, topic, expected=6 * len(steps))
+    assert callback.last_report.delivered == 6 * len(steps) and callback.last_report.spooled == 0
+    assert len(events) == 6 * len(steps)
+    assert len({e.event_id for e in events}) == len(events)
+    assert sorted({e.step for e in events}) == steps
+
+    rows_by_prompt = {r["prompt"]: (i, r) for i, r in enumerate(eval_rows)}
+    by_prompt = defaultdict(dict)
+    for e in events:
+        source_index, row = rows_by_prompt[e.prompt]
+        assert e.prompt_id == prompt_id(None, row["prompt"])
+        assert e.source_index == source_index and e.ground_truth == row["ground_truth"]
+        assert 0 <= e.sample_index < 6
+        assert (e.sample_source, e.sample_source_id) == ("dataset", "addition-eval")
+        assert e.job_id == callback.job_id and e.model_name == MODEL_NAME
+        assert e.generation.max_new_tokens == 4 and e.completion_tokens <= 4
+        assert e.epoch >= 0
+        by_prompt[e.prompt_id][e.step] = e.prediction
+    assert len(by_prompt) == 6
+    assert any(len(set(preds.values())) > 1 for preds in by_prompt.values()), "predictions never changed"
+    job_file = json.loads((tmp_path / "run-out" / JOB_FILE).read_text())
+    assert job_file["job_id"] == callback.job_id and callback.job_id.startswith("run-out-")
+    assert callback._publisher is None  # the callback closed the publisher it created
+
+
+def test_job_id_survives_a_resume_but_not_a_fresh_run_in_the_same_folder(tmp_path):
+    def begin(global_step):
+        cb = TrainingPredictionsCallback(dataset=addition_rows(10), n_samples=2, publisher=_FakePublisher())
+        args = SimpleNamespace(output_dir=str(tmp_path / "out"), run_name=None)
+        cb.on_train_begin(args, SimpleNamespace(global_step=global_step), None)
+        return cb.job_id
+
+    first = begin(0)
+    assert first.startswith("out-")
+    assert begin(120) == first  # resumed from a checkpoint: same rows get overwritten
+    assert begin(0) != first  # a new run
+
+
+def test_each_step_is_recorded_once_and_failures_do_not_stop_training(tmp_path, caplog):
+    fake = _FakePublisher()
+    cb = TrainingPredictionsCallback(
+        dataset=addition_rows(20), n_samples=3, every_n_steps=2, job_id="job-1", publisher=fake, max_new_tokens=2
+    )
+    args = SimpleNamespace(output_dir=str(tmp_path), run_name=None)
+    cb.on_train_begin(args, SimpleNamespace(global_step=0), None)
+    tok = build_tokenizer()
+    model = build_model(tok)
+    model.train()
+    for step in (1, 2, 2):
+        state = SimpleNamespace(global_step=step, epoch=step / 10)
+        cb.on_step_end(args, state, None, model=model, processing_class=tok)
+        cb.on_evaluate(args, state, None, model=model, processing_class=tok)
+    assert [e.step for e in fake.events] == [1, 1, 1, 2, 2, 2]
+    assert model.training
+    cb.on_evaluate(args, SimpleNamespace(global_step=3, epoch=0.3), None, model=model)  # no tokenizer
+    assert "no tokenizer" in caplog.text and len(fake.events) == 6
+    cb.on_train_end(args, None, None)
+    assert fake.flushed and not fake.closed  # a publisher passed in belongs to the caller
+
+
+def test_callback_needs_exactly_one_source_and_something_to_do():
+    with pytest.raises(ValueError, match="exactly one"):
+        TrainingPredictionsCallback()
+    with pytest.raises(ValueError, match="nothing would be recorded"):
+        TrainingPredictionsCallback(dataset=[{"prompt": "x"}], on_evaluate=False)
