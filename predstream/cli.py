@@ -38,6 +38,7 @@ _COMMAND_MODULES: list[str] = [
     "cli_stack",
     "cli_compare",
     "cli_consumer",
+    "cli_spool",
 ]
 
 _register()

@@ -92,14 +92,16 @@ class DrainReport:
     segments_untried: int = 0  #: not reached (stopped, deadline, or the broker failed)
 
     def __str__(self) -> str:
-        s = f"{self.sent} records re-sent, {self.segments_done} segments removed"
-        if self.left or self.segments_untried:
-            s += f"; {self.left} records undelivered, {self.segments_untried} segments not tried (still spooled)"
+        parts = [f"{self.sent} records re-sent", f"{self.segments_done} segments removed"]
+        if self.left:
+            parts.append(f"{self.left} records undelivered (kept)")
+        if self.segments_untried:
+            parts.append(f"{self.segments_untried} segments not tried (kept)")
         if self.segments_busy:
-            s += f"; {self.segments_busy} segments busy (being written or drained elsewhere)"
+            parts.append(f"{self.segments_busy} segments busy (being written or drained elsewhere)")
         if self.segments_damaged:
-            s += f"; {self.segments_damaged} segments had a damaged tail (see the warnings)"
-        return s
+            parts.append(f"{self.segments_damaged} segments had a damaged tail (see the warnings)")
+        return ", ".join(parts)
 
 
 class _LibrdkafkaLog:
