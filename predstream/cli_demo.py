@@ -1,0 +1,29 @@
+"""``predstream demo``: train a tiny model twice and compare the runs' predictions."""
+
+from __future__ import annotations
+
+import typer
+
+from ._cli_common import one_line_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+@one_line_errors
+def demo(
+    quick: bool = typer.Option(False, "--quick", help="A short run (about a minute): fewer steps and prompts."),
+    output_dir: str = typer.Option("demo-output", "--output-dir", help="Where the plot and run folders go."),
+) -> None:
+    """Start the stack and a consumer, train a tiny model twice, and compare the runs."""
+    try:
+        from predstream.demo import DemoPlan, run_demo
+    except ImportError as exc:  # torch/transformers missing
+        raise typer.Exit(code=_missing(exc)) from None
+    run_demo(DemoPlan.quick() if quick else DemoPlan(), output_dir)
+
+
+def _missing(exc: ImportError) -> int:
+    typer.echo(f"error: the demo needs the training extra: pip install 'predstream[demo]' ({exc})", err=True)
+    return 2

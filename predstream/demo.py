@@ -1,0 +1,218 @@
+"""``predstream demo``: the whole idea, end to end, in one command.
+
+1. Services: the configured Kafka and Postgres (``PREDSTREAM_KAFKA_BOOTSTRAP`` and
+   ``PREDSTREAM_DATABASE_URL``), else a stack started by ``predstream up``, else a fresh
+   embedded stack in a temporary folder, stopped at the end.
+2. A consumer worker (its own consumer group) upserts events into Postgres while training runs.
+3. A tiny GPT-2 (built locally, no downloads) learns 2-digit addition twice, as two runs that
+   differ only in learning rate. ``TrainingPredictionsCallback`` publishes predictions for the
+   same 16 eval prompts (same seed, so same ``prompt_id`` / ``source_index``) at each evaluation.
+4. The comparison: for a few prompts, the prediction at each step in each run, and accuracy
+   against the reference per step per run, as tables and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import threading
+import time
+import uuid
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+__all__ = ["DemoPlan", "DemoResult", "run_demo"]
+
+_log = logging.getLogger("predstream.demo")
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """How long to train and how often to look. ``quick`` is the CI size."""
+
+    max_steps: int = 480
+    eval_every: int = 60
+    n_samples: int = 16
+    learning_rates: tuple[float, float] = (3e-3, 1e-3)
+    train_rows: int = 4000
+
+    @classmethod
+    def quick(cls) -> "DemoPlan":
+        return cls(max_steps=60, eval_every=20, n_samples=8, train_rows=1000)
+
+    @property
+    def evaluations(self) -> int:
+        return self.max_steps // self.eval_every
+
+
+@dataclass
+class DemoResult:
+    jobs: list[str]
+    rows: dict[str, int]
+    plot: Path
+    comparison: Any
+
+
+def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
+    """(bootstrap, database_url, topic) of the services to use; starts some if needed."""
+    from consumer.migrate import migrate
+    from consumer.settings import ConsumerSettings
+    from predstream.local import LocalStack, create_topics
+    from schemas.settings import load_settings, local_stack
+
+    settings = load_settings(ConsumerSettings)
+    if settings.kafka_bootstrap and settings.database_url:
+        console.print(f"[bold]services[/bold]: the configured Kafka ({settings.kafka_bootstrap}) and Postgres")
+        create_topics(settings.kafka_bootstrap, {settings.topic: 6, settings.dlq_topic: 1}, config=settings.kafka_options)
+        migrate(settings.database_url, settings.migrations_dir)
+        return settings.kafka_bootstrap, settings.database_url, settings.topic
+    running = local_stack()
+    if running:
+        console.print(f"[bold]services[/bold]: the local stack started by `predstream up` ({running['bootstrap']})")
+        return running["bootstrap"], running["database_url"], running.get("topic", settings.topic)
+    console.print("[bold]services[/bold]: starting an embedded broker and PostgreSQL (stopped at the end)")
+    home = Path(tempfile.mkdtemp(prefix="predstream-demo-"))
+    local = LocalStack(home)
+    local.start()
+    stack.callback(local.stop)
+    stack.temporary_services = True  # type: ignore[attr-defined]
+    topic = settings.topic
+    create_topics(local.bootstrap, {topic: 6, topic + ".dlq": 1})
+    migrate(local.database_url())
+    return local.bootstrap, local.database_url(), topic
+
+
+def _train(job_id: str, lr: float, plan: DemoPlan, eval_file: Path, out: Path, producer_settings: Any) -> None:
+    from transformers import Trainer, TrainingArguments
+
+    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer
+    from producer.callback import TrainingPredictionsCallback
+
+    tok = build_tokenizer()
+    model = build_model(tok, n_layer=4, seed=0)
+    callback = TrainingPredictionsCallback(
+        dataset=str(eval_file),
+        n_samples=plan.n_samples,
+        seed=7,
+        job_id=job_id,
+        on_evaluate=True,
+        max_new_tokens=4,
+        batch_size=32,
+        settings=producer_settings,
+    )
+    args = TrainingArguments(
+        output_dir=str(out / job_id),
+        max_steps=plan.max_steps,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        learning_rate=lr,
+        warmup_steps=min(50, plan.max_steps // 10),
+        eval_strategy="steps",
+        eval_steps=plan.eval_every,
+        save_strategy="no",
+        logging_strategy="steps",
+        logging_steps=plan.eval_every,
+        report_to="none",
+        use_cpu=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    eval_rows = [json.loads(line) for line in eval_file.read_text().splitlines()]
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=TokenizedTask(addition_rows(plan.train_rows, seed=1), tok),
+        eval_dataset=TokenizedTask(eval_rows[:64], tok),
+        data_collator=lambda batch: _collate(batch, tok.pad_token_id),
+        processing_class=tok,
+        callbacks=[callback],
+    )
+    trainer.train()
+
+
+def _collate(batch: Any, pad_token_id: int) -> Any:
+    from predstream.tinymodel import collate
+
+    return collate(batch, pad_token_id)
+
+
+def _wait_for_rows(database_url: str, jobs: list[str], expected: int, timeout: float, console: Console) -> dict[str, int]:
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    with console.status("waiting for the consumer to store every prediction...") as status:
+        while True:
+            with psycopg.connect(database_url) as conn:
+                counts = dict(conn.execute(
+                    "SELECT job_id, count(*) FROM training_predictions WHERE job_id = ANY(%s) GROUP BY job_id", (jobs,)
+                ).fetchall())
+            done = sum(counts.values())
+            status.update(f"waiting for the consumer: {done}/{expected * len(jobs)} rows stored")
+            if all(counts.get(j, 0) >= expected for j in jobs) or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.3)
+
+
+def stack_is_temporary(stack: ExitStack) -> bool:
+    return bool(getattr(stack, "temporary_services", False))
+
+
+def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output", console: Console | None = None) -> DemoResult:
+    """Run the demo; return the jobs, row counts, plot path and comparison."""
+    from consumer.compare import compare_runs
+    from consumer.settings import ConsumerSettings
+    from consumer.worker import run_worker
+    from predstream import report
+    from predstream.tinymodel import addition_rows
+    from producer.settings import ProducerSettings
+
+    plan = plan or DemoPlan()
+    console = console or Console()
+    out = Path(output_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with ExitStack() as stack:
+        bootstrap, database_url, topic = _services(stack, console)
+        consumer_settings = ConsumerSettings(
+            kafka_bootstrap=bootstrap, database_url=database_url, topic=topic,
+            group_id=f"predstream-demo-{uuid.uuid4().hex[:8]}", session_timeout_ms=6000, batch_max_wait_ms=100,
+        )
+        stop = threading.Event()
+        worker = threading.Thread(target=run_worker, args=(consumer_settings, stop), kwargs={"handle_signals": False},
+                                  name="predstream-demo-consumer", daemon=True)
+        worker.start()
+        stack.callback(worker.join, 30)
+        stack.callback(stop.set)
+        console.print(f"[bold]consumer[/bold]: worker running (group {consumer_settings.group_id})")
+
+        eval_file = out / "eval.jsonl"
+        eval_file.write_text("".join(json.dumps(r) + "\n" for r in addition_rows(200, seed=99)))
+        producer_settings = ProducerSettings(kafka_bootstrap=bootstrap, topic=topic, spool_dir=out / "spool")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        jobs = []
+        for i, lr in enumerate(plan.learning_rates, 1):
+            job = f"demo-{stamp}-lr{lr:g}"
+            jobs.append(job)
+            console.rule(f"run {i}/{len(plan.learning_rates)}: {job} (learning rate {lr:g}, {plan.max_steps} steps, "
+                         f"predictions for {plan.n_samples} eval prompts every {plan.eval_every} steps)")
+            _train(job, lr, plan, eval_file, out, producer_settings)
+
+        counts = _wait_for_rows(database_url, jobs, plan.n_samples * plan.evaluations, 60, console)
+        import psycopg
+
+        with psycopg.connect(database_url) as conn:
+            comparison = compare_runs(conn, jobs, max_prompts=4)
+        console.rule("comparison: the same prompts (same prompt_id) in both runs, step by step")
+        report.print_comparison(comparison, console)
+        plot = report.plot_comparison(comparison, out / "comparison.png")
+        console.print(f"rows stored: {counts}; plot: {plot}; took {time.monotonic() - started:.0f} s")
+        if not stack_is_temporary(stack):
+            console.print(f"explore further: predstream compare {' '.join(jobs)} --format csv")
+    return DemoResult(jobs, counts, plot, comparison)
