@@ -37,6 +37,7 @@ def _register() -> None:
 _COMMAND_MODULES: list[str] = [
     "cli_stack",
     "cli_compare",
+    "cli_demo",
     "cli_consumer",
     "cli_spool",
 ]
