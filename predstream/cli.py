@@ -40,6 +40,8 @@ _COMMAND_MODULES: list[str] = [
     "cli_demo",
     "cli_consumer",
     "cli_spool",
+    "cli_replay",
+    "cli_sets",
 ]
 
 _register()

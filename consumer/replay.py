@@ -1,0 +1,539 @@
+"""Replay: read the topic again into a (new or repaired) database, beside the live consumers.
+
+:func:`replay` reads the partitions of ``settings.topic`` from a start point (the
+beginning, a time, or explicit offsets) to the high watermarks taken when it starts (or,
+with ``to_end``, to the end as it is when each partition is reached), decodes and
+validates each event, and stores the good ones through the worker's own
+:class:`~consumer.sink.PostgresSink`: an event replayed twice changes nothing, and an old
+event never overwrites a newer row.
+
+It never disturbs the live consumer group: it uses ``assign()`` with explicit offsets and
+a throwaway ``group.id`` (``predstream-replay-<random>``), with auto-commit off, and it
+never commits.
+
+Undecodable or invalid events are counted and logged; the live worker has dead-lettered
+them already, so they go to the dead-letter topic again only with ``dead_letters=``.
+With ``job_id=``, events of other jobs are skipped; the ``predstream-job-id`` header
+decides without decoding when it is present.
+
+Broker quirks handled here (measured on tansu 0.6, harmless on Apache Kafka):
+
+* an uncached ``get_watermark_offsets`` under-reports the high watermark (it answers the
+  base offset of the last record batch + 1). The end of each partition is the larger of
+  that answer and the high watermark of a fetch response (a short fetch from just below it);
+* ``offsets_for_times`` answers at record-batch granularity, and 0 instead of -1 when no
+  record is at or after the time. So the answer is taken as a lower bound: replay reads
+  from there, skipping messages older than the time until the first one at or after it
+  (Kafka's definition of the start). A time after the last record thus replays nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+from schemas.codec import Decoder
+from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
+from schemas.transport import Headers
+
+from .errors import ConsumerError, DatabaseUnavailableError
+from .settings import ConsumerSettings
+from .sink import IngestRecord, PostgresSink, WriteResult
+
+__all__ = [
+    "ReplayError",
+    "ReplayStats",
+    "PartitionRange",
+    "replay",
+    "plan_replay",
+    "parse_offsets",
+    "parse_timestamp",
+    "format_offsets",
+]
+
+_log = logging.getLogger("predstream.replay")
+
+#: Write attempts per batch while the database is unavailable (then stop with resume offsets).
+_WRITE_ATTEMPTS = 4
+#: Invalid events logged one by one at WARNING before the rest go to DEBUG.
+_MAX_WARNINGS = 20
+
+ProgressFn = Callable[[int, int], None]
+
+
+class ReplayError(ConsumerError):
+    """A replay cannot start or cannot go on; the message says where to resume."""
+
+
+@dataclass(frozen=True)
+class PartitionRange:
+    """Offsets ``[start, end)`` of one partition to replay."""
+
+    partition: int
+    start: int
+    end: int
+
+    @property
+    def size(self) -> int:
+        return max(0, self.end - self.start)
+
+
+@dataclass
+class ReplayStats:
+    """What a replay did. ``read`` = stored + invalid + rejected + skipped_job + skipped_before."""
+
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    #: identical resends, older versions of stored rows and duplicates within a batch
+    unchanged: int = 0
+    #: undecodable or breaking the contract
+    invalid: int = 0
+    #: refused by the database (e.g. a value out of a column's range)
+    rejected: int = 0
+    #: events of other jobs (``job_id=``)
+    skipped_job: int = 0
+    #: messages before ``from_timestamp`` read because the broker's answer was coarse
+    skipped_before: int = 0
+    dead_lettered: int = 0
+    ranges: list[PartitionRange] = field(default_factory=list)
+    #: the offset after the last message whose outcome is stored, per partition
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    by_reason: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def stored(self) -> int:
+        return self.inserted + self.updated + self.unchanged
+
+    def add(self, result: WriteResult) -> None:
+        self.inserted += result.inserted
+        self.updated += result.updated
+        self.unchanged += result.unchanged
+        self.rejected += len(result.rejected)
+
+    def summary(self) -> str:
+        rate = f", {self.read / self.seconds:.0f} msg/s" if self.seconds > 0 and self.read else ""
+        return (
+            f"read {self.read}: inserted {self.inserted}, updated {self.updated}, unchanged {self.unchanged}, "
+            f"invalid {self.invalid}, rejected by the database {self.rejected}, "
+            f"skipped (other jobs) {self.skipped_job}, skipped (before the start time) {self.skipped_before}"
+            + (f", dead-lettered {self.dead_lettered}" if self.dead_lettered else "")
+            + f" in {self.seconds:.1f} s{rate}"
+        )
+
+
+# -- parsing the start point ------------------------------------------------------------
+
+
+def parse_offsets(text: str) -> dict[int, int]:
+    """``"0:120,3:7"`` -> ``{0: 120, 3: 7}``."""
+    out: dict[int, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        left, sep, right = part.partition(":")
+        try:
+            partition, offset = int(left), int(right)
+        except ValueError:
+            partition = offset = -1
+        if not sep or partition < 0 or offset < 0:
+            raise ReplayError(f"bad offset {part!r}: write PARTITION:OFFSET pairs, e.g. 0:120,3:7")
+        if partition in out:
+            raise ReplayError(f"partition {partition} is given twice in {text!r}")
+        out[partition] = offset
+    if not out:
+        raise ReplayError("no offsets given: write PARTITION:OFFSET pairs, e.g. 0:120,3:7")
+    return out
+
+
+def format_offsets(offsets: Mapping[int, int]) -> str:
+    """``{0: 120, 3: 7}`` -> ``"0:120,3:7"`` (what ``--from-offsets`` reads)."""
+    return ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 time (``2026-11-03T14:00:00Z``, ``2026-11-03 14:00+01:00``); no zone = UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ReplayError(f"bad time {text!r}: use ISO 8601, e.g. 2026-11-03T14:00:00Z") from None
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+# -- the broker side ---------------------------------------------------------------------
+
+
+def _consumer(settings: ConsumerSettings) -> Any:
+    from confluent_kafka import Consumer
+
+    conf = settings.kafka_config(
+        **{
+            "client.id": "predstream-replay",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": True,
+            "fetch.wait.max.ms": 100,
+        }
+    )
+    # Whatever the pass-through options say: never the live group, never a commit.
+    conf.update(
+        {
+            "group.id": f"predstream-replay-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+        }
+    )
+    return Consumer(conf)
+
+
+def _partitions(consumer: Any, topic: str, timeout_s: float) -> list[int]:
+    from confluent_kafka import KafkaException
+
+    try:
+        # all topics, not this one: some brokers create a topic a client asks about
+        meta = consumer.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise ReplayError(f"cannot read topic metadata: {exc.args[0].str()}; is the broker reachable?") from None
+    info = meta.topics.get(topic)
+    if info is None or info.error is not None or not info.partitions:
+        raise ReplayError(f"topic {topic!r} does not exist on the broker: check PREDSTREAM_TOPIC / --topic")
+    return sorted(info.partitions)
+
+
+def _watermarks(consumer: Any, topic: str, partitions: list[int], timeout_s: float) -> dict[int, tuple[int, int]]:
+    """``{partition: (low, high)}``: uncached answers, the high one checked by a fetch."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    uncached: dict[int, tuple[int, int]] = {}
+    for p in partitions:
+        try:
+            uncached[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
+        except KafkaException as exc:
+            raise ReplayError(f"cannot read the offsets of {topic} partition {p}: {exc.args[0].str()}") from None
+    # A fetch response carries the true high watermark: fetch from just below the answer.
+    consumer.assign([TopicPartition(topic, p, max(lo, hi - 1)) for p, (lo, hi) in uncached.items()])
+    out: dict[int, tuple[int, int]] = {}
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < len(partitions):
+            if time.monotonic() > deadline:
+                missing = sorted(set(partitions) - set(out))
+                raise ReplayError(f"no fetch answer for {topic} partition(s) {missing} within {timeout_s:.0f} s")
+            consumer.poll(0.05)  # messages are dropped; the real reading starts after assign()
+            for p in partitions:
+                if p in out:
+                    continue
+                lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
+                if hi >= 0:
+                    out[p] = (max(lo, uncached[p][0]) if lo >= 0 else uncached[p][0], max(hi, uncached[p][1]))
+    finally:
+        consumer.unassign()
+    return out
+
+
+def plan_replay(
+    consumer: Any,
+    topic: str,
+    *,
+    from_timestamp: datetime | None = None,
+    from_offsets: Mapping[int, int] | None = None,
+    timeout_s: float = 30.0,
+) -> tuple[list[PartitionRange], int | None]:
+    """The ranges to replay (default: every partition from its beginning) and, for a
+    start time, that time in ms since the epoch (messages before it are skipped)."""
+    from confluent_kafka import KafkaException, TopicPartition
+
+    if from_timestamp is not None and from_offsets is not None:
+        raise ReplayError("give a start time or start offsets, not both")
+    partitions = _partitions(consumer, topic, timeout_s)
+    if from_offsets is not None:
+        unknown = sorted(set(from_offsets) - set(partitions))
+        if unknown:
+            raise ReplayError(f"{topic} has partitions {partitions[0]}..{partitions[-1]}; no partition {unknown[0]}")
+        partitions = sorted(from_offsets)
+    marks = _watermarks(consumer, topic, partitions, timeout_s)
+    since_ms: int | None = None
+    if from_timestamp is not None:
+        since_ms = int(from_timestamp.timestamp() * 1000)
+        try:
+            found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in partitions], timeout=timeout_s)
+        except KafkaException as exc:
+            raise ReplayError(f"cannot look up offsets by time: {exc.args[0].str()}") from None
+        answers = {tp.partition: tp.offset for tp in found}
+    ranges = []
+    for p in partitions:
+        lo, hi = marks[p]
+        if from_offsets is not None:
+            start = from_offsets[p]
+            if start < lo:
+                _log.warning("partition %d starts at offset %d (older ones are gone); replaying from there", p, lo)
+            start = min(max(start, lo), hi)
+        elif since_ms is not None:
+            answer = answers.get(p, -1)
+            # -1: nothing at or after the time; anything else is a lower bound (see module doc)
+            start = hi if answer < 0 else min(max(answer, lo), hi)
+        else:
+            start = lo
+        ranges.append(PartitionRange(p, start, hi))
+    return ranges, since_ms
+
+
+# -- the replay ----------------------------------------------------------------------------
+
+
+def replay(
+    settings: ConsumerSettings,
+    *,
+    from_timestamp: datetime | None = None,
+    from_offsets: Mapping[int, int] | None = None,
+    to_end: bool = False,
+    job_id: str | None = None,
+    batch_size: int | None = None,
+    dead_letters: Any = None,
+    sink: PostgresSink | None = None,
+    progress: ProgressFn | None = None,
+    stall_timeout_s: float = 60.0,
+) -> ReplayStats:
+    """Replay ``settings.topic`` into ``settings.database_url``; see the module docstring.
+
+    ``dead_letters``: a :class:`consumer.dlq.DeadLetterWriter` to dead-letter invalid and
+    rejected events again (default: count and log only). ``progress(done, total)`` is
+    called as messages are read (``total`` grows with ``to_end`` as the topic does).
+    Raises :class:`ReplayError` (with the offsets to resume from) when the database stays
+    unavailable or the broker stops answering.
+    """
+    started = time.monotonic()
+    own_sink = sink is None
+    sink = sink or PostgresSink(settings.require_database_url(), application_name="predstream-replay")
+    decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options)
+    consumer = _consumer(settings)
+    try:
+        ranges, since_ms = plan_replay(
+            consumer, settings.topic, from_timestamp=from_timestamp, from_offsets=from_offsets,
+            timeout_s=min(30.0, stall_timeout_s),
+        )
+        run = _Run(settings, consumer, sink, decoder, ranges, since_ms, to_end, job_id,
+                   batch_size or settings.batch_size, dead_letters, progress, stall_timeout_s)
+        run.go()
+        stats = run.stats
+    finally:
+        consumer.close()  # auto-commit is off and nothing was committed: the group stays empty
+        if own_sink:
+            sink.close()
+    stats.seconds = time.monotonic() - started
+    _log.info("replay of %s done: %s", settings.topic, stats.summary())
+    return stats
+
+
+class _Run:
+    """One replay's loop state."""
+
+    def __init__(self, settings: ConsumerSettings, consumer: Any, sink: PostgresSink, decoder: Decoder,
+                 ranges: list[PartitionRange], since_ms: int | None, to_end: bool, job_id: str | None,
+                 batch_size: int, dead_letters: Any, progress: ProgressFn | None, stall_timeout_s: float) -> None:
+        self.topic = settings.topic
+        self.consumer, self.sink, self.decoder = consumer, sink, decoder
+        self.to_end, self.job_id, self.batch_size = to_end, job_id, batch_size
+        self.dead_letters, self.progress, self.stall_timeout_s = dead_letters, progress, stall_timeout_s
+        self.stats = ReplayStats(ranges=list(ranges))
+        self.start = {r.partition: r.start for r in ranges}
+        self.end = {r.partition: r.end for r in ranges}
+        self.position = dict(self.start)  # next offset to handle, per partition
+        self.stats.next_offsets = dict(self.start)
+        self.before = {r.partition: since_ms for r in ranges} if since_ms is not None else {}
+        self.open = {r.partition for r in ranges if to_end or r.size > 0}
+        self.batch: list[IngestRecord] = []
+        self.bad: list[tuple[Any, str, str]] = []  # (message, reason, error) to dead-letter
+        self.originals: dict[tuple[int, int], Any] = {}
+        self.warned = 0
+        self.last_progress = 0.0
+
+    # -- loop --------------------------------------------------------------------------
+
+    def go(self) -> None:
+        from confluent_kafka import KafkaError, TopicPartition
+
+        if self.open:
+            self.consumer.assign([TopicPartition(self.topic, p, self.start[p]) for p in sorted(self.open)])
+        last_seen = time.monotonic()
+        self._report(force=True)
+        while self.open:
+            msg = self.consumer.poll(0.2)
+            if msg is None:
+                self._check_positions()
+                if self.open and time.monotonic() - last_seen > self.stall_timeout_s:
+                    raise ReplayError(self._stalled())
+                continue
+            last_seen = time.monotonic()
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._eof(msg.partition(), msg.offset())
+                    continue
+                if err.fatal() or not err.retriable():
+                    self._flush()
+                    raise ReplayError(f"reading {self.topic} failed: {err.str()}; {self._resume_hint()}")
+                _log.debug("transient consumer error: %s", err.str())
+                continue
+            self._handle(msg)
+            if len(self.batch) + len(self.bad) >= self.batch_size:
+                self._flush()
+            self._report()
+        self._flush()
+        self._report(force=True)
+
+    def _handle(self, msg: Any) -> None:
+        p, offset = msg.partition(), msg.offset()
+        if p not in self.open:
+            return  # fetched before the partition was closed
+        end = self.end[p]
+        if not self.to_end and offset >= end:
+            self._close(p)
+            return
+        self.position[p] = offset + 1
+        if self.to_end:
+            self.end[p] = max(end, offset + 1)
+        self.stats.read += 1
+        if not self.to_end and offset + 1 >= end:
+            self._close(p)
+        ts_type, ts = msg.timestamp()
+        ts = ts if ts_type and ts >= 0 else None
+        since = self.before.get(p)
+        if since is not None:
+            if ts is not None and ts < since:
+                self.stats.skipped_before += 1
+                return
+            del self.before[p]  # from the first message at or after the time on, take all
+        if self.job_id is not None:
+            header = _header(msg, Headers.JOB_ID)
+            if header is not None and header != self.job_id:
+                self.stats.skipped_job += 1
+                return
+        try:
+            event = self.decoder.decode(msg.value())
+        except (DecodeError, InvalidEventError) as exc:
+            self._invalid(msg, exc.reason, str(exc))
+            return
+        except RegistryUnavailableError as exc:
+            self._flush()
+            raise ReplayError(f"{exc}; {self._resume_hint()}") from None
+        if self.job_id is not None and event.job_id != self.job_id:
+            self.stats.skipped_job += 1
+            return
+        self.batch.append(IngestRecord(event, msg.topic(), p, offset, ts))
+        if self.dead_letters is not None:  # the original bytes, should the database refuse it
+            self.originals[(p, offset)] = msg
+
+    def _invalid(self, msg: Any, reason: str, error: str) -> None:
+        self.stats.invalid += 1
+        self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
+        level = logging.WARNING if self.warned < _MAX_WARNINGS else logging.DEBUG
+        self.warned += 1
+        _log.log(level, "partition %d offset %d: %s (%s)", msg.partition(), msg.offset(), error, reason)
+        if self.dead_letters is not None:
+            self.bad.append((msg, reason, error))
+
+    def _eof(self, p: int, offset: int) -> None:
+        if p in self.open:
+            self.position[p] = max(self.position[p], offset)
+            if self.to_end:
+                self.end[p] = max(self.end[p], offset)
+            self._close(p)
+
+    def _check_positions(self) -> None:
+        """Close partitions whose position passed the end without a message there (e.g. a
+        transaction marker is the last record)."""
+        if self.to_end or not self.open:
+            return
+        from confluent_kafka import TopicPartition
+
+        for tp in self.consumer.position([TopicPartition(self.topic, p) for p in sorted(self.open)]):
+            if tp.offset >= 0 and tp.offset >= self.end[tp.partition]:
+                self.position[tp.partition] = max(self.position[tp.partition], self.end[tp.partition])
+                self._close(tp.partition)
+
+    def _close(self, p: int) -> None:
+        from confluent_kafka import TopicPartition
+
+        if p in self.open:
+            self.open.discard(p)
+            self.consumer.pause([TopicPartition(self.topic, p)])
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        batch, self.batch = self.batch, []
+        if batch:
+            result = self._write(batch)
+            self.stats.add(result)
+            for rec, rejection in result.rejected:
+                self.stats.by_reason[rejection.reason] = self.stats.by_reason.get(rejection.reason, 0) + 1
+                _log.warning("partition %s offset %s: the database refused the event: %s",
+                             rec.partition, rec.offset, rejection)
+            if self.dead_letters is not None:
+                self.bad.extend((self.originals[(rec.partition, rec.offset)], rej.reason, rej.message)
+                                for rec, rej in result.rejected)
+        self.originals.clear()
+        self._send_dead_letters()
+        self.stats.next_offsets = dict(self.position)
+
+    def _write(self, batch: list[IngestRecord]) -> WriteResult:
+        delay = 1.0
+        for attempt in range(1, _WRITE_ATTEMPTS + 1):
+            try:
+                return self.sink.write(batch)
+            except DatabaseUnavailableError as exc:
+                if attempt == _WRITE_ATTEMPTS:
+                    raise ReplayError(f"the database is unavailable ({exc}); {self._resume_hint()}") from None
+                _log.warning("database unavailable (%s); retrying in %.0f s", exc, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _send_dead_letters(self) -> None:
+        bad, self.bad = self.bad, []
+        if not bad or self.dead_letters is None:
+            return
+        deliveries = []
+        for item, reason, error in bad:
+            ts_type, ts = item.timestamp()
+            deliveries.append(self.dead_letters.send(
+                key=item.key(), value=item.value(), headers=item.headers(), reason=reason, error=error,
+                topic=item.topic(), partition=item.partition(), offset=item.offset(),
+                timestamp_ms=ts if ts_type and ts >= 0 else None))
+        try:
+            self.dead_letters.flush(deliveries)
+        except ConsumerError as exc:
+            raise ReplayError(f"{exc}; {self._resume_hint()}") from None
+        self.stats.dead_lettered += len(deliveries)
+
+    # -- reporting ---------------------------------------------------------------------
+
+    def _report(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_progress < 0.2:
+            return
+        self.last_progress = now
+        done = sum(self.position[p] - self.start[p] for p in self.start)
+        total = sum(max(0, self.end[p] - self.start[p]) for p in self.start)
+        self.progress(done, max(total, done))
+
+    def _resume_hint(self) -> str:
+        return f"resume with --from-offsets {format_offsets(self.stats.next_offsets)}"
+
+    def _stalled(self) -> str:
+        where = ", ".join(f"partition {p} at {self.position[p]} of {self.end[p]}" for p in sorted(self.open))
+        return f"no message from {self.topic} for {self.stall_timeout_s:.0f} s ({where}); {self._resume_hint()}"
+
+
+def _header(msg: Any, name: str) -> str | None:
+    for key, value in msg.headers() or ():
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return None

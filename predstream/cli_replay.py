@@ -1,0 +1,130 @@
+"""``predstream replay`` and ``predstream backfill``: fill a database from the topic or from files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ._cli_common import fail, one_line_errors
+
+
+def register(app: typer.Typer) -> None:
+    app.command("replay")(replay)
+    app.command("backfill")(backfill)
+
+
+@one_line_errors
+def replay(
+    from_beginning: bool = typer.Option(False, "--from-beginning", help="Every partition from its first offset (the default)."),
+    from_timestamp: Optional[str] = typer.Option(None, "--from-timestamp", metavar="ISO8601", help="From the first event at or after this time (no zone = UTC)."),
+    from_offsets: Optional[str] = typer.Option(None, "--from-offsets", metavar="P:O,P:O", help="Only these partitions, from these offsets."),
+    to_end: bool = typer.Option(False, "--to-end", help="Read each partition to its end as it is when reached (default: stop at the high watermarks taken at start)."),
+    job: Optional[str] = typer.Option(None, "--job", help="Only events of this job id."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="PREDSTREAM_DATABASE_URL", help="Database to fill (default: the local stack's)."),
+    topic: Optional[str] = typer.Option(None, "--topic", envvar="PREDSTREAM_TOPIC", help="Topic to read (default: training.predictions)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=100_000, help="Events per database transaction."),
+    dlq: bool = typer.Option(False, "--dlq", help="Send invalid events to the dead-letter topic again (the live worker already did)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+) -> None:
+    """Read the topic again (without touching the live consumer group) into a database."""
+    from consumer.replay import parse_offsets, parse_timestamp, replay as run_replay
+    from consumer.settings import ConsumerSettings
+    from schemas.settings import load_settings
+
+    if sum((from_beginning, from_timestamp is not None, from_offsets is not None)) > 1:
+        raise fail("give one of --from-beginning, --from-timestamp, --from-offsets")
+    settings = load_settings(ConsumerSettings, database_url=database_url, topic=topic)
+    settings.require_database_url()
+    since = parse_timestamp(from_timestamp) if from_timestamp else None
+    offsets = parse_offsets(from_offsets) if from_offsets else None
+    dead_letters = None
+    if dlq:
+        from consumer.dlq import DeadLetterWriter
+
+        dead_letters = DeadLetterWriter(settings)
+    try:
+        with _progress(not no_progress, f"replaying {settings.topic}") as progress:
+            stats = run_replay(
+                settings, from_timestamp=since, from_offsets=offsets, to_end=to_end, job_id=job,
+                batch_size=batch_size, dead_letters=dead_letters, progress=progress,
+            )
+    finally:
+        if dead_letters is not None:
+            dead_letters.close()
+    typer.echo(stats.summary())
+    if stats.by_reason:
+        typer.echo("not stored, by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(stats.by_reason.items())))
+
+
+@one_line_errors
+def backfill(
+    files: List[Path] = typer.Argument(..., help="Spool files and/or JSON lines exports of the old table's rows."),
+    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="PREDSTREAM_DATABASE_URL", help="Database to fill (default: the local stack's)."),
+    strict: bool = typer.Option(False, "--strict", help="Check every row first; load nothing if one is bad."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=100_000, help="Rows per database transaction."),
+) -> None:
+    """Load spool files and old-writer exports into the database (idempotent: loading twice adds nothing)."""
+    from consumer.backfill import backfill as run_backfill
+    from consumer.settings import ConsumerSettings
+    from schemas.codec import Decoder
+    from schemas.settings import load_settings
+
+    settings = load_settings(ConsumerSettings, database_url=database_url)
+    url = settings.require_database_url()
+    shown = [0]
+
+    def on_problem(problem) -> None:  # type: ignore[no-untyped-def]
+        shown[0] += 1
+        if shown[0] <= 50:
+            typer.echo(f"not loaded: {problem}", err=True)
+        elif shown[0] == 51:
+            typer.echo("not loaded: ... (more problems; counts in the summary)", err=True)
+
+    report = run_backfill(
+        files, url, strict=strict, batch_size=batch_size or settings.batch_size,
+        decoder=Decoder(settings.schema_registry_url, settings.schema_registry_options), on_problem=on_problem,
+    )
+    for f in report.files:
+        tail = f", damaged tail at byte {f.bad_tail[0]} ({f.bad_tail[1]} bytes: {f.bad_tail[2]})" if f.bad_tail else ""
+        typer.echo(
+            f"{f.path} [{f.kind}]: read {f.read}, inserted {f.inserted}, updated {f.updated}, "
+            f"unchanged {f.unchanged}, invalid {f.invalid}, rejected {f.rejected}{tail}"
+        )
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+class _progress:
+    """A rich progress bar (count, rate, ETA) on stderr, or nothing."""
+
+    def __init__(self, enabled: bool, label: str) -> None:
+        self.enabled, self.label = enabled, label
+        self._bar = None
+        self._task = None
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} msg/s"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(self.label, total=None, rate="-")
+        return self._update
+
+    def _update(self, done: int, total: int) -> None:
+        assert self._bar is not None
+        speed = self._bar.tasks[0].speed
+        self._bar.update(self._task, completed=done, total=total, rate=f"{speed:,.0f}" if speed else "-")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

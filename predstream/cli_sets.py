@@ -1,0 +1,194 @@
+"""``predstream sets``: curated prediction sets (create from a dataset file, list, show, export, delete).
+
+``sets create`` reads the dataset with the training side's sampler, so each item keeps the
+``source_index`` and ``prompt_id`` a training run would give it, and stores the set with
+:mod:`consumer.prediction_sets`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ._cli_common import fail, one_line_errors
+
+sets_app = typer.Typer(help="Curated prediction sets: fixed, named lists of eval prompts.", no_args_is_help=True)
+
+_DB_OPTION = typer.Option(None, "--database-url", envvar="PREDSTREAM_DATABASE_URL", help="Database (default: the local stack's).")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(sets_app, name="sets")
+
+
+def _url(database_url: Optional[str]) -> str:
+    from consumer.settings import ConsumerSettings
+    from schemas.settings import load_settings
+
+    return load_settings(ConsumerSettings, database_url=database_url).require_database_url()
+
+
+@sets_app.command("create")
+@one_line_errors
+def create(
+    name: str = typer.Argument(..., help="Name of the new set."),
+    source: Path = typer.Option(..., "--from", help="Dataset file: a JSON array or JSON lines (one row per line)."),
+    indices: Optional[str] = typer.Option(None, "--indices", metavar="1,5,9", help="Rows to take (source_index: array index or 0-based line index), in this order."),
+    sample: Optional[int] = typer.Option(None, "--sample", min=1, metavar="N", help="Draw N rows at random ..."),
+    seed: int = typer.Option(0, "--seed", help="... with this seed (same file + seed = same rows)."),
+    prompt_field: str = typer.Option("prompt", "--prompt-field", help="Field holding a text prompt."),
+    messages_field: str = typer.Option("messages", "--messages-field", help="Field holding chat messages."),
+    answer_field: Optional[str] = typer.Option(None, "--answer-field", help="Field holding the reference answer (default: ground_truth, answer, completion, response)."),
+    description: Optional[str] = typer.Option(None, "--description", help="A line saying what the set is for."),
+    database_url: Optional[str] = _DB_OPTION,
+) -> None:
+    """Create a set from rows of a dataset file (--indices or --sample N --seed S)."""
+    from consumer.prediction_sets import SetItem, create_set
+
+    if (indices is None) == (sample is None):
+        raise fail("give either --indices 1,5,9 or --sample N (with --seed S)")
+    samples = _pick(source, indices, sample, seed, prompt_field, messages_field, answer_field)
+    items = [
+        SetItem(item_index=i, prompt_id=s.prompt_id, source_index=s.source_index, prompt=s.prompt,
+                messages=None if s.messages is None else tuple(s.messages_list() or ()), ground_truth=s.ground_truth)
+        for i, s in enumerate(samples)
+    ]
+    stored, created = create_set(
+        _url(database_url), name, items, source=str(source), seed=seed if sample is not None else None,
+        description=description,
+    )
+    if created:
+        typer.echo(f"created set {stored.name!r} ({stored.set_id}, {stored.item_count} items)")
+    else:
+        typer.echo(f"set {stored.name!r} ({stored.set_id}) already exists with the same items: nothing to do")
+
+
+def _pick(source: Path, indices: Optional[str], sample: Optional[int], seed: int, prompt_field: str,
+          messages_field: str, answer_field: Optional[str]) -> list:
+    from producer.sampler import DEFAULT_GROUND_TRUTH_FIELDS, RowFormat, load_rows, row_to_sample, sample_dataset
+
+    fmt = RowFormat(prompt_field=prompt_field, messages_field=messages_field,
+                    ground_truth_field=answer_field or DEFAULT_GROUND_TRUTH_FIELDS)
+    if sample is not None:
+        return sample_dataset(source, sample, seed=seed, fmt=fmt)
+    wanted = _indices(indices or "")
+    rows, dataset_id = load_rows(source)
+    samples = []
+    for position, index in enumerate(wanted):
+        if index >= len(rows):
+            raise fail(f"{source} has {len(rows)} rows (0..{len(rows) - 1}); there is no row {index}")
+        row = rows[index]
+        if row is None:
+            raise fail(f"{source} row {index} (line {index + 1}) is blank or not JSON")
+        try:
+            samples.append(row_to_sample(row, source_index=index, sample_index=position, fmt=fmt,
+                                         sample_source_id=dataset_id))
+        except ValueError as exc:
+            raise fail(f"{source} row {index} {exc}") from None
+    return samples
+
+
+def _indices(text: str) -> list[int]:
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit():
+            raise fail(f"bad index {part!r}: --indices takes non-negative integers, e.g. 1,5,9")
+        if int(part) in out:
+            raise fail(f"index {part} is given twice")
+        out.append(int(part))
+    if not out:
+        raise fail("--indices is empty: give row indices, e.g. 1,5,9")
+    return out
+
+
+@sets_app.command("list")
+@one_line_errors
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="One JSON array."),
+    database_url: Optional[str] = _DB_OPTION,
+) -> None:
+    """List the stored sets."""
+    from consumer.prediction_sets import list_sets
+
+    sets = list_sets(_url(database_url))
+    if as_json:
+        typer.echo(json.dumps([_head_json(s) for s in sets], indent=1))
+        return
+    if not sets:
+        typer.echo("no prediction sets yet (create one with `predstream sets create NAME --from FILE ...`)")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "set_id", "items", "source", "seed", "created")
+    for s in sets:
+        table.add_row(s.name, s.set_id, str(s.item_count), s.source or "", "" if s.seed is None else str(s.seed),
+                      s.created_at.strftime("%Y-%m-%d %H:%M") if s.created_at else "")
+    Console(width=200).print(table)
+
+
+@sets_app.command("show")
+@one_line_errors
+def show(
+    name: str = typer.Argument(..., help="Set name or set_id."),
+    as_json: bool = typer.Option(False, "--json", help="The export file's JSON."),
+    database_url: Optional[str] = _DB_OPTION,
+) -> None:
+    """Show a set and its items."""
+    from consumer.prediction_sets import get_set
+
+    stored = get_set(_url(database_url), name)
+    if as_json:
+        typer.echo(json.dumps(stored.to_json(), ensure_ascii=False, indent=1))
+        return
+    typer.echo(f"{stored.name} ({stored.set_id}): {stored.item_count} items"
+               + (f" from {stored.source}" if stored.source else "")
+               + (f", seed {stored.seed}" if stored.seed is not None else ""))
+    if stored.description:
+        typer.echo(stored.description)
+    for it in stored.items:
+        text = it.prompt if it.prompt is not None else " / ".join(m["content"] for m in it.messages or ())
+        text = " ".join(text.split())
+        typer.echo(f"{it.item_index:>4}  row {'-' if it.source_index is None else it.source_index:<6} "
+                   f"{it.prompt_id[:12]}  {text[:80]}{'…' if len(text) > 80 else ''}")
+
+
+@sets_app.command("export")
+@one_line_errors
+def export(
+    name: str = typer.Argument(..., help="Set name or set_id."),
+    path: Path = typer.Argument(..., help="JSON file to write (training reads it with prediction_set=FILE)."),
+    database_url: Optional[str] = _DB_OPTION,
+) -> None:
+    """Write a set to a JSON file."""
+    from consumer.prediction_sets import export_set
+
+    stored = export_set(_url(database_url), name, path)
+    typer.echo(f"wrote set {stored.name!r} ({stored.set_id}, {stored.item_count} items) to {path}")
+
+
+@sets_app.command("delete")
+@one_line_errors
+def delete(
+    name: str = typer.Argument(..., help="Set name or set_id."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask."),
+    database_url: Optional[str] = _DB_OPTION,
+) -> None:
+    """Delete a set (predictions already made with it keep their set_id)."""
+    from consumer.prediction_sets import delete_set
+
+    if not yes and not typer.confirm(f"delete prediction set {name!r}?"):
+        raise typer.Exit(1)
+    if not delete_set(_url(database_url), name):
+        raise fail(f"no prediction set named {name!r}")
+    typer.echo(f"deleted set {name!r}")
+
+
+def _head_json(s) -> dict:  # type: ignore[no-untyped-def]
+    return {"set_id": s.set_id, "name": s.name, "item_count": s.item_count, "source": s.source, "seed": s.seed,
+            "description": s.description, "created_at": s.created_at.isoformat() if s.created_at else None}
