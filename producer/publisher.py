@@ -211,6 +211,8 @@ class Publisher:
         if self._closed and not self._sender.is_alive():
             return self.report()
         self._closed = True
+        timeout = self.settings.flush_timeout_s if timeout is None else max(0.0, timeout)
+        deadline = time.monotonic() + timeout
         self.flush(timeout)
         self._stop.set()
         self._probe_now.set()  # wakes the watcher
@@ -221,6 +223,9 @@ class Publisher:
                 _log.error("publisher: the %s thread did not stop", name)
         self._spool_leftovers()  # events published while close() ran
         self._spool.close()
+        if self.settings.spool_auto_drain and not self._broker_down and list_segments(self._spool.directory):
+            # Last chance to send what was spooled, within what is left of the flush timeout.
+            self._resent += drain_spool(self.settings, timeout=max(1.0, deadline - time.monotonic())).sent
         report = self.report()
         left = list_segments(self._spool.directory)
         msg = "publisher closed: %d delivered, %d spooled (in %s), %d dropped; %d re-sent from the spool"
