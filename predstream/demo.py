@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -63,7 +64,7 @@ def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     from consumer.migrate import migrate
     from consumer.settings import ConsumerSettings
     from predstream.local import LocalStack, create_topics
-    from schemas.settings import load_settings, local_stack
+    from schemas.settings import load_settings, local_stack, predstream_home
 
     settings = load_settings(ConsumerSettings)
     if settings.kafka_bootstrap and settings.database_url:
@@ -76,8 +77,10 @@ def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
         console.print(f"[bold]services[/bold]: the local stack started by `predstream up` ({running['bootstrap']})")
         return running["bootstrap"], running["database_url"], running.get("topic", settings.topic)
     console.print("[bold]services[/bold]: starting an embedded broker and PostgreSQL (stopped at the end)")
-    home = Path(tempfile.mkdtemp(prefix="predstream-demo-"))
-    local = LocalStack(home)
+    predstream_home().mkdir(parents=True, exist_ok=True)
+    home = Path(tempfile.mkdtemp(prefix="demo-stack-", dir=predstream_home()))
+    stack.callback(shutil.rmtree, home, True)
+    local = LocalStack(home, durable=False)
     local.start()
     stack.callback(local.stop)
     stack.temporary_services = True  # type: ignore[attr-defined]

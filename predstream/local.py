@@ -216,7 +216,8 @@ class LocalStack:
                 self._prepare_root()
             self._pg("initdb", "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
                      "--encoding=UTF8", "--locale=C", "--no-instructions")
-        opts = f"-c listen_addresses=127.0.0.1 -p {self.pg_port} -k {self.pgdata} -c max_connections=200"
+        # TCP only: a unix socket path under a deep folder can exceed the 107-byte limit.
+        opts = f"-c listen_addresses=127.0.0.1 -p {self.pg_port} -c unix_socket_directories='' -c max_connections=200"
         if not self.durable:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         log = self.pgdata / "server.log"
