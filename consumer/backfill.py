@@ -333,7 +333,7 @@ def backfill(
                     batch = []
             if batch:
                 _store(sink, batch, path, file_report, problem)
-            _log.info("%s (%s): %d read, %d stored, %d not loaded", path, file_report.kind,
+            _log.debug("%s (%s): %d read, %d stored, %d not loaded", path, file_report.kind,
                       file_report.read, file_report.stored, file_report.invalid + file_report.rejected)
     finally:
         if own_sink:

@@ -208,7 +208,7 @@ def create_set(
                             )
     except psycopg.Error as exc:
         raise _db_error(exc, f"cannot store prediction set {name!r}", database_url) from None
-    _log.info("stored prediction set %s (%s, %d items)", name, set_id, len(items))
+    _log.debug("stored prediction set %s (%s, %d items)", name, set_id, len(items))
     stored = StoredSet(set_id, name, len(items), source, seed, description, row[0], tuple(items))
     return stored, True
 
@@ -221,7 +221,7 @@ def _existing(conn: Any, name: str, set_id: str) -> StoredSet:
     ).fetchall()
     by_name = next((h for h in heads if h[1] == name), None)
     if by_name is not None and by_name[0] == set_id:
-        _log.info("prediction set %s (%s) already exists with the same items; nothing to do", name, set_id)
+        _log.debug("prediction set %s (%s) already exists with the same items; nothing to do", name, set_id)
         return _head(by_name)
     if by_name is not None:
         raise PredictionSetError(

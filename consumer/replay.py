@@ -325,7 +325,7 @@ def replay(
         if own_sink:
             sink.close()
     stats.seconds = time.monotonic() - started
-    _log.info("replay of %s done: %s", settings.topic, stats.summary())
+    _log.debug("replay of %s done: %s", settings.topic, stats.summary())
     return stats
 
 

@@ -1,0 +1,191 @@
+"""Prediction sets: created from dataset files, stored in a real Postgres, exported, and read
+back by the training side (``producer.prediction_sets``) from the file and from the database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from consumer.prediction_sets import (
+    PredictionSetError,
+    SetItem,
+    create_set,
+    delete_set,
+    get_set,
+    list_sets,
+    make_items,
+    set_id_for,
+)
+from predstream.cli import app
+from producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
+from producer.sampler import sample_dataset
+from schemas.prompt_id import prompt_id
+
+
+def _dataset(path: Path) -> Path:
+    """20 rows; line 3 (source_index 2) is blank, row 7 is a chat with a trailing assistant turn."""
+    lines = []
+    for i in range(20):
+        if i == 2:
+            lines.append("")
+        elif i == 7:
+            lines.append(json.dumps({"messages": [{"role": "user", "content": "say hi"},
+                                                  {"role": "assistant", "content": "hi"}]}))
+        else:
+            lines.append(json.dumps({"prompt": f"{i} + {i} =", "answer": str(2 * i), "question": f"q{i}",
+                                     "solution": f"s{i}"}))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _cli(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+def test_set_id_is_the_same_as_the_training_sides():
+    samples = sample_dataset(_dataset_rows(), 5, seed=3)
+    pset = prediction_set_from_samples("x", samples)
+    rows = [{"source_index": s.source_index, "prompt": s.prompt, "messages": s.messages_list(),
+             "ground_truth": s.ground_truth} for s in samples]
+    assert set_id_for(make_items(rows)) == pset.set_id
+    assert set_id_for(make_items(rows[::-1])) != pset.set_id  # the order is part of the set
+
+
+def _dataset_rows() -> list[dict]:
+    return [{"prompt": f"{i} * 3 =", "answer": str(3 * i)} for i in range(12)]
+
+
+@pytest.mark.integration
+def test_sets_create_from_indices_then_list_show_export_and_training_reads_the_same_items(tmp_path, database_url):
+    data = _dataset(tmp_path / "eval.jsonl")
+    created = _cli("sets", "create", "hard-ones", "--from", str(data), "--indices", "9,1,7",
+                   "--description", "three picked by hand", "--database-url", database_url)
+    assert created.exit_code == 0, created.output
+    stored = get_set(database_url, "hard-ones")
+    assert created.stdout.strip() == f"created set 'hard-ones' ({stored.set_id}, 3 items)"
+
+    assert [i.source_index for i in stored.items] == [9, 1, 7]  # the order given
+    assert [i.item_index for i in stored.items] == [0, 1, 2]
+    assert stored.items[0].prompt == "9 + 9 =" and stored.items[0].ground_truth == "18"
+    chat = stored.items[2]
+    assert chat.messages_list() == [{"role": "user", "content": "say hi"}] and chat.ground_truth == "hi"
+    assert chat.prompt_id == prompt_id([{"role": "user", "content": "say hi"}], None)
+    assert (stored.source, stored.seed, stored.description) == (str(data), None, "three picked by hand")
+
+    listed = _cli("sets", "list", "--json", "--database-url", database_url)
+    assert [(s["name"], s["set_id"], s["item_count"]) for s in json.loads(listed.output)] == [
+        ("hard-ones", stored.set_id, 3)]
+    shown = _cli("sets", "show", "hard-ones", "--database-url", database_url)
+    assert shown.exit_code == 0 and "row 9" in shown.output and "9 + 9 =" in shown.output
+    assert "say hi" in shown.output
+
+    out = tmp_path / "hard-ones.json"
+    exported = _cli("sets", "export", "hard-ones", str(out), "--database-url", database_url)
+    assert exported.exit_code == 0, exported.output
+    from_file = load_prediction_set(out)
+    from_db = load_prediction_set("hard-ones", database_url)
+    assert from_file == from_db
+    assert [(s.sample_index, s.source_index, s.prompt_id, s.prompt, s.messages_list(), s.ground_truth)
+            for s in from_file] == [(i.item_index, i.source_index, i.prompt_id, i.prompt, i.messages_list(),
+                                     i.ground_truth) for i in stored.items]
+    assert {(s.sample_source, s.sample_source_id) for s in from_file} == {("prediction_set", stored.set_id)}
+    assert read_prediction_set_file(out).set_id == stored.set_id
+
+
+@pytest.mark.integration
+def test_sets_create_by_sample_and_seed_picks_what_the_sampler_picks(tmp_path, database_url):
+    data = _dataset(tmp_path / "eval.jsonl")
+    result = _cli("sets", "create", "s5", "--from", str(data), "--sample", "5", "--seed", "42",
+                  "--database-url", database_url)
+    assert result.exit_code == 0, result.output
+
+    stored = get_set(database_url, "s5")
+    expected = sample_dataset(data, 5, seed=42)
+    assert [(i.source_index, i.prompt_id) for i in stored.items] == [(s.source_index, s.prompt_id) for s in expected]
+    assert 2 not in [i.source_index for i in stored.items]  # the blank line is never picked
+    assert stored.seed == 42
+    assert stored.set_id == prediction_set_from_samples("s5", expected).set_id
+
+
+@pytest.mark.integration
+def test_creating_a_set_again_is_a_no_op_but_a_taken_name_with_other_items_is_an_error(tmp_path, database_url):
+    data = _dataset(tmp_path / "eval.jsonl")
+    args = ["sets", "create", "mine", "--from", str(data), "--sample", "4", "--seed", "1", "--database-url", database_url]
+    assert _cli(*args).exit_code == 0
+    again = _cli(*args)
+    assert again.exit_code == 0 and "already exists with the same items: nothing to do" in again.output
+
+    other = _cli("sets", "create", "mine", "--from", str(data), "--sample", "4", "--seed", "2",
+                 "--database-url", database_url)
+    assert other.exit_code == 2
+    assert "a set named 'mine' already exists with different items" in other.output
+    assert "choose another name" in other.output
+
+    alias = _cli("sets", "create", "mine-too", "--from", str(data), "--sample", "4", "--seed", "1",
+                 "--database-url", database_url)
+    assert alias.exit_code == 2 and "already stored as set 'mine'" in alias.output
+    assert [s.name for s in list_sets(database_url)] == ["mine"]
+
+
+@pytest.mark.integration
+def test_sets_create_reads_custom_prompt_and_answer_fields(tmp_path, database_url):
+    data = _dataset(tmp_path / "eval.jsonl")
+    result = _cli("sets", "create", "qa", "--from", str(data), "--indices", "0,4", "--prompt-field", "question",
+                  "--answer-field", "solution", "--database-url", database_url)
+    assert result.exit_code == 0, result.output
+    items = get_set(database_url, "qa").items
+    assert [(i.prompt, i.ground_truth) for i in items] == [("q0", "s0"), ("q4", "s4")]
+
+
+@pytest.mark.integration
+def test_sets_create_explains_bad_requests(tmp_path, database_url):
+    data = _dataset(tmp_path / "eval.jsonl")
+    db = ["--database-url", database_url]
+    cases = [
+        (["--indices", "1,99"], "there is no row 99"),
+        (["--indices", "2"], "row 2 (line 3) is blank or not JSON"),
+        (["--indices", "1,x"], "bad index 'x'"),
+        (["--indices", "1,1"], "index 1 is given twice"),
+        ([], "give either --indices"),
+        (["--indices", "1", "--sample", "3"], "give either --indices"),
+    ]
+    for extra, message in cases:
+        result = _cli("sets", "create", "bad", "--from", str(data), *extra, *db)
+        assert result.exit_code == 2 and message in result.output, (extra, result.output)
+    missing = _cli("sets", "create", "bad", "--from", str(tmp_path / "nope.jsonl"), "--sample", "2", *db)
+    assert missing.exit_code == 2 and "eval dataset not found" in missing.output
+    assert list_sets(database_url) == []
+    unknown = _cli("sets", "show", "nothing-here", *db)
+    assert unknown.exit_code == 2 and "no prediction set named 'nothing-here'" in unknown.output
+
+
+@pytest.mark.integration
+def test_sets_delete_removes_the_set_and_its_items(tmp_path, database_url):
+    items = make_items([{"prompt": "a"}, {"prompt": "b", "ground_truth": "B"}])
+    stored, created = create_set(database_url, "tmp", items, source="inline")
+    assert created and get_set(database_url, stored.set_id).name == "tmp"  # by set_id too
+
+    result = _cli("sets", "delete", "tmp", "--yes", "--database-url", database_url)
+    assert result.exit_code == 0, result.output
+    assert list_sets(database_url) == []
+    assert not delete_set(database_url, "tmp")
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM prediction_set_items").fetchone()[0] == 0
+
+
+def test_inconsistent_items_are_refused_before_touching_the_database():
+    url = "postgresql://unused@127.0.0.1:1/x"
+    good = make_items([{"prompt": "a"}])
+    with pytest.raises(PredictionSetError, match="does not match its prompt"):
+        create_set(url, "x", [SetItem(0, prompt_id(None, "other"), prompt="a")])
+    with pytest.raises(PredictionSetError, match="numbered 0..N-1"):
+        create_set(url, "x", [SetItem(1, good[0].prompt_id, prompt="a")])
+    with pytest.raises(PredictionSetError, match="at least one item"):
+        create_set(url, "x", [])
+    with pytest.raises(PredictionSetError, match="reserved"):
+        create_set(url, "ps_0123", good)
