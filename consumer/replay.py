@@ -118,11 +118,16 @@ class ReplayStats:
 
     def summary(self) -> str:
         rate = f", {self.read / self.seconds:.0f} msg/s" if self.seconds > 0 and self.read else ""
+        optional = [
+            ("rejected by the database", self.rejected),
+            ("skipped (other jobs)", self.skipped_job),
+            ("skipped (before the start time)", self.skipped_before),
+            ("dead-lettered", self.dead_lettered),
+        ]
         return (
             f"read {self.read}: inserted {self.inserted}, updated {self.updated}, unchanged {self.unchanged}, "
-            f"invalid {self.invalid}, rejected by the database {self.rejected}, "
-            f"skipped (other jobs) {self.skipped_job}, skipped (before the start time) {self.skipped_before}"
-            + (f", dead-lettered {self.dead_lettered}" if self.dead_lettered else "")
+            f"invalid {self.invalid}"
+            + "".join(f", {label} {n}" for label, n in optional if n)
             + f" in {self.seconds:.1f} s{rate}"
         )
 

@@ -122,8 +122,9 @@ class _progress:
 
     def _update(self, done: int, total: int) -> None:
         assert self._bar is not None
-        speed = self._bar.tasks[0].speed
-        self._bar.update(self._task, completed=done, total=total, rate=f"{speed:,.0f}" if speed else "-")
+        elapsed = self._bar.tasks[0].elapsed or 0.0
+        rate = f"{done / elapsed:,.0f}" if elapsed > 0.05 and done else "-"
+        self._bar.update(self._task, completed=done, total=total, rate=rate)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -274,7 +274,7 @@ def test_replay_command_prints_counts(kafka_bootstrap, loaded, database_url, mon
 
     monkeypatch.setenv("PREDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
     result = CliRunner().invoke(app, ["replay", "--topic", loaded.name, "--database-url", database_url,
-                                      "--job", "job-a", "--no-progress"])
+                                      "--job", "job-a"])
     assert result.exit_code == 0, result.output
     assert "inserted 24" in result.output and "skipped (other jobs) 12" in result.output
     assert "bad-framing 3" in result.output
@@ -302,3 +302,25 @@ def test_replay_start_points_parse_or_explain():
     assert parse_timestamp("2026-11-03 15:00") == datetime(2026, 11, 3, 15, tzinfo=timezone.utc)
     with pytest.raises(ReplayError, match="ISO 8601"):
         parse_timestamp("yesterday")
+
+
+def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_bytes(kafka_bootstrap, topic, database_url):
+    from consumer.dlq import DeadLetterWriter, list_dead_letters
+
+    enc = SingleObjectEncoder()
+    events = [make_event(i, job="job-r") for i in range(4)] + [make_event(9, job="job-r", epoch=1e12)]  # INTEGER overflow
+    items = [(message_key(e.prompt_id), enc.encode(e), [], e.event_id, "job-r") for e in events]
+    sent = _produce_round(kafka_bootstrap, topic, items, NOW_MS)
+    settings = _settings(kafka_bootstrap, topic, database_url)
+    writer = DeadLetterWriter(settings)
+    try:
+        stats = replay(settings, dead_letters=writer)
+    finally:
+        writer.close()
+
+    assert (stats.inserted, stats.rejected, stats.dead_lettered) == (4, 1, 1)
+    assert stats.by_reason == {"db-rejected:22003": 1}
+    [letter] = list_dead_letters(settings, limit=None)
+    bad = next(s for s in sent if s.event_id == events[-1].event_id)
+    assert (letter.reason, letter.original_partition, letter.original_offset) == ("db-rejected:22003", bad.partition, bad.offset)
+    assert letter.value == items[-1][1]
