@@ -150,6 +150,25 @@ def test_backfill_of_a_spool_file_with_a_truncated_tail_loads_the_good_records(t
 
 
 @pytest.mark.integration
+def test_backfill_loads_the_segments_the_training_sides_spool_wrote(tmp_path, database_url):
+    from producer.spool import Spool, list_segments
+
+    enc = SingleObjectEncoder()
+    events = [make_event(i, job="outage") for i in range(25)]
+    spool = Spool(tmp_path / "spool", segment_bytes=4096)  # several segments
+    assert spool.append_many(enc.encode(e) for e in events) == 25
+    spool.close()
+    segments = list_segments(tmp_path / "spool")
+    assert len(segments) > 1
+
+    report = backfill(segments, database_url)
+
+    assert report.ok and {f.kind for f in report.files} == {"spool"}
+    assert report.total("inserted") == 25
+    assert {r[0] for r in _rows(database_url)} == {e.event_id for e in events}
+
+
+@pytest.mark.integration
 def test_backfill_command_loads_spool_and_export_together_and_exits_1_on_problems(tmp_path, database_url):
     from predstream.cli import app
 
