@@ -547,6 +547,9 @@ def drain_spool(
         if err.code() == KafkaError._ALL_BROKERS_DOWN or err.fatal():
             down.set()
 
+    if timeout is not None and timeout * 1000 > settings.message_timeout_ms:
+        # The drain has its own deadline (it purges what is left then): don't give up sooner.
+        settings = settings.model_copy(update={"message_timeout_ms": int(timeout * 1000)})
     producer = Producer(_producer_config(settings, f"predstream-drain-{os.getpid()}", error_cb=on_error))
     sent = left = done = busy = damaged = 0
     untried = 0
