@@ -1,0 +1,48 @@
+"""Benchmark 4: replay the whole topic into an empty database, then once more.
+
+:func:`consumer.replay.replay` reads the topic loaded for the sink benchmark
+(``size.sink_events`` events, 6 partitions) from the beginning to the end into a fresh,
+migrated database. The rate counts from the call to its return (planning included). The
+second pass over the same database must add no row (every event is already stored, so
+each one is "unchanged").
+"""
+
+from __future__ import annotations
+
+import time
+
+from ._common import BenchContext, BenchResult, count_rows
+
+NAME = "replay"
+TITLE = "4. Replay into an empty database"
+
+
+def run(ctx: BenchContext) -> BenchResult:
+    from consumer.replay import replay
+
+    res = BenchResult(NAME, TITLE)
+    topic, events = ctx.loaded_topic()
+    url = ctx.new_database("replay")
+    try:
+        settings = ctx.consumer_settings(topic, url)
+        t0 = time.perf_counter()
+        first = replay(settings)
+        first_s = time.perf_counter() - t0
+        rows_after_first = count_rows(url)
+        t0 = time.perf_counter()
+        second = replay(settings)
+        second_s = time.perf_counter() - t0
+        rows_after_second = count_rows(url)
+    finally:
+        ctx.drop_database(url)
+    rate = first.read / first_s
+    res.add("replay rate (first pass)", rate, "events/s")
+    res.add("rows stored by the first pass", rows_after_first, "rows",
+            note=f"of {len(events)} events").check(">=", len(events), f"= {len(events)}")
+    res.add("rows added by the second pass", rows_after_second - rows_after_first, "rows").check("<=", 0, "= 0")
+    res.add("second pass rate (all unchanged)", second.read / second_s, "events/s")
+    res.details = {"events": len(events), "first": first.summary(), "second": second.summary(),
+                   "first_seconds": first_s, "second_seconds": second_s,
+                   "second_inserted": second.inserted, "second_updated": second.updated,
+                   "second_unchanged": second.unchanged}
+    return res
