@@ -66,7 +66,8 @@ class BenchResult:
 
 @dataclass(frozen=True)
 class Size:
-    """How much each benchmark does; ``small`` keeps the CI smoke run short."""
+    """How much each benchmark does: ``smoke`` (the test suite's run, seconds), ``small``
+    (about a minute), ``full`` (the figures of docs/performance.md, several minutes)."""
 
     name: str
     # training cost
@@ -85,6 +86,8 @@ class Size:
 
 
 SIZES = {
+    "smoke": Size("smoke", bursts=2, old_writer_rows=100, batch_inserts=1, sink_events=500,
+                  worker_counts=(1, 2), latency_rate=2_000, latency_seconds=1.0, gen_prompts=32, gen_new_tokens=4),
     "small": Size("small", bursts=5, old_writer_rows=300, batch_inserts=3, sink_events=3_000,
                   worker_counts=(1, 2), latency_rate=2_000, latency_seconds=2.0, gen_prompts=32, gen_new_tokens=8),
     "full": Size("full", bursts=50, old_writer_rows=3_000, batch_inserts=20, sink_events=200_000,

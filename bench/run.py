@@ -117,13 +117,14 @@ def print_table(report: dict[str, Any]) -> None:
         for fig in bench["figures"]:
             mark = {True: "[green]pass[/green]", False: "[red]MISS[/red]", None: ""}[fig["passed"]]
             table.add_row("  " + fig["name"], _fmt(fig["value"]), fig["unit"], fig["target"] or "", mark)
-    Console().print(table)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(table)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small",
-                        help="small: seconds (CI smoke run); full: the figures of docs/performance.md")
+                        help="smoke: seconds (the test suite's run); small: about a minute; full: the figures of docs/performance.md")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only these ({', '.join(BENCHMARKS)})")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the figures (default {DEFAULT_JSON})")
