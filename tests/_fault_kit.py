@@ -1,0 +1,179 @@
+"""Helpers of the fault suite: many small events fast, consumer processes to kill, row audits."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from schemas.codec import SingleObjectEncoder
+from schemas.event import PredictionEvent
+from schemas.transport import Headers, message_key
+
+T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+
+
+def small_events(n: int, *, job: str = "faults", step: int = 1, start: int = 0) -> list[PredictionEvent]:
+    """``n`` small, distinct, valid events (one prediction point each)."""
+    at = T0 + timedelta(seconds=step)
+    return [
+        PredictionEvent.create(
+            job_id=job, epoch=0.0, step=step, sample_index=i, source_index=i, prompt=f"p{i}",
+            prediction=str(i), sample_source="dataset", sample_source_id="faults", produced_at=at,
+        )
+        for i in range(start, start + n)
+    ]
+
+
+def frames(events: Iterable[PredictionEvent]) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """(key, value, headers) of each event, encoded once (single-object framing)."""
+    enc = SingleObjectEncoder()
+    ref = enc.schema_ref.encode()
+    return [(message_key(e.prompt_id), enc.encode(e), [(Headers.SCHEMA, ref), (Headers.EVENT_ID, e.event_id.encode())])
+            for e in events]
+
+
+def produce_fast(bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None, list | None]],
+                 timeout: float = 60.0) -> int:
+    """Produce pre-encoded messages in big batches; assert every one was acknowledged."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.num.messages": 10_000,
+                         "batch.size": 1_000_000, "compression.type": "lz4", "acks": "all",
+                         "queue.buffering.max.messages": 200_000})
+    failed: list[Any] = []
+
+    def _report(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
+
+    for key, value, headers in messages:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, headers=headers, on_delivery=_report)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    left = producer.flush(timeout)
+    assert left == 0 and not failed, f"{left} undelivered, errors: {failed[:3]}"
+    return len(messages)
+
+
+@dataclass(frozen=True)
+class Audit:
+    """What ``training_predictions`` holds, counted by event identity."""
+
+    rows: int
+    distinct: int
+    missing: int  #: expected event ids without a row
+    unexpected: int  #: rows whose event id was not expected
+
+    @property
+    def exact(self) -> bool:
+        return self.missing == 0 and self.unexpected == 0 and self.rows == self.distinct
+
+
+def audit(database_url: str, expected_ids: Iterable[str]) -> Audit:
+    import psycopg
+
+    expected = set(expected_ids)
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        ids = [r[0] for r in conn.execute("SELECT event_id FROM training_predictions")]
+    present = set(ids)
+    return Audit(len(ids), len(present), len(expected - present), len(present - expected))
+
+
+def row_count(database_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(database_url, connect_timeout=5) as conn:
+        return conn.execute("SELECT count(*) FROM training_predictions").fetchone()[0]
+
+
+def wait_until(condition, timeout: float, what: str, every: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = condition()
+        except Exception as exc:  # e.g. the database restarting
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def consumer_process(settings, log_path: Path, *extra_args: str, **env: str) -> subprocess.Popen:
+    """``predstream consume`` (one worker, in the process itself) with ``settings`` in its environment."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTREAM_")}
+    environ.update(
+        PREDSTREAM_HOME=os.environ.get("PREDSTREAM_HOME", ""),
+        PREDSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        PREDSTREAM_DATABASE_URL=settings.database_url,
+        PREDSTREAM_TOPIC=settings.topic,
+        PREDSTREAM_GROUP_ID=settings.group_id,
+        PREDSTREAM_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
+        PREDSTREAM_BATCH_SIZE=str(settings.batch_size),
+        PREDSTREAM_BATCH_MAX_WAIT_MS=str(settings.batch_max_wait_ms),
+        PREDSTREAM_SHUTDOWN_TIMEOUT_S=str(settings.shutdown_timeout_s),
+        PREDSTREAM_DB_MAX_BACKOFF_S=str(settings.db_max_backoff_s),
+        PYTHONUNBUFFERED="1",
+    )
+    if settings.kafka_options:
+        import json
+
+        environ["PREDSTREAM_KAFKA_OPTIONS"] = json.dumps(settings.kafka_options)
+    environ.update(env)
+    out = open(log_path, "ab")
+    return subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "predstream"), "consume", *extra_args],
+        env=environ, stdout=out, stderr=subprocess.STDOUT,
+    )
+
+
+def stop(proc: subprocess.Popen, timeout: float = 30.0) -> int:
+    """SIGTERM, wait, and the exit code (SIGKILL if it does not stop)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            return -9
+    return proc.returncode
+
+
+class SteadyProducer(threading.Thread):
+    """Produces pre-encoded messages at a steady pace over ``seconds`` in a background thread."""
+
+    def __init__(self, bootstrap: str, topic: str, messages: Sequence[tuple], seconds: float, chunks: int = 40) -> None:
+        super().__init__(name="steady-producer", daemon=True)
+        self.bootstrap, self.topic, self.messages, self.seconds, self.chunks = bootstrap, topic, messages, seconds, chunks
+        self.error: BaseException | None = None
+        self.sent = 0
+
+    def run(self) -> None:
+        try:
+            size = -(-len(self.messages) // self.chunks)
+            pause = self.seconds / self.chunks
+            for i in range(0, len(self.messages), size):
+                self.sent += produce_fast(self.bootstrap, self.topic, self.messages[i : i + size])
+                time.sleep(pause)
+        except BaseException as exc:  # surfaced by finish()
+            self.error = exc
+
+    def finish(self, timeout: float = 120.0) -> int:
+        self.join(timeout)
+        assert not self.is_alive(), "the producer thread did not finish"
+        if self.error is not None:
+            raise self.error
+        return self.sent
