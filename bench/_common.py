@@ -91,7 +91,7 @@ SIZES = {
     "small": Size("small", bursts=5, old_writer_rows=300, batch_inserts=3, sink_events=3_000,
                   worker_counts=(1, 2), latency_rate=2_000, latency_seconds=2.0, gen_prompts=32, gen_new_tokens=8),
     "full": Size("full", bursts=50, old_writer_rows=3_000, batch_inserts=20, sink_events=200_000,
-                 worker_counts=(1, 2), latency_rate=2_000, latency_seconds=15.0, gen_prompts=64, gen_new_tokens=16),
+                 worker_counts=(1, 2), latency_rate=2_000, latency_seconds=15.0, gen_prompts=128, gen_new_tokens=16),
 }
 
 
@@ -231,6 +231,13 @@ class BenchContext:
         base.update(overrides)
         return ConsumerSettings(**base)
 
+    def remember(self, key: str, value: Any) -> None:
+        """Keep a figure for a later benchmark (e.g. the raw COPY rate for replay)."""
+        self._cache[key] = value
+
+    def recall(self, key: str) -> Any:
+        return self._cache.get(key)
+
     def loaded_topic(self) -> tuple[str, list[PredictionEvent]]:
         """A topic holding ``size.sink_events`` events (made once, shared by the sink and
         replay benchmarks), and the events."""
@@ -282,7 +289,7 @@ def machine_facts() -> dict[str, Any]:
         import confluent_kafka
 
         facts["librdkafka"] = confluent_kafka.libversion()[0]
-        facts["confluent_kafka"] = confluent_kafka.version()[0]
+        facts["confluent_kafka"] = confluent_kafka.__version__
     except ImportError:
         pass
     try:

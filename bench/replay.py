@@ -37,6 +37,9 @@ def run(ctx: BenchContext) -> BenchResult:
         ctx.drop_database(url)
     rate = first.read / first_s
     res.add("replay rate (first pass)", rate, "events/s")
+    copy_rate = ctx.recall("raw_copy_rate")
+    if copy_rate:
+        res.add("replay / raw COPY (of the sink benchmark)", 100 * rate / copy_rate, "%")
     res.add("rows stored by the first pass", rows_after_first, "rows",
             note=f"of {len(events)} events").check(">=", len(events), f"= {len(events)}")
     res.add("rows added by the second pass", rows_after_second - rows_after_first, "rows").check("<=", 0, "= 0")

@@ -5,16 +5,20 @@ each, 6 partitions), published before the clocks start. On the same PostgreSQL, 
 its own fresh, migrated database:
 
 * **raw COPY** — the same rows (the columns the consumer writes), built in memory before
-  the clock starts, ``COPY``-ed straight into ``training_predictions`` in one transaction:
-  the fastest way those rows get into that table, with its indexes. Run before and after
-  the consumers; the faster of the two runs is the baseline (the strict choice).
+  the clock starts, ``COPY``-ed straight into ``training_predictions`` in one transaction,
+  in text format and in binary format (typed: cheaper for client and server alike): the
+  fastest way those rows get into that table, with its indexes. Each is run before and
+  after the consumers; the fastest run of all is the baseline (the strict choice).
 * **executemany upsert** — the same rows as ``INSERT ... ON CONFLICT (event_id) DO UPDATE``
   through ``executemany``, one transaction per 2,000 rows: the obvious hand-written writer.
 * **consumer, N workers** — ``run_worker_processes`` (what ``predstream consume
   --workers N`` runs), default settings, a fresh consumer group reading the topic from the
   start: poll, decode, validate, COPY to staging, upsert, commit offsets. Its clock runs
   from the first row written to the last row committed (the group join before it, about
-  3 s, is reported apart as ``start-up``).
+  3 s, is reported apart as ``start-up``). The CPU time the worker processes spend per
+  event over that window is read with ``psutil`` (the database server's is not in it).
+* **sink only** — :class:`~consumer.sink.PostgresSink` writing the events, already decoded,
+  in batches of 2,000: the database side of the consumer (staging COPY + upsert) alone.
 """
 
 from __future__ import annotations
@@ -42,26 +46,73 @@ def run(ctx: BenchContext) -> BenchResult:
     rows = [_row(ev, topic, i) for i, ev in enumerate(events)]
     columns = (*UPSERT_COLUMNS, *_EXTRA)
 
-    copy_rates = [_raw_copy(ctx, rows, columns)]
+    types = _column_types(ctx, columns)
+    copy_text = [_raw_copy(ctx, rows, columns)]
+    copy_binary = [_raw_copy(ctx, rows, columns, types)]
     upsert_rate = _executemany_upsert(ctx, rows, columns)
+    sink_rate = _sink_only(ctx, topic, events)
     consumer: dict[int, dict[str, float]] = {}
     for workers in ctx.size.worker_counts:
         consumer[workers] = _consume(ctx, topic, n, workers)
-    copy_rates.append(_raw_copy(ctx, rows, columns))
-    copy_rate = max(copy_rates)
+    copy_text.append(_raw_copy(ctx, rows, columns))
+    copy_binary.append(_raw_copy(ctx, rows, columns, types))
+    copy_rate = max(copy_text + copy_binary)
+    ctx.remember("raw_copy_rate", copy_rate)
 
-    res.add("raw COPY", copy_rate, "events/s", note=f"runs: {', '.join(f'{r:,.0f}' for r in copy_rates)}")
+    res.add("raw COPY, text", max(copy_text), "events/s", note=f"runs: {_runs(copy_text)}")
+    res.add("raw COPY, binary", max(copy_binary), "events/s", note=f"runs: {_runs(copy_binary)}")
     res.add("executemany upsert", upsert_rate, "events/s")
+    res.add("sink only (decoded events, staging COPY + upsert)", sink_rate, "events/s")
+    res.add("sink only / raw COPY", 100 * sink_rate / copy_rate, "%")
     for workers, c in consumer.items():
         label = f"consumer, {workers} worker{'s' if workers > 1 else ''}"
         res.add(label, c["rate"], "events/s")
         res.add(f"{label} / raw COPY", 100 * c["rate"] / copy_rate, "%").check(">=", 80.0)
+        if c.get("cpu_us_per_event"):
+            res.add(f"{label}: worker CPU per event", c["cpu_us_per_event"], "µs")
     best = max(consumer.values(), key=lambda c: c["rate"])
     res.add("consumer (best) / executemany upsert", best["rate"] / upsert_rate, "x")
     res.add("consumer start-up (group join to first row)", min(c["startup_s"] for c in consumer.values()), "s")
-    res.details = {"events": n, "event_bytes_avg": _avg_bytes(events), "raw_copy_runs": copy_rates,
-                   "executemany_upsert": upsert_rate, "consumer": consumer}
+    res.details = {"events": n, "event_bytes_avg": _avg_bytes(events), "raw_copy_text_runs": copy_text,
+                   "raw_copy_binary_runs": copy_binary, "baseline": copy_rate,
+                   "executemany_upsert": upsert_rate, "sink_only": sink_rate, "consumer": consumer}
     return res
+
+
+def _runs(rates: list[float]) -> str:
+    return ", ".join(f"{r:,.0f}" for r in rates)
+
+
+def _column_types(ctx: BenchContext, columns: tuple[str, ...]) -> list[str]:
+    import psycopg
+
+    url = ctx.new_database("types")
+    try:
+        with psycopg.connect(url) as conn:
+            found = dict(conn.execute(
+                "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'training_predictions'::regclass AND attnum > 0").fetchall())
+    finally:
+        ctx.drop_database(url)
+    return [found[c] for c in columns]
+
+
+def _sink_only(ctx: BenchContext, topic: str, events: list, batch: int = 2000) -> float:
+    from consumer.sink import IngestRecord, PostgresSink
+
+    records = [IngestRecord(ev, topic, i % 6, i // 6) for i, ev in enumerate(events)]
+    url = ctx.new_database("sinkonly")
+    try:
+        with PostgresSink(url) as sink:
+            sink.ping()
+            t0 = time.perf_counter()
+            for start in range(0, len(records), batch):
+                sink.write(records[start:start + batch])
+            seconds = time.perf_counter() - t0
+        assert count_rows(url) == len(records)
+    finally:
+        ctx.drop_database(url)
+    return len(records) / seconds
 
 
 def _avg_bytes(events: list) -> float:
@@ -82,14 +133,18 @@ def _row(ev: Any, topic: str, i: int) -> tuple[Any, ...]:
     )
 
 
-def _raw_copy(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...]) -> float:
+def _raw_copy(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], types: list[str] | None = None) -> float:
+    """Rows per second of one COPY (text, or binary when ``types`` are given) and its commit."""
     import psycopg
 
     url = ctx.new_database("copy")
+    sql = f"COPY training_predictions ({', '.join(columns)}) FROM STDIN" + (" (FORMAT BINARY)" if types else "")
     try:
         with psycopg.connect(url) as conn:
             t0 = time.perf_counter()
-            with conn.cursor() as cur, cur.copy(f"COPY training_predictions ({', '.join(columns)}) FROM STDIN") as copy:
+            with conn.cursor() as cur, cur.copy(sql) as copy:
+                if types:
+                    copy.set_types(types)
                 for row in rows:
                     copy.write_row(row)
             conn.commit()
@@ -153,10 +208,14 @@ def _consume(ctx: BenchContext, topic: str, n: int, workers: int) -> dict[str, f
             thread.start()
             wait_for(lambda: _inserted_so_far(conn) > 0 or "rc" in outcome, 120, 0.01, "the first row")
             first = time.perf_counter()
+            cpu_first = _children_cpu()
+            rows_first = _inserted_so_far(conn)
             wait_for(lambda: _inserted_so_far(conn) >= n or "rc" in outcome, 1200, 0.05, f"{n} rows inserted")
             wait_for(lambda: conn.execute("SELECT count(*) FROM training_predictions").fetchone()[0] >= n
                      or "rc" in outcome, 120, 0.02, f"{n} rows committed")
             done = time.perf_counter()
+            cpu_done = _children_cpu()
+            cpu = None if cpu_first is None or cpu_done is None else (cpu_done - cpu_first) / max(1, n - rows_first)
             if "rc" in outcome:
                 raise RuntimeError(f"the consumer workers exited early (status {outcome['rc']})")
     finally:
@@ -168,4 +227,21 @@ def _consume(ctx: BenchContext, topic: str, n: int, workers: int) -> dict[str, f
         ctx.drop_database(url)
     if stored != n:
         raise RuntimeError(f"the consumer stored {stored} rows of {n}")
-    return {"rate": n / (done - first), "seconds": done - first, "startup_s": first - started}
+    return {"rate": n / (done - first), "seconds": done - first, "startup_s": first - started,
+            "cpu_us_per_event": cpu * 1e6 if cpu else None}
+
+
+def _children_cpu() -> float | None:
+    """CPU seconds (user + system) of this process's live child processes (the workers)."""
+    try:
+        import psutil
+    except ImportError:
+        return None
+    total = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
