@@ -115,11 +115,30 @@ class DeadLetterWriter:
         timestamp_ms: int | None,
     ) -> Delivery:
         """Queue one dead letter; its :class:`Delivery` settles during :meth:`flush`."""
+        from confluent_kafka import KafkaError, KafkaException
+
         delivery = Delivery()
         hdrs = dead_letter_headers(
             headers, reason=reason, error=error, topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms
         )
-        _produce(self._producer, self.topic, key, value, hdrs, _settle(delivery))
+        try:
+            _produce(self._producer, self.topic, key, value, hdrs, _settle(delivery))
+            return delivery
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.MSG_SIZE_TOO_LARGE:
+                raise
+        # The original plus our headers is over the producer's message.max.bytes: keep the
+        # reason and the coordinates (the original stays on its topic), drop the bytes.
+        size = (len(key or b"") + len(value or b"")
+                + sum(len(k) + len(v or b"") for k, v in headers or []))
+        note = f"{error} [original of {size} bytes too large for a dead letter: value, key and headers omitted; " \
+               f"read it at {topic}:{partition}@{offset}]"
+        _log.warning("dead letter of %s:%s@%s is too large (%d bytes); sent without the original value",
+                     topic, partition, offset, size)
+        hdrs = dead_letter_headers(
+            None, reason=reason, error=note, topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms
+        )
+        _produce(self._producer, self.topic, None, None, hdrs, _settle(delivery))
         return delivery
 
     def flush(self, deliveries: Sequence[Delivery], timeout_s: float = 15.0) -> None:
