@@ -111,10 +111,10 @@ class GenerationSettings(_Frozen):
     do_sample: bool = False
     temperature: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     top_p: float | None = Field(default=None, ge=0, le=1, allow_inf_nan=False)
-    top_k: int | None = Field(default=None, ge=0)
-    num_beams: int = Field(default=1, ge=1)
-    num_return_sequences: int = Field(default=1, ge=1)
-    seed: int | None = None
+    top_k: int | None = Field(default=None, ge=0, le=2**31 - 1)
+    num_beams: int = Field(default=1, ge=1, le=2**31 - 1)
+    num_return_sequences: int = Field(default=1, ge=1, le=2**31 - 1)
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
 
 
 class PredictionEvent(_Frozen):
