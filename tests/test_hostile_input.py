@@ -54,6 +54,24 @@ def _raw_timestamp(i: int, micros: int) -> bytes:
     return SINGLE_OBJECT_MAGIC + ENC._prefix[2:] + buf.getvalue()
 
 
+def _varint(n: int) -> bytes:
+    """Avro's zig-zag varint of ``n`` (any size: a reader that trusts it gets a 64-bit 'int')."""
+    z, out = (n << 1) ^ (n >> 63), bytearray()
+    while True:
+        byte, z = z & 0x7F, z >> 7
+        out.append(byte | (0x80 if z else 0))
+        if not z:
+            return bytes(out)
+
+
+def _int_overflow(i: int, field: str, value: int) -> bytes:
+    """A frame whose 32-bit ``generation.<field>`` carries ``value`` (found by atheris)."""
+    marker = 123_456_789
+    frame = _frame(i, generation={**GEN, field: marker})
+    assert frame.count(_varint(marker)) == 1
+    return frame.replace(_varint(marker), _varint(value))
+
+
 def _messages(n: int, role: str = "user", content: str = "c") -> list[dict[str, str]]:
     return [{"role": role, "content": content}] * n
 
@@ -101,6 +119,8 @@ HOSTILE: dict[str, tuple[str, bytes | None]] = {
     "-inf generation_ms": ("out-of-range:generation_ms", _frame(27, generation_ms=float("-inf"))),
     "inf temperature": ("out-of-range:generation", _frame(28, generation={**GEN, "temperature": float("inf")})),
     "max_new_tokens 0": ("out-of-range:generation", _frame(29, generation={**GEN, "max_new_tokens": 0})),
+    "32-bit num_return_sequences of 2^63-1": ("out-of-range:generation", _int_overflow(36, "num_return_sequences", 2**63 - 1)),
+    "32-bit top_k of 2^58": ("out-of-range:generation", _int_overflow(37, "top_k", 2**58)),
     "produced_at in the year 146138": ("malformed-body", _raw_timestamp(30, 2**62)),
     # missing and invalid fields
     "no prompt and no messages": ("missing-field:prompt", _frame(31, prompt=None, messages=None)),
@@ -291,3 +311,19 @@ def test_a_message_too_big_for_a_dead_letter_still_moves_the_partition_on(consum
     assert (letter.original_partition, letter.original_offset) == (0, 0)
     assert "too large for a dead letter" in letter.error and "999900 bytes; the limit is 900000" in letter.error
     assert count_rows(database_url) == len(after)
+
+
+def test_a_short_atheris_run_finds_nothing():
+    """Coverage-guided fuzzing for a few seconds (longer runs: see tests/fuzz/fuzz_decoder.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("atheris")
+    harness = Path(__file__).with_name("fuzz") / "fuzz_decoder.py"
+    proc = subprocess.run(
+        [sys.executable, str(harness), "-runs=200000", "-max_total_time=20", "-max_len=4096", "-timeout=10"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Done " in proc.stderr
