@@ -46,9 +46,17 @@ class ConsumerSettings(StreamSettings):
         )
 
 
-_PASSWORD = re.compile(r"(://[^:/@]+:)[^@]*(@)|(password=)\S+", re.IGNORECASE)
+# user:password@ up to the last "@" of the authority (an unencoded "@" in a password);
+# password=value in a conninfo or URL query, quoted values included.
+_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^/\s]*(@)|(password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)", re.IGNORECASE)
+# libpq quotes pieces of a malformed URL or conninfo in its errors: they may be the password.
+_LIBPQ_ECHO = re.compile(
+    r'(invalid percent-encoded token: |missing "=" after |invalid URI query parameter: |'
+    r'invalid connection option |unterminated quoted string in connection info string)("[^"]*")?'
+)
 
 
 def redact_url(url: str) -> str:
-    """A database URL or conninfo with its password replaced by ``***``, safe to log."""
-    return _PASSWORD.sub(lambda m: (m.group(1) + "***" + m.group(2)) if m.group(1) else m.group(3) + "***", url)
+    """A database URL, conninfo or error text with passwords replaced by ``***``, safe to log."""
+    text = _PASSWORD.sub(lambda m: (m.group(1) + "***" + m.group(2)) if m.group(1) else m.group(3) + "***", url)
+    return _LIBPQ_ECHO.sub(lambda m: m.group(1) + ('"***"' if m.group(2) else ""), text)
