@@ -205,6 +205,7 @@ def fetch_prediction_set(name_or_id: str, database_url: str) -> PredictionSet:
             ).fetchall()
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = _without_password(first, database_url)
         raise PredictionSetError(
             f"cannot read prediction set {name_or_id!r} from {_redact_url(database_url)}: {first}"
         ) from None
@@ -222,7 +223,24 @@ def fetch_prediction_set(name_or_id: str, database_url: str) -> PredictionSet:
     )
 
 
+def _without_password(text: str, url: str) -> str:
+    """``text`` with the URL's password (as written, and percent-decoded) replaced by ``***``:
+    libpq quotes pieces of a malformed URL, the password included, in its errors."""
+    import re
+    from urllib.parse import unquote
+
+    found = re.search(r"://[^:/@\s]+:([^/\s]*)@|password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url, re.IGNORECASE)
+    if found:
+        secret = found.group(1) if found.group(1) is not None else found.group(2).strip("'")
+        for form in sorted({secret, unquote(secret)}, key=len, reverse=True):
+            if form:
+                text = text.replace(form, "***")
+    return text
+
+
 def _redact_url(url: str) -> str:
+    if "://" not in url:  # a conninfo string: host=... password=...
+        return _without_password(url, url)
     try:
         parts = urlsplit(url)
     except ValueError:
