@@ -21,7 +21,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 EXPECTED = {
     "training_cost": {"publish() / row-per-transaction", "publish(): median per event", "broker down / broker up"},
-    "sink_throughput": {"raw COPY, text", "raw COPY, binary", "sink only / raw COPY", "consumer, 1 worker / raw COPY", "consumer, 2 workers / raw COPY"},
+    "sink_throughput": {"raw COPY, text", "raw COPY, binary", "sink only / raw COPY",
+                        "consumer, 1 worker / raw COPY", "consumer, 2 workers / raw COPY"},
     "latency": {"latency p50", "latency p99"},
     "replay": {"replay rate (first pass)", "rows added by the second pass"},
     "generation": {"CPU: batch 32 / one at a time"},
