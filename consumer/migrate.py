@@ -84,7 +84,7 @@ def _connect(database_url: str):
 
     try:
         return psycopg.connect(database_url, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
+    except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:  # unreachable / malformed URL
         raise MigrationError(f"cannot connect to {redact_url(database_url)}: {_first_line(exc)}") from None
 
 
