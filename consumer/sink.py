@@ -267,7 +267,7 @@ class PostgresSink:
         try:
             with conn.transaction():  # a savepoint inside write()'s transaction
                 return self._upsert(conn, rows)
-        except psycopg.Error as exc:
+        except (psycopg.Error, UnicodeEncodeError) as exc:
             rejection = _row_fault(exc)
             if rejection is None:
                 raise
@@ -342,7 +342,7 @@ def _row_fault(exc: BaseException) -> Rejection | None:
     import psycopg
 
     state = getattr(exc, "sqlstate", None)
-    if isinstance(exc, psycopg.DataError) and state is None:
+    if isinstance(exc, UnicodeEncodeError) or (isinstance(exc, psycopg.DataError) and state is None):
         # raised by the client while encoding a value (e.g. a lone surrogate): the row's fault
         return Rejection("db-rejected:encoding", _first_line(exc))
     if not state:

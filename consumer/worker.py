@@ -186,8 +186,7 @@ class Worker:
                 self._poll(self._poll_wait())
                 if self._batch_due():
                     self._try_flush()
-                elif not self._buffer:
-                    self._idle_duties()
+                self._periodic()
             self._drain()
         finally:
             self._running = False
@@ -230,7 +229,8 @@ class Worker:
                 self._last_poll_error = err.str()
                 _log.warning("kafka: %s", err.str(), extra={"worker": self.name})
 
-    def _idle_duties(self) -> None:
+    def _periodic(self) -> None:
+        """Every few seconds: update the lag gauges; when idle, check the database answers."""
         now = time.monotonic()
         if now - self._last_lag >= _LAG_EVERY_S:
             self._last_lag = now
@@ -238,7 +238,7 @@ class Worker:
                 self.metrics.observe_lag(self._consumer, self._consumer.assignment())
             except Exception:  # metrics must never stop the worker
                 _log.debug("lag observation failed", exc_info=True)
-        if now - self._last_db_contact >= _IDLE_PING_S:
+        if not self._buffer and self._outage is None and now - self._last_db_contact >= _IDLE_PING_S:
             try:
                 self._sink.ping()
                 self._db_ok()
@@ -475,7 +475,14 @@ class Worker:
             self._dlq.close()
         finally:
             self._sink.close()
-        _log.info("worker %s stopped", self.name, extra={"worker": self.name})
+        value = self.metrics.registry.get_sample_value
+        _log.info(
+            "worker %s stopped: %d events consumed, %d rows inserted, %d updated, %d duplicates skipped",
+            self.name, value("predstream_events_consumed_total") or 0,
+            value("predstream_rows_upserted_total", {"result": "inserted"}) or 0,
+            value("predstream_rows_upserted_total", {"result": "updated"}) or 0,
+            value("predstream_duplicates_skipped_total") or 0, extra={"worker": self.name},
+        )
 
 
 def _describe(partitions: list[Any]) -> str:

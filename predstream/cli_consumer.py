@@ -63,7 +63,7 @@ def consume(
     settings.require_bootstrap()
     settings.require_database_url()
     if workers == 1:
-        run_worker(settings, name="0")
+        run_worker(settings)
         return
     root = logging.getLogger()
     json_logs = any(type(h.formatter).__name__ == "_JsonFormatter" for h in root.handlers)

@@ -119,3 +119,12 @@ def test_the_sink_reconnects_after_its_connection_was_killed(database_url):
             sink.write([IngestRecord(make_event(2))])
         assert sink.write([IngestRecord(make_event(2))]).inserted == 1
     assert json.dumps(_rows(database_url, "SELECT count(*) FROM training_predictions")) == "[[2]]"
+
+
+def test_text_that_cannot_be_encoded_is_rejected_not_fatal(database_url):
+    # Kafka events cannot carry a lone surrogate (Avro strings are UTF-8), a backfill can.
+    broken = make_event(1, prediction="a\ud800b")
+    with PostgresSink(database_url) as sink:
+        result = sink.write([IngestRecord(broken), IngestRecord(make_event(2))])
+    assert result.inserted == 1
+    assert [(rec.event.sample_index, rej.reason) for rec, rej in result.rejected] == [(1, "db-rejected:encoding")]

@@ -74,7 +74,7 @@ def test_a_single_event_is_stored_within_the_batch_wait(consumer_settings, kafka
 def test_sigterm_exits_0_and_a_restarted_worker_redelivers_nothing_already_stored(consumer_settings, kafka_bootstrap, database_url, tmp_path):
     events = [make_event(i) for i in range(3000)]
     produce_events(kafka_bootstrap, consumer_settings.topic, events)
-    proc = start_cli_consumer(consumer_settings, "--workers", "2", "--batch-size", "100", log_path=tmp_path / "consume.log")
+    proc = start_cli_consumer(consumer_settings, "--batch-size", "100", log_path=tmp_path / "consume.log")
     try:
         wait_for(rows_reach(database_url, 1), 60, "the first rows")
         proc.send_signal(signal.SIGTERM)
@@ -82,8 +82,7 @@ def test_sigterm_exits_0_and_a_restarted_worker_redelivers_nothing_already_store
     finally:
         if proc.poll() is None:
             proc.kill()
-    log = (tmp_path / "consume.log").read_text()
-    assert code == 0, log
+    assert code == 0, (tmp_path / "consume.log").read_text()
     stored = count_rows(database_url)
     settings = consumer_settings.model_copy(update={"batch_size": 500})
     with worker_thread(settings) as worker:
@@ -95,6 +94,42 @@ def test_sigterm_exits_0_and_a_restarted_worker_redelivers_nothing_already_store
     assert count_rows(database_url) == 3000
     # everything stored before SIGTERM was committed: the restart reads only the rest
     assert (consumed, duplicates) == (3000 - stored, 0), f"{stored} stored before SIGTERM"
+
+
+def _committed(settings) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    reader = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.group_id})
+    try:
+        tps = reader.committed([TopicPartition(settings.topic, p) for p in range(6)], timeout=10)
+    finally:
+        reader.close()
+    return {tp.partition: max(tp.offset, 0) for tp in tps}
+
+
+@pytest.mark.slow
+def test_consume_with_two_workers_forwards_sigterm_and_commits_exactly_what_it_stored(consumer_settings, kafka_bootstrap, database_url, tmp_path):
+    # (No restart in the same group here: tansu 0.6 wedges a group whose last two members
+    # leave in one rebalance; Apache Kafka does not. The offsets are read directly instead.)
+    produce_events(kafka_bootstrap, consumer_settings.topic, (make_event(i) for i in range(3000)))
+    proc = start_cli_consumer(consumer_settings, "--workers", "2", "--batch-size", "100", log_path=tmp_path / "consume.log")
+    try:
+        wait_for(rows_reach(database_url, 1), 60, "the first rows")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = (tmp_path / "consume.log").read_text()
+    assert code == 0, log
+    assert log.count("SIGTERM received") == 2 and log.count("stopped:") == 2, log
+    with psycopg.connect(database_url) as conn:
+        per_partition = dict(conn.execute(
+            "SELECT kafka_partition, count(*) FROM training_predictions GROUP BY 1").fetchall())
+        top = dict(conn.execute("SELECT kafka_partition, max(kafka_offset) + 1 FROM training_predictions GROUP BY 1").fetchall())
+    assert per_partition == top, "stored rows are a prefix of each partition"
+    committed = _committed(consumer_settings)
+    assert {p: o for p, o in committed.items() if o} == per_partition
 
 
 @pytest.mark.slow
@@ -162,3 +197,28 @@ def test_postgres_down_for_10_s_pauses_then_resumes_with_exactly_n_rows(stack, c
     assert len(back) == 1 and back[0].levelno == logging.INFO
     assert "pausing, will retry" in down[0].getMessage() and "resumed" in back[0].getMessage()
     assert not [r for r in caplog.records if "dead-lettered" in r.getMessage()]
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+def test_an_unreachable_database_commits_nothing_and_logs_once_without_the_password(stack, consumer_settings, kafka_bootstrap, database_url, caplog):
+    from predstream.local import free_port
+
+    caplog.set_level(logging.INFO, logger="predstream")
+    produce_events(kafka_bootstrap, consumer_settings.topic, (make_event(i) for i in range(100)))
+    wrong = consumer_settings.model_copy(update={
+        "database_url": f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/x", "db_max_backoff_s": 1.0,
+    })
+    with worker_thread(wrong) as worker:
+        wait_for(lambda: _value(worker.metrics, "predstream_events_consumed_total") == 100, 30, "100 consumed")
+        time.sleep(3)  # several retries
+        assert worker.health()[0] is False
+    down = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
+    assert len(down) == 1 and "hunter2" not in down[0]
+    assert not any("hunter2" in r.getMessage() for r in caplog.records)
+    assert _value(worker.metrics, "predstream_offset_commits_total") == 0
+    assert _value(worker.metrics, "predstream_dead_lettered_total", {"reason": "db-rejected"}) == 0
+    # nothing was committed: a worker with the right database stores every event
+    with worker_thread(consumer_settings) as fixed:
+        wait_for(rows_reach(database_url, 100), 60, "100 rows")
+    assert _value(fixed.metrics, "predstream_events_consumed_total") == 100
