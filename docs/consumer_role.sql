@@ -38,7 +38,8 @@ BEGIN
 END
 $$;
 
--- PostgreSQL < 15 lets every role create objects in schema public; not this one.
+-- A direct CREATE grant would be revoked here. PostgreSQL < 15 also lets every role (PUBLIC)
+-- create objects in schema public: there, run REVOKE CREATE ON SCHEMA public FROM PUBLIC; too.
 REVOKE CREATE ON SCHEMA public FROM predstream_consumer;
 GRANT USAGE ON SCHEMA public TO predstream_consumer;
 
