@@ -70,6 +70,9 @@ def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-con
             "session.timeout.ms": session,
             "heartbeat.interval.ms": max(100, min(500, session // 3)),
             "partition.assignment.strategy": "range",
+            # how long the broker may hold a fetch with no new data: Apache Kafka answers as
+            # soon as data arrive, but some brokers (tansu) hold it for the whole wait
+            "fetch.wait.max.ms": 100,
         }
     )
 
@@ -210,15 +213,24 @@ class Worker:
         from confluent_kafka import KafkaError
 
         room = max(1, min(1000, self.settings.batch_size - len(self._buffer)))
-        msgs = self._consumer.consume(num_messages=room, timeout=timeout)
+        if self._buffer:
+            msgs = self._consumer.consume(num_messages=room, timeout=timeout)
+        else:
+            # consume() waits for ``room`` messages or the timeout; a new batch must start
+            # (and its max wait run) as soon as its first message is here
+            first = self._consumer.poll(timeout)
+            msgs = [] if first is None else [first]
+            if first is not None and room > 1:
+                msgs.extend(self._consumer.consume(num_messages=room - 1, timeout=0))
         self._last_poll = time.monotonic()
+        consumed = 0
         for msg in msgs:
             err = msg.error()
             if err is None:
                 if not self._buffer:
                     self._batch_started = time.monotonic()
                 self._buffer.append(_Entry(msg))
-                self.metrics.events_consumed.inc()
+                consumed += 1
                 self._last_poll_error = None
                 continue
             if err.code() == KafkaError._PARTITION_EOF:
@@ -228,6 +240,8 @@ class Worker:
             if err.str() != self._last_poll_error:  # one line per distinct problem
                 self._last_poll_error = err.str()
                 _log.warning("kafka: %s", err.str(), extra={"worker": self.name})
+        if consumed:
+            self.metrics.events_consumed.inc(consumed)
 
     def _periodic(self) -> None:
         """Every few seconds: update the lag gauges; when idle, check the database answers."""
