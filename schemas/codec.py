@@ -202,7 +202,9 @@ class Decoder:
     def _read(self, writer: dict[str, Any], body: memoryview) -> dict[str, Any]:
         stream = io.BytesIO(body)
         try:
-            record = fastavro.schemaless_reader(stream, writer, self._reader)
+            # no resolution needed (and none paid for) when the writer is the current schema
+            reader = None if writer is self._reader else self._reader
+            record = fastavro.schemaless_reader(stream, writer, reader)
         except Exception as exc:  # fastavro raises many types for corrupt bodies
             raise MalformedBodyError(f"Avro body does not parse: {type(exc).__name__}: {exc}"[:500]) from None
         if stream.tell() != len(body):

@@ -9,11 +9,11 @@ and writes; the codec (``schemas.codec``) turns those into bytes.
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import datetime, timezone
-from typing import Any, Literal, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import InvalidEventError
 from .prompt_id import prompt_id as compute_prompt_id
@@ -43,7 +43,6 @@ MAX_STEP = 2**31 - 1
 
 SampleSource = Literal["dataset", "prediction_set"]
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 _SEP = "\x1f"
 
 
@@ -78,14 +77,16 @@ def event_id(
     return hashlib.sha256(_SEP.join(parts).encode("utf-8")).hexdigest()
 
 
-def _check_text(value: str | None, name: str, limit: int = MAX_TEXT_CHARS) -> str | None:
-    if value is None:
-        return None
-    if len(value) > limit:
-        raise ValueError(f"{name} is {len(value)} characters; the limit is {limit}")
-    if "\x00" in value:
-        raise ValueError(f"{name} contains a NUL character, which Postgres text cannot store")
-    return value
+_LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+_ShortText = Annotated[str, StringConstraints(max_length=MAX_JOB_ID_CHARS)]
+_Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+_TEXT_FIELDS = ("job_id", "prompt", "ground_truth", "prediction", "sample_source_id", "model_name")
+
+
+def _nul(field: str) -> PydanticCustomError:
+    return PydanticCustomError(
+        "nul_character", "{field} contains a NUL character, which Postgres text cannot store", {"field": field}
+    )
 
 
 class _Frozen(BaseModel):
@@ -93,15 +94,10 @@ class _Frozen(BaseModel):
 
 
 class ChatMessage(_Frozen):
-    """One chat turn."""
+    """One chat turn. (NUL characters are checked by :class:`PredictionEvent`.)"""
 
     role: str = Field(min_length=1, max_length=64)
-    content: str
-
-    @field_validator("role", "content")
-    @classmethod
-    def _text(cls, v: str, info: Any) -> str:
-        return _check_text(v, f"message {info.field_name}")  # type: ignore[return-value]
+    content: _LongText
 
 
 class GenerationSettings(_Frozen):
@@ -120,55 +116,43 @@ class GenerationSettings(_Frozen):
 class PredictionEvent(_Frozen):
     """One prediction of one model on one eval prompt at one point of a training run."""
 
-    event_id: str
-    job_id: str = Field(min_length=1, max_length=MAX_JOB_ID_CHARS)
+    event_id: _Hex64
+    job_id: _ShortText = Field(min_length=1)
     epoch: float = Field(ge=0, allow_inf_nan=False)
     step: int = Field(ge=0, le=MAX_STEP)
     sample_index: int = Field(ge=0, le=2**31 - 1)
     sequence_index: int = Field(default=0, ge=0, le=2**31 - 1)
-    prompt: str | None = None
+    prompt: _LongText | None = None
     messages: tuple[ChatMessage, ...] | None = Field(default=None, max_length=MAX_MESSAGES)
-    ground_truth: str | None = None
-    prediction: str
-    prompt_id: str
+    ground_truth: _LongText | None = None
+    prediction: _LongText
+    prompt_id: _Hex64
     source_index: int | None = Field(default=None, ge=0, le=2**31 - 1)
     sample_source: SampleSource
-    sample_source_id: str | None = Field(default=None, max_length=MAX_JOB_ID_CHARS)
+    sample_source_id: _ShortText | None = None
     model_name: str | None = Field(default=None, max_length=1024)
     generation: GenerationSettings | None = None
     prompt_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     completion_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     generation_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
-    produced_at: datetime
+    produced_at: AwareDatetime
 
-    @field_validator("job_id", "sample_source_id", "model_name")
-    @classmethod
-    def _short_text(cls, v: str | None, info: Any) -> str | None:
-        return _check_text(v, info.field_name)
-
-    @field_validator("prompt", "ground_truth", "prediction")
-    @classmethod
-    def _long_text(cls, v: str | None, info: Any) -> str | None:
-        return _check_text(v, info.field_name)
-
-    @field_validator("event_id", "prompt_id")
-    @classmethod
-    def _hex64(cls, v: str, info: Any) -> str:
-        if not _HEX64.fullmatch(v):
-            raise ValueError(f"{info.field_name} must be 64 lowercase hex characters (a sha256)")
-        return v
-
-    @field_validator("produced_at")
-    @classmethod
-    def _aware(cls, v: datetime) -> datetime:
-        if v.tzinfo is None:
-            raise ValueError("produced_at must carry a time zone (use UTC)")
-        return v.astimezone(timezone.utc)
-
+    # Sizes, ranges and patterns above are checked by pydantic-core itself; the one Python
+    # validator below does what it cannot, in one pass (the consumer's hot path).
     @model_validator(mode="after")
-    def _prompt_present(self) -> "PredictionEvent":
-        if self.prompt is None and self.messages is None:
+    def _contract(self) -> "PredictionEvent":
+        for name in _TEXT_FIELDS:
+            value = getattr(self, name)
+            if value is not None and "\x00" in value:
+                raise _nul(name)
+        if self.messages is not None:
+            for m in self.messages:
+                if "\x00" in m.content or "\x00" in m.role:
+                    raise _nul("messages")
+        elif self.prompt is None:
             raise ValueError("an event needs a prompt or chat messages; both are missing")
+        if self.produced_at.utcoffset():
+            object.__setattr__(self, "produced_at", self.produced_at.astimezone(timezone.utc))
         return self
 
     # -- construction helpers -------------------------------------------------
@@ -254,16 +238,24 @@ class PredictionEvent(_Frozen):
 
 def _explain(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
-    where = ".".join(str(p) for p in err["loc"]) or "event"
+    where = ".".join(str(p) for p in err["loc"]) or (err.get("ctx") or {}).get("field") or "event"
     msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "string_pattern_mismatch":
+        msg = "must be 64 lowercase hex characters (a sha256)"
+    elif err["type"] == "nul_character":
+        msg = "contains a NUL character, which Postgres text cannot store"
+    elif err["type"] == "timezone_aware":
+        msg = "must carry a time zone (use UTC)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {msg}{more}"
 
 
 def _reason(exc: ValidationError) -> str:
     err = exc.errors(include_url=False)[0]
-    field = str(err["loc"][0]) if err["loc"] else "event"
+    field = str(err["loc"][0]) if err["loc"] else (err.get("ctx") or {}).get("field", "event")
     msg = err["msg"]
+    if err["type"] == "nul_character":
+        return f"nul-character:{field}"
     if "both are missing" in msg:
         return "missing-field:prompt"
     if "NUL" in msg:
