@@ -2,7 +2,9 @@
 
 :mod:`.worker` runs the consumer loop, :mod:`.sink` writes batches idempotently,
 :mod:`.dlq` keeps and redrives dead letters, :mod:`.metrics` exposes Prometheus metrics and
-health, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
+health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
+sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
+side, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
 This package never imports torch, transformers or the producer side.
 """
 
@@ -15,20 +17,44 @@ from .dlq import (
     redrive,
     redrive_group,
 )
+from .backfill import BackfillReport, backfill
+from .compare import Comparison, compare_runs
 from .errors import (
+    BackfillError,
     ConsumerError,
     DatabaseUnavailableError,
     DeadLetterUnavailableError,
     MigrationError,
+    PredictionSetError,
+    ReplayError,
     RetriableError,
     WorkerError,
 )
 from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
+from .migrate import migrate, pending_migrations
+from .prediction_sets import create_set, delete_set, export_set, get_set, list_sets
+from .replay import ReplayStats, replay
 from .settings import ConsumerSettings, redact_url
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .worker import Worker, consumer_config, run_worker, run_worker_processes
 
 __all__ = [
+    "BackfillReport",
+    "backfill",
+    "Comparison",
+    "compare_runs",
+    "BackfillError",
+    "PredictionSetError",
+    "ReplayError",
+    "migrate",
+    "pending_migrations",
+    "create_set",
+    "delete_set",
+    "export_set",
+    "get_set",
+    "list_sets",
+    "ReplayStats",
+    "replay",
     "DeadLetter",
     "DeadLetterWriter",
     "RedriveResult",

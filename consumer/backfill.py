@@ -37,7 +37,7 @@ from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableEr
 from schemas.event import PredictionEvent
 from schemas.spoolfile import SPOOL_HEADER, read_spool
 
-from .errors import ConsumerError, DatabaseUnavailableError
+from .errors import BackfillError, DatabaseUnavailableError
 from .sink import IngestRecord, PostgresSink, WriteResult
 
 __all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "backfill", "legacy_row_to_event", "file_kind"]
@@ -49,10 +49,6 @@ _MAX_WARNINGS = 20
 _SPOOL_PREFIX = SPOOL_HEADER[:7]  # b"PSSPOOL": a spool file whose version or header is damaged
 #: Optional event fields a row may carry under the same name.
 _PASS_THROUGH = ("sequence_index", "model_name", "prompt_tokens", "completion_tokens", "generation_ms")
-
-
-class BackfillError(ConsumerError):
-    """A backfill cannot run (unreadable file, ``--strict`` and a bad row, database gone)."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,11 @@ dead-letters an event because of one::
      │    ├── DatabaseUnavailableError   Postgres unreachable, shutting down, full, timing out, locked,
      │    │                              or not migrated yet (the message says which)
      │    └── DeadLetterUnavailableError dead letters (or redriven events) could not be delivered
-     └── WorkerError                     the consumer cannot run (fatal Kafka error, bad assignment);
-                                         the message says what to fix
+     ├── WorkerError                     the consumer cannot run (fatal Kafka error, bad assignment);
+     │                                   the message says what to fix
+     ├── ReplayError                     a replay cannot start or go on; the message says where to resume
+     ├── BackfillError                   a backfill cannot run (unreadable file, --strict and a bad row)
+     └── PredictionSetError              a prediction set cannot be stored, found or exported
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ __all__ = [
     "DatabaseUnavailableError",
     "DeadLetterUnavailableError",
     "WorkerError",
+    "ReplayError",
+    "BackfillError",
+    "PredictionSetError",
 ]
 
 
@@ -56,3 +62,15 @@ class DeadLetterUnavailableError(RetriableError):
 
 class WorkerError(ConsumerError):
     """The worker cannot go on; the message says what to fix."""
+
+
+class BackfillError(ConsumerError):
+    """A backfill cannot run (unreadable file, ``--strict`` and a bad row, database gone)."""
+
+
+class PredictionSetError(ConsumerError):
+    """A prediction set cannot be stored, found or exported; the message says what to do."""
+
+
+class ReplayError(ConsumerError):
+    """A replay cannot start or cannot go on; the message says where to resume."""

@@ -36,7 +36,7 @@ from typing import Any, Mapping, Sequence
 from schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
 from schemas.prompt_id import prompt_id as compute_prompt_id
 
-from .errors import ConsumerError
+from .errors import PredictionSetError
 from .settings import redact_url
 
 __all__ = [
@@ -56,10 +56,6 @@ _log = logging.getLogger("predstream.prediction_sets")
 _ITEM_COLUMNS = ("item_index", "source_index", "prompt_id", "prompt", "messages", "ground_truth")
 _HEAD_COLUMNS = ("set_id", "name", "description", "source", "seed", "item_count", "created_at")
 _MAX_NAME_CHARS = 200
-
-
-class PredictionSetError(ConsumerError):
-    """A prediction set cannot be stored, found or exported; the message says what to do."""
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from schemas.codec import Decoder
 from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
 from schemas.transport import Headers
 
-from .errors import ConsumerError, DatabaseUnavailableError
+from .errors import ConsumerError, DatabaseUnavailableError, ReplayError
 from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, WriteResult
 
@@ -63,10 +63,6 @@ _WRITE_ATTEMPTS = 4
 _MAX_WARNINGS = 20
 
 ProgressFn = Callable[[int, int], None]
-
-
-class ReplayError(ConsumerError):
-    """A replay cannot start or cannot go on; the message says where to resume."""
 
 
 @dataclass(frozen=True)
