@@ -256,6 +256,8 @@ def _reason(exc: ValidationError) -> str:
     msg = err["msg"]
     if err["type"] == "nul_character":
         return f"nul-character:{field}"
+    if err["type"] == "string_unicode":
+        return f"invalid-utf8:{field}"
     if "both are missing" in msg:
         return "missing-field:prompt"
     if "NUL" in msg:

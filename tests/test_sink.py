@@ -122,9 +122,21 @@ def test_the_sink_reconnects_after_its_connection_was_killed(database_url):
 
 
 def test_text_that_cannot_be_encoded_is_rejected_not_fatal(database_url):
-    # Kafka events cannot carry a lone surrogate (Avro strings are UTF-8), a backfill can.
-    broken = make_event(1, prediction="a\ud800b")
+    # The contract refuses a lone surrogate (Avro strings are UTF-8); the sink must still
+    # survive one from a caller that built the event without validation.
+    good = make_event(1)
+    broken = good.model_construct(**{**dict(good), "prediction": "a\ud800b"})
     with PostgresSink(database_url) as sink:
         result = sink.write([IngestRecord(broken), IngestRecord(make_event(2))])
     assert result.inserted == 1
     assert [(rec.event.sample_index, rej.reason) for rec, rej in result.rejected] == [(1, "db-rejected:encoding")]
+
+
+def test_the_contract_refuses_text_that_is_not_unicode():
+    import pytest
+
+    from schemas import InvalidEventError
+
+    with pytest.raises(InvalidEventError) as info:
+        make_event(1, prediction="a\ud800b")
+    assert info.value.reason == "invalid-utf8:prediction"
