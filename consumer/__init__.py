@@ -5,6 +5,8 @@
 health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
 sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
 side, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
+(The functions ``replay.replay``, ``backfill.backfill`` and ``migrate.migrate`` are reached
+through their modules: a package-level name would hide the module of the same name.)
 This package never imports torch, transformers or the producer side.
 """
 
@@ -17,7 +19,7 @@ from .dlq import (
     redrive,
     redrive_group,
 )
-from .backfill import BackfillReport, backfill
+from .backfill import BackfillReport
 from .compare import Comparison, compare_runs
 from .errors import (
     BackfillError,
@@ -31,30 +33,25 @@ from .errors import (
     WorkerError,
 )
 from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
-from .migrate import migrate, pending_migrations
 from .prediction_sets import create_set, delete_set, export_set, get_set, list_sets
-from .replay import ReplayStats, replay
+from .replay import ReplayStats
 from .settings import ConsumerSettings, redact_url
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .worker import Worker, consumer_config, run_worker, run_worker_processes
 
 __all__ = [
     "BackfillReport",
-    "backfill",
     "Comparison",
     "compare_runs",
     "BackfillError",
     "PredictionSetError",
     "ReplayError",
-    "migrate",
-    "pending_migrations",
     "create_set",
     "delete_set",
     "export_set",
     "get_set",
     "list_sets",
     "ReplayStats",
-    "replay",
     "DeadLetter",
     "DeadLetterWriter",
     "RedriveResult",
