@@ -24,7 +24,6 @@ The export file (UTF-8 JSON)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
+from schemas.prediction_set import prediction_set_id
 from schemas.prompt_id import prompt_id as compute_prompt_id
 
 from .errors import PredictionSetError
@@ -111,18 +111,8 @@ class StoredSet:
 
 
 def set_id_for(items: Sequence[SetItem]) -> str:
-    """The stable id of a set with these items, in this order (see the module docstring)."""
-    identity = [
-        {
-            "item_index": i.item_index,
-            "source_index": i.source_index,
-            "prompt_id": i.prompt_id,
-            "ground_truth": i.ground_truth,
-        }
-        for i in items
-    ]
-    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "ps_" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """The stable id of a set with these items, in this order (:mod:`schemas.prediction_set`)."""
+    return prediction_set_id((i.item_index, i.source_index, i.prompt_id, i.ground_truth) for i in items)
 
 
 def make_items(rows: Sequence[Mapping[str, Any]]) -> list[SetItem]:

@@ -29,7 +29,6 @@ psycopg is imported only when a set is read from Postgres.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, replace
@@ -38,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from schemas import prompt_id as compute_prompt_id
+from schemas.prediction_set import prediction_set_id as _set_id
 
 from .errors import PredictionSetError
 from .sampler import Sample
@@ -93,18 +93,8 @@ class PredictionSet:
 
 
 def prediction_set_id(samples: Iterable[Sample]) -> str:
-    """The stable id of a set with these items (see the module docstring)."""
-    identity = [
-        {
-            "item_index": s.sample_index,
-            "source_index": s.source_index,
-            "prompt_id": s.prompt_id,
-            "ground_truth": s.ground_truth,
-        }
-        for s in samples
-    ]
-    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "ps_" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """The stable id of a set with these items (:mod:`schemas.prediction_set`)."""
+    return _set_id((s.sample_index, s.source_index, s.prompt_id, s.ground_truth) for s in samples)
 
 
 def prediction_set_from_samples(

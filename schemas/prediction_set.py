@@ -1,0 +1,25 @@
+"""The identity of a curated prediction set, shared by the database side and the file side.
+
+A set's id is ``"ps_"`` + the first 16 hex characters of the sha256 of the JSON text (keys
+sorted, separators ``,`` and ``:``, UTF-8) of its items' identities in order:
+``[{"item_index", "source_index", "prompt_id", "ground_truth"}, ...]``. The same items in the
+same order always have the same id, whether the set was read from Postgres or from an
+exported file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Iterable
+
+__all__ = ["prediction_set_id"]
+
+
+def prediction_set_id(items: Iterable[tuple[int, int | None, str, str | None]]) -> str:
+    """The id of a set whose items are ``(item_index, source_index, prompt_id, ground_truth)``."""
+    identity = [
+        {"item_index": i, "source_index": s, "prompt_id": p, "ground_truth": g} for i, s, p, g in items
+    ]
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return "ps_" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
