@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -125,8 +126,12 @@ def consumer_env(settings, **extra: str) -> dict[str, str]:
         PREDSTREAM_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
         PREDSTREAM_BATCH_MAX_WAIT_MS=str(settings.batch_max_wait_ms),
         PREDSTREAM_SHUTDOWN_TIMEOUT_S=str(settings.shutdown_timeout_s),
+        PREDSTREAM_BATCH_SIZE=str(settings.batch_size),
+        PREDSTREAM_DB_MAX_BACKOFF_S=str(settings.db_max_backoff_s),
         PYTHONUNBUFFERED="1",
     )
+    if settings.kafka_options:
+        env["PREDSTREAM_KAFKA_OPTIONS"] = json.dumps(settings.kafka_options)
     env.update(extra)
     return env
 

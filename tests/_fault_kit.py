@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from _consumer_kit import consumer_env
 from schemas.codec import SingleObjectEncoder
 from schemas.event import PredictionEvent
 from schemas.transport import Headers, message_key
@@ -113,25 +114,7 @@ def wait_until(condition, timeout: float, what: str, every: float = 0.1) -> Any:
 
 def consumer_process(settings, log_path: Path, *extra_args: str, **env: str) -> subprocess.Popen:
     """``predstream consume`` (one worker, in the process itself) with ``settings`` in its environment."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTREAM_")}
-    environ.update(
-        PREDSTREAM_HOME=os.environ.get("PREDSTREAM_HOME", ""),
-        PREDSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        PREDSTREAM_DATABASE_URL=settings.database_url,
-        PREDSTREAM_TOPIC=settings.topic,
-        PREDSTREAM_GROUP_ID=settings.group_id,
-        PREDSTREAM_SESSION_TIMEOUT_MS=str(settings.session_timeout_ms),
-        PREDSTREAM_BATCH_SIZE=str(settings.batch_size),
-        PREDSTREAM_BATCH_MAX_WAIT_MS=str(settings.batch_max_wait_ms),
-        PREDSTREAM_SHUTDOWN_TIMEOUT_S=str(settings.shutdown_timeout_s),
-        PREDSTREAM_DB_MAX_BACKOFF_S=str(settings.db_max_backoff_s),
-        PYTHONUNBUFFERED="1",
-    )
-    if settings.kafka_options:
-        import json
-
-        environ["PREDSTREAM_KAFKA_OPTIONS"] = json.dumps(settings.kafka_options)
-    environ.update(env)
+    environ = consumer_env(settings, **env)
     out = open(log_path, "ab")
     return subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "predstream"), "consume", *extra_args],
