@@ -58,17 +58,23 @@ def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(f
     after_kill: list[int] = []
     kill_at: list[str] = []
     try:
-        for _ in range(KILLS):
+        for life in range(KILLS):
             proc = consumer_process(fast_settings, log)
             before = row_count(database_url)
+            # kill at a random point of this life's share of what is left, so the stream
+            # outlasts all the kills however fast the worker is on this machine
+            share = max(1, (STREAM - before) // (KILLS - life + 1))
+            target = before + rng.randint(1, share)
             try:
                 if rng.random() < 0.25:  # during start-up, the group join or the first batch
                     delay = rng.uniform(0.0, 2.5)
-                    time.sleep(delay)
+                    deadline = time.monotonic() + delay
+                    while time.monotonic() < deadline and row_count(database_url) < target:
+                        time.sleep(0.01)
                     kill_at.append(f"start+{delay:.2f}s")
                 else:  # somewhere in a later batch: decoding, COPY, upsert, DB commit, offset commit
-                    wait_until(lambda: row_count(database_url) > before, 60, "this life's first stored batch", every=0.02)
-                    delay = rng.uniform(0.0, 0.5)
+                    wait_until(lambda: row_count(database_url) >= target, 60, "this life's share of the stream", every=0.01)
+                    delay = rng.uniform(0.0, 0.05)
                     time.sleep(delay)
                     kill_at.append(f"rows+{delay:.2f}s")
             finally:
