@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
-from schemas.prediction_set import prediction_set_id
+from schemas.prediction_set import prediction_set_document, prediction_set_id
 from schemas.prompt_id import prompt_id as compute_prompt_id
 
 from .errors import PredictionSetError
@@ -74,16 +74,6 @@ class SetItem:
             return None
         return [{"role": m["role"], "content": m["content"]} for m in self.messages]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "item_index": self.item_index,
-            "source_index": self.source_index,
-            "prompt_id": self.prompt_id,
-            "prompt": self.prompt,
-            "messages": self.messages_list(),
-            "ground_truth": self.ground_truth,
-        }
-
 
 @dataclass(frozen=True)
 class StoredSet:
@@ -100,14 +90,11 @@ class StoredSet:
 
     def to_json(self) -> dict[str, Any]:
         """The export file's JSON object."""
-        return {
-            "set_id": self.set_id,
-            "name": self.name,
-            "source": self.source,
-            "seed": self.seed,
-            "description": self.description,
-            "items": [i.to_json() for i in self.items],
-        }
+        return prediction_set_document(
+            set_id=self.set_id, name=self.name, source=self.source, seed=self.seed, description=self.description,
+            items=((i.item_index, i.source_index, i.prompt_id, i.prompt, i.messages_list(), i.ground_truth)
+                   for i in self.items),
+        )
 
 
 def set_id_for(items: Sequence[SetItem]) -> str:

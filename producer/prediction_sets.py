@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 from schemas import prompt_id as compute_prompt_id
+from schemas.prediction_set import prediction_set_document as _document
 from schemas.prediction_set import prediction_set_id as _set_id
 
 from .errors import PredictionSetError
@@ -72,24 +73,11 @@ class PredictionSet:
 
     def to_json(self) -> dict[str, Any]:
         """The export file's JSON object."""
-        return {
-            "set_id": self.set_id,
-            "name": self.name,
-            "source": self.source,
-            "seed": self.seed,
-            "description": self.description,
-            "items": [
-                {
-                    "item_index": s.sample_index,
-                    "source_index": s.source_index,
-                    "prompt_id": s.prompt_id,
-                    "prompt": s.prompt,
-                    "messages": s.messages_list(),
-                    "ground_truth": s.ground_truth,
-                }
-                for s in self.items
-            ],
-        }
+        return _document(
+            set_id=self.set_id, name=self.name, source=self.source, seed=self.seed, description=self.description,
+            items=((s.sample_index, s.source_index, s.prompt_id, s.prompt, s.messages_list(), s.ground_truth)
+                   for s in self.items),
+        )
 
 
 def prediction_set_id(samples: Iterable[Sample]) -> str:
