@@ -51,15 +51,15 @@ def kafka_bootstrap(stack) -> str:
     return stack.bootstrap
 
 
-@pytest.fixture
-def database_url(stack):
-    """A fresh database with every migration applied, dropped after the test."""
+def _scratch_database(stack, prefix: str, template: str | None):
+    """Create a uniquely named database (from ``template`` if given), yield its URL, drop it."""
     import psycopg
 
-    name = "t_" + uuid.uuid4().hex[:16]
+    name = prefix + uuid.uuid4().hex[:16]
     admin_url = stack.database_url("postgres")
+    clause = f' TEMPLATE "{template}"' if template else ""
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_TEMPLATE_DB}"')
+        conn.execute(f'CREATE DATABASE "{name}"{clause}')
     yield stack.database_url(name)
     try:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
@@ -69,17 +69,15 @@ def database_url(stack):
 
 
 @pytest.fixture
+def database_url(stack):
+    """A fresh database with every migration applied, dropped after the test."""
+    yield from _scratch_database(stack, "t_", _TEMPLATE_DB)
+
+
+@pytest.fixture
 def empty_database_url(stack):
     """A fresh database with NO migrations applied."""
-    import psycopg
-
-    name = "e_" + uuid.uuid4().hex[:16]
-    admin_url = stack.database_url("postgres")
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield stack.database_url(name)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _scratch_database(stack, "e_", None)
 
 
 @pytest.fixture
