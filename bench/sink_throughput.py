@@ -23,8 +23,6 @@ its own fresh, migrated database:
 
 from __future__ import annotations
 
-import json
-import math
 import threading
 import time
 from typing import Any
@@ -122,15 +120,9 @@ def _avg_bytes(events: list) -> float:
 
 def _row(ev: Any, topic: str, i: int) -> tuple[Any, ...]:
     """The row the consumer writes for ``ev`` (``UPSERT_COLUMNS`` + created_at, ingested_at)."""
-    return (
-        ev.event_id, ev.job_id, math.floor(ev.epoch), ev.epoch, ev.step, ev.sample_index, ev.sequence_index,
-        ev.prompt, None if ev.messages is None else json.dumps(ev.messages_as_dicts()), ev.ground_truth,
-        ev.prediction, ev.prompt_id, ev.source_index, ev.sample_source, ev.sample_source_id,
-        ev.sample_source_id if ev.sample_source == "prediction_set" else None, ev.model_name,
-        None if ev.generation is None else json.dumps(ev.generation.model_dump()),
-        ev.prompt_tokens, ev.completion_tokens, ev.generation_ms, ev.produced_at,
-        topic, i % 6, i // 6, ev.produced_at, ev.produced_at,
-    )
+    from consumer.sink import IngestRecord, row_values
+
+    return (*row_values(IngestRecord(ev, topic, i % 6, i // 6)), ev.produced_at, ev.produced_at)
 
 
 def _raw_copy(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], types: list[str] | None = None) -> float:

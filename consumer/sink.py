@@ -46,7 +46,7 @@ from schemas.event import PredictionEvent
 from .errors import DatabaseUnavailableError
 from .settings import redact_url
 
-__all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS"]
+__all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS", "row_values"]
 
 _log = logging.getLogger("predstream.sink")
 
@@ -293,7 +293,7 @@ class PostgresSink:
             with conn.transaction(), conn.cursor() as cur:
                 with cur.copy(_COPY_DIRECT) as copy:
                     for rec in rows:
-                        copy.write_row((*_row(rec), rec.event.produced_at, now))
+                        copy.write_row((*row_values(rec), rec.event.produced_at, now))
         except (psycopg.Error, UnicodeEncodeError) as exc:
             if getattr(exc, "sqlstate", None) == "23505":  # an event is already stored
                 self._fast_path_in = _FAST_PATH_PAUSE
@@ -326,7 +326,7 @@ class PostgresSink:
             cur.execute(f"TRUNCATE {_STAGING}")
             with cur.copy(_COPY) as copy:
                 for rec in rows:
-                    copy.write_row(_row(rec))
+                    copy.write_row(row_values(rec))
             cur.execute(_UPSERT)
             flags = [r[0] for r in cur.fetchall()]
         inserted = sum(1 for f in flags if f)
@@ -347,7 +347,8 @@ def _newest_per_event(batch: Iterable[IngestRecord]) -> tuple[list[IngestRecord]
     return list(best.values()), total - len(best)
 
 
-def _row(rec: IngestRecord) -> tuple[Any, ...]:
+def row_values(rec: IngestRecord) -> tuple[Any, ...]:
+    """The values of ``UPSERT_COLUMNS`` for one record, as the sink writes them."""
     ev = rec.event
     messages = ev.messages_as_dicts()
     return (
