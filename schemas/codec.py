@@ -22,6 +22,7 @@ from typing import Any
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from ._fastread import MalformedAvro, compile_reader
 from .errors import (
     FramingError,
     InvalidEventError,
@@ -162,6 +163,8 @@ class Decoder:
         client: Any = None,
     ) -> None:
         self._reader = load_schema(CURRENT_VERSION)
+        # bodies written with the current schema (nearly all) skip fastavro's interpreter
+        self._fast_read = compile_reader(self._reader)
         self._by_fp = _known_fingerprints()
         self._by_id: dict[int, dict[str, Any]] = {}
         self._registry = client or (_registry_client(registry_url, registry_config) if registry_url else None)
@@ -186,20 +189,26 @@ class Decoder:
                     f"no known schema has fingerprint {bytes(data[2:10]).hex()}; "
                     "upgrade predstream on the consumer side"
                 )
-            body = memoryview(data)[10:]
+            start = 10
         elif data[:1] == CONFLUENT_MAGIC:
             if len(data) < 5:
                 raise FramingError("Confluent frame shorter than its 5-byte header")
             writer = self._writer_by_id(struct.unpack(">I", data[1:5])[0])
-            body = memoryview(data)[5:]
+            start = 5
         else:
             raise FramingError(
                 f"unknown framing (first byte 0x{data[0]:02x}): expected Avro single-object "
                 "(C3 01) or Confluent wire format (00)"
             )
-        return self._read(writer, body)
+        return self._read(writer, data, start)
 
-    def _read(self, writer: dict[str, Any], body: memoryview) -> dict[str, Any]:
+    def _read(self, writer: dict[str, Any], data: bytes, start: int) -> dict[str, Any]:
+        if writer is self._reader and self._fast_read is not None:
+            try:
+                return self._fast_read(bytes(data), start)
+            except MalformedAvro as exc:
+                raise MalformedBodyError(f"Avro body does not parse: {exc}"[:500]) from None
+        body = memoryview(data)[start:]
         stream = io.BytesIO(body)
         try:
             # no resolution needed (and none paid for) when the writer is the current schema
