@@ -17,6 +17,11 @@ costs. A unique violation (some event is already stored: a redelivery or a repla
 refused row rolls the savepoint back and the batch takes steps 2-3; after a conflict the
 next 20 batches go straight to steps 2-3.
 
+Both COPYs use the binary format (cheaper for client and server) with the column types
+read from the table when the connection opens. psycopg's binary ``integer`` wraps a value
+that does not fit 32 bits instead of refusing it, so a batch with such a value is sent in
+text format, where Postgres refuses the row (22003) and it is isolated as below.
+
 When Postgres refuses a row because of the row itself (data exceptions, SQLSTATE class 22;
 integrity violations, class 23, except unique violations), the batch is split in halves,
 each tried under its own savepoint, recursively, until the offending rows are isolated. They
@@ -33,13 +38,14 @@ stored with ``kafka_topic``/``kafka_partition``/``kafka_offset`` NULL.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 import logging
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
+
+from psycopg.types.json import Jsonb
 
 from schemas.event import PredictionEvent
 
@@ -88,7 +94,12 @@ _CREATE_STAGING = (
 )
 _COPY = f"COPY {_STAGING} ({_COLS}) FROM STDIN"
 # The fast path for batches of new events (see PostgresSink._copy_new_rows).
-_COPY_DIRECT = f"COPY training_predictions ({_COLS}, created_at, ingested_at) FROM STDIN"
+_DIRECT_COLUMNS = (*UPSERT_COLUMNS, "created_at", "ingested_at")
+_COPY_DIRECT = f"COPY training_predictions ({', '.join(_DIRECT_COLUMNS)}) FROM STDIN"
+_BINARY = " (FORMAT BINARY)"
+# column types whose binary dumpers psycopg matches exactly to the Python values we send
+_BINARY_SAFE = {"text", "integer", "bigint", "double precision", "jsonb", "timestamp with time zone"}
+_INT4 = (-(2**31), 2**31 - 1)
 _FAST_PATH_PAUSE = 20
 # created_at keeps its meaning for the old readers (when the prediction was made), so a
 # replayed or backfilled row gets its real time, not the time of the replay.
@@ -179,6 +190,10 @@ class PostgresSink:
         self._lock_timeout_ms = lock_timeout_ms
         self._application_name = application_name
         self._conn: Any = None
+        #: per column of _DIRECT_COLUMNS: its type, for binary COPY (None: use text)
+        self._types: list[str] | None = None
+        #: positions of the 32-bit integer columns (see the module docstring)
+        self._int4_at: tuple[int, ...] = ()
         #: batches to wait before trying the COPY fast path again (after a batch had a
         #: conflict: a replay or a redelivery, where the upsert path is the right one)
         self._fast_path_in = 0
@@ -264,11 +279,44 @@ class PostgresSink:
             conn.execute(f"SET statement_timeout = {int(self._statement_timeout_ms)}")
             conn.execute(f"SET lock_timeout = {int(self._lock_timeout_ms)}")
             conn.execute(_CREATE_STAGING)
+            self._read_column_types(conn)
         except BaseException:
             conn.close()
             raise
         self._conn = conn
         return conn
+
+    def _read_column_types(self, conn: Any) -> None:
+        found = dict(conn.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'training_predictions'::regclass AND attnum > 0 AND NOT attisdropped"
+        ).fetchall())
+        types = [found.get(c) for c in _DIRECT_COLUMNS]
+        if all(t in _BINARY_SAFE for t in types):
+            self._types = types  # type: ignore[assignment]
+            self._int4_at = tuple(i for i, t in enumerate(types) if t == "integer")
+        else:  # a column was changed by hand: text COPY lets Postgres convert
+            _log.info("training_predictions has column types %s; using text COPY", sorted(set(types) - _BINARY_SAFE))
+            self._types, self._int4_at = None, ()
+
+    def _copy(self, cur: Any, sql: str, rows: list[tuple[Any, ...]], ncols: int) -> None:
+        """COPY ``rows`` (binary when the types allow it and every integer fits)."""
+        types = self._types
+        if types is not None:
+            low, high = _INT4
+            for row in rows:
+                for i in self._int4_at:
+                    v = row[i]
+                    if v is not None and not low <= v <= high:
+                        types = None
+                        break
+                if types is None:
+                    break
+        with cur.copy(sql + (_BINARY if types is not None else "")) as copy:
+            if types is not None:
+                copy.set_types(types[:ncols])
+            for row in rows:
+                copy.write_row(row)
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -289,11 +337,10 @@ class PostgresSink:
         import psycopg
 
         now = datetime.now(timezone.utc)
+        values = [(*row_values(rec), rec.event.produced_at, now) for rec in rows]
         try:
             with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(_COPY_DIRECT) as copy:
-                    for rec in rows:
-                        copy.write_row((*row_values(rec), rec.event.produced_at, now))
+                self._copy(cur, _COPY_DIRECT, values, len(_DIRECT_COLUMNS))
         except (psycopg.Error, UnicodeEncodeError) as exc:
             if getattr(exc, "sqlstate", None) == "23505":  # an event is already stored
                 self._fast_path_in = _FAST_PATH_PAUSE
@@ -324,9 +371,7 @@ class PostgresSink:
     def _upsert(self, conn: Any, rows: list[IngestRecord]) -> WriteResult:
         with conn.cursor() as cur:
             cur.execute(f"TRUNCATE {_STAGING}")
-            with cur.copy(_COPY) as copy:
-                for rec in rows:
-                    copy.write_row(row_values(rec))
+            self._copy(cur, _COPY, [row_values(rec) for rec in rows], len(UPSERT_COLUMNS))
             cur.execute(_UPSERT)
             flags = [r[0] for r in cur.fetchall()]
         inserted = sum(1 for f in flags if f)
@@ -360,7 +405,7 @@ def row_values(rec: IngestRecord) -> tuple[Any, ...]:
         ev.sample_index,
         ev.sequence_index,
         ev.prompt,
-        None if messages is None else json.dumps(messages, ensure_ascii=False),
+        None if messages is None else Jsonb(messages),
         ev.ground_truth,
         ev.prediction,
         ev.prompt_id,
@@ -369,7 +414,7 @@ def row_values(rec: IngestRecord) -> tuple[Any, ...]:
         ev.sample_source_id,
         ev.sample_source_id if ev.sample_source == "prediction_set" else None,
         ev.model_name,
-        None if ev.generation is None else json.dumps(ev.generation.model_dump()),
+        None if ev.generation is None else Jsonb(ev.generation.model_dump()),
         ev.prompt_tokens,
         ev.completion_tokens,
         ev.generation_ms,
