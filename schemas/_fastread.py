@@ -73,8 +73,12 @@ class _Gen:
         self.lines.append("    " * indent + line)
 
     def long(self, ind: int, target: str) -> None:
+        # one- and two-byte varints (most values, and lengths up to 8191) inline
         self.emit(ind, "b = buf[pos]; pos += 1")
-        self.emit(ind, f"if b & 0x80: {target}, pos = _varint(buf, pos, b)")
+        self.emit(ind, "if b & 0x80:")
+        self.emit(ind + 1, "c = buf[pos]")
+        self.emit(ind + 1, f"if c & 0x80: {target}, pos = _varint(buf, pos, b)")
+        self.emit(ind + 1, f"else: pos += 1; b = (b & 0x7F) | (c << 7); {target} = (b >> 1) ^ -(b & 1)")
         self.emit(ind, f"else: {target} = (b >> 1) ^ -(b & 1)")
 
     def value(self, schema: Any, ind: int) -> str:
