@@ -29,6 +29,8 @@ with atheris.instrument_imports(include=["schemas", "fastavro"]):
 
 _REASON = re.compile(r"[a-z][a-z0-9-]*(:[A-Za-z0-9_.-]+)?")
 _DECODER = Decoder()
+if _DECODER._fast_read is not None:  # compiled from generated source: instrument it by hand
+    _DECODER._fast_read = atheris.instrument_func(_DECODER._fast_read)
 _ENCODER = SingleObjectEncoder()
 
 
