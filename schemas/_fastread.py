@@ -14,9 +14,10 @@ Like fastavro it does not range-check 32-bit ints (the contract does that, with 
 
 A malformed body raises :class:`MalformedAvro` (a truncated body, a negative or too large
 length, a union branch that does not exist, a varint longer than 10 bytes, invalid UTF-8,
-a timestamp out of ``datetime``'s range). It is stricter than fastavro in two places,
-both about bytes no Avro writer produces: a boolean byte other than 0 or 1, and a negative
-union index (fastavro reads them as true and as a Python index from the end).
+a timestamp out of ``datetime``'s range). It is stricter than fastavro in three places,
+all about bytes no Avro writer produces: a boolean byte other than 0 or 1, a negative
+union index and a varint longer than 10 bytes (fastavro reads them as true, as a Python
+index from the end, and as whatever its shifts leave).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
         pos += 1
         n |= (b & 0x7F) << shift
         if not b & 0x80:
+            n &= 0xFFFF_FFFF_FFFF_FFFF  # bits past 64 dropped, as fastavro (and Java) do
             return (n >> 1) ^ -(n & 1), pos
         shift += 7
         if shift >= 70:
