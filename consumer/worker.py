@@ -280,9 +280,10 @@ class Worker:
             good = [e for e in entries if e.problem is None]
             result = self._sink.write([e.record for e in good])  # type: ignore[misc]
             self._db_ok()
-            by_coords = {(e.record.topic, e.record.partition, e.record.offset): e for e in good}  # type: ignore[union-attr]
-            for rec, rejection in result.rejected:
-                by_coords[(rec.topic, rec.partition, rec.offset)].problem = (rejection.reason, rejection.message)
+            if result.rejected:
+                by_coords = {e.coords: e for e in good}
+                for rec, rejection in result.rejected:
+                    by_coords[(rec.topic, rec.partition, rec.offset)].problem = (rejection.reason, rejection.message)
             self._written = result
         self._send_dead_letters(entries)
         self._commit(entries)
