@@ -3,8 +3,8 @@
 fastavro interprets the schema for every field of every record, which costs about a
 microsecond a field on a small shared CPU: most of what decoding an event costs. This
 module turns a schema into straight-line Python once (as :mod:`dataclasses` builds an
-``__init__``) and reads the same bodies several times faster, returning the same dict
-fastavro returns. ``tests/test_fastread.py`` holds it to that, on valid events and on
+``__init__``) and reads the same bodies 1.5-2x faster (a benchmark event: ~10 µs against
+17-30 µs), returning the same dict fastavro returns. ``tests/test_fastread.py`` holds it to that, on valid events and on
 random and mutated bytes.
 
 It covers the types the predstream schemas use: null, boolean, int, long, float, double,
@@ -49,7 +49,7 @@ def _varint(buf: bytes, pos: int, first: int) -> tuple[int, int]:
         pos += 1
         n |= (b & 0x7F) << shift
         if not b & 0x80:
-            n &= 0xFFFF_FFFF_FFFF_FFFF  # bits past 64 dropped, as fastavro (and Java) do
+            n &= 0xFFFF_FFFF_FFFF_FFFF  # bits past 64 dropped, as fastavro does
             return (n >> 1) ^ -(n & 1), pos
         shift += 7
         if shift >= 70:
