@@ -96,6 +96,21 @@ def test_a_row_postgres_refuses_is_isolated_with_its_reason_and_the_rest_stored(
     assert _rows(database_url, "SELECT count(*) FROM training_predictions") == [(61,)]
 
 
+def test_a_column_whose_type_was_changed_by_hand_still_gets_every_row(database_url):
+    # binary COPY needs exact types; a column altered by hand makes the sink send text,
+    # which Postgres converts
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE training_predictions ALTER COLUMN generation_ms TYPE numeric(12, 3)")
+        conn.execute("ALTER TABLE training_predictions ALTER COLUMN prompt_tokens TYPE smallint")
+    events = [make_event(i, generation_ms=1.25, prompt_tokens=7, messages=[{"role": "user", "content": "é"}], prompt=None)
+              for i in range(50)]
+    with PostgresSink(database_url) as sink:
+        assert sink.write(_records(events)).inserted == 50
+        assert sink.write(_records(events)).unchanged == 50  # and the upsert path too
+    rows = _rows(database_url, "SELECT DISTINCT generation_ms::text, prompt_tokens, messages FROM training_predictions")
+    assert rows == [("1.250", 7, [{"role": "user", "content": "é"}])]
+
+
 def test_an_unreachable_database_is_retriable_and_never_leaks_the_password(stack):
     url = f"postgresql://postgres:s3cret-pw@127.0.0.1:{stack.pg_port + 1 if stack.pg_port < 65535 else 1}/nope"
     sink = PostgresSink(url, connect_timeout_s=1)
