@@ -35,13 +35,15 @@ DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
 def run_benchmarks(names: list[str], size_name: str, *, durable: bool = False, events: int | None = None,
-                   progress: Any = None) -> dict[str, Any]:
+                   workers: tuple[int, ...] | None = None, progress: Any = None) -> dict[str, Any]:
     """Run ``names`` at ``size_name``; return the JSON-ready report."""
     from predstream.local import LocalStack
 
     size = SIZES[size_name]
     if events:
         size = dataclasses.replace(size, sink_events=events)
+    if workers:
+        size = dataclasses.replace(size, worker_counts=tuple(workers))
     report: dict[str, Any] = {"size": size_name, "sink_events": size.sink_events, "machine": machine_facts(), "durable_postgres": durable,
                               "benchmarks": {}}
     workdir = Path(tempfile.mkdtemp(prefix="predstream-bench-"))
@@ -131,12 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durable", action="store_true", help="run PostgreSQL with fsync on (default off)")
     parser.add_argument("--events", type=int, default=None,
                         help="override the size's event count of the sink and replay benchmarks")
+    parser.add_argument("--workers", nargs="+", type=int, default=None, metavar="N",
+                        help="consumer worker counts of the sink benchmark (default 1 2); give more on a machine with more cores")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
+    if args.workers and min(args.workers) < 1:
+        parser.error("--workers: each count must be at least 1")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
-    report = run_benchmarks(names, args.size, durable=args.durable, events=args.events,
+    report = run_benchmarks(names, args.size, durable=args.durable, events=args.events, workers=args.workers,
                             progress=lambda line: print(line, file=sys.stderr, flush=True))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2, default=str))

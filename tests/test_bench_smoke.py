@@ -22,7 +22,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 EXPECTED = {
     "training_cost": {"publish() / row-per-transaction", "publish(): median per event", "broker down / broker up"},
     "sink_throughput": {"raw COPY, text", "raw COPY, binary", "sink only / raw COPY",
-                        "consumer, 1 worker / raw COPY", "consumer, 2 workers / raw COPY"},
+                        "consumer, 1 worker / raw COPY", "consumer, 2 workers / raw COPY",
+                        "consumer, 2 workers: CPU per event, workers", "consumer, 2 workers: CPU per event, database",
+                        "consumer, 2 workers: CPU per event, broker"},
     "latency": {"latency p50", "latency p99"},
     "replay": {"replay rate (first pass)", "rows added by the second pass"},
     "generation": {"CPU: batch 32 / one at a time"},
@@ -54,3 +56,10 @@ def test_benchmark_runner_writes_every_figure_at_smoke_size(tmp_path: Path) -> N
     # the table went to stdout
     assert "replay rate (first pass)" in proc.stdout and "target" in proc.stdout
 
+
+
+def test_a_worker_count_below_one_stops_the_runner_with_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--workers", "2", "0"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].endswith("--workers: each count must be at least 1")
