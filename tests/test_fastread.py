@@ -15,6 +15,7 @@ import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from _mutations import mutated
 from schemas._fastread import MalformedAvro, compile_reader
 from schemas.codec import SCHEMA_VERSIONS, load_schema
 
@@ -96,25 +97,6 @@ _VALID = [
 ]
 
 
-@st.composite
-def _mutated(draw) -> bytes:
-    body = bytearray(draw(st.sampled_from(_VALID)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
-        pos = draw(st.integers(0, max(0, len(body) - 1)))
-        if op == "flip" and body:
-            body[pos] ^= 1 << draw(st.integers(0, 7))
-        elif op == "set" and body:
-            body[pos] = draw(st.sampled_from([0x00, 0x01, 0x02, 0x7F, 0x80, 0xFE, 0xFF]))
-        elif op == "insert":
-            body[pos:pos] = draw(st.binary(min_size=1, max_size=12))
-        elif op == "delete":
-            del body[pos:pos + draw(st.integers(1, 12))]
-        elif op == "truncate":
-            del body[pos:]
-    return bytes(body)
-
-
 def _same(a: Any, b: Any) -> bool:
     """Equal, counting NaN equal to NaN (a flipped bit easily makes one)."""
     if isinstance(a, float) and isinstance(b, float):
@@ -127,7 +109,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 @_FUZZ
-@given(st.one_of(_mutated(), st.binary(max_size=200)))
+@given(st.one_of(mutated(_VALID, 4), st.binary(max_size=200)))
 def test_mutated_and_random_bodies_read_as_fastavro_reads_them_or_are_refused_by_both(body):
     theirs = _fastavro(body)
     try:

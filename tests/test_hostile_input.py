@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from _consumer_kit import count_rows, make_event, produce, wait_for, worker_thread
+from _mutations import mutated
 from consumer.dlq import list_dead_letters
 from schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
 from schemas.errors import DecodeError, InvalidEventError
@@ -189,27 +190,8 @@ def test_random_bytes_never_crash_the_decoder(data):
 _VALID = [_frame(i, prompt=None, messages=_messages(2), generation=GEN, model_name="m", generation_ms=1.5) for i in range(3)]
 
 
-@st.composite
-def _mutated(draw) -> bytes:
-    frame = bytearray(draw(st.sampled_from(_VALID)))
-    for _ in range(draw(st.integers(1, 6))):
-        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "truncate"]))
-        pos = draw(st.integers(0, max(0, len(frame) - 1)))
-        if op == "flip" and frame:
-            frame[pos] ^= 1 << draw(st.integers(0, 7))
-        elif op == "set" and frame:
-            frame[pos] = draw(st.sampled_from([0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF]))
-        elif op == "insert":
-            frame[pos:pos] = draw(st.binary(min_size=1, max_size=12))
-        elif op == "delete":
-            del frame[pos : pos + draw(st.integers(1, 12))]
-        elif op == "truncate":
-            del frame[pos:]
-    return bytes(frame)
-
-
 @_FUZZ
-@given(_mutated())
+@given(mutated(_VALID))
 def test_mutated_frames_decode_to_a_valid_event_or_a_reason(data):
     event = _decode_or_reason(data)
     if event is not None:  # a mutation that still makes sense is a fully valid event
