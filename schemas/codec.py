@@ -245,5 +245,7 @@ class Decoder:
             writer = fastavro.parse_schema(json.loads(schema.schema_str))
         except Exception as exc:
             raise UnknownSchemaError(f"schema id {schema_id} is not a usable Avro schema: {exc}"[:500]) from None
+        if schema_fingerprint(schema.schema_str) == schema_fingerprint(load_schema_text()):
+            writer = self._reader  # the current schema, registered: read it the fast way
         self._by_id[schema_id] = writer
         return writer

@@ -168,3 +168,19 @@ def test_every_published_schema_version_compiles(version):
 def test_types_it_does_not_cover_leave_the_reading_to_fastavro(field_type):
     schema = fastavro.parse_schema({"type": "record", "name": "r", "fields": [{"name": "x", "type": field_type}]})
     assert compile_reader(schema) is None
+
+
+def test_an_event_framed_through_a_schema_registry_is_read_by_the_compiled_reader():
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from schemas.codec import ConfluentEncoder, Decoder
+    from schemas.event import PredictionEvent
+
+    registry = SchemaRegistryClient.new_client({"url": "mock://fastread"})
+    event = PredictionEvent.create(job_id="j", epoch=0.5, step=1, sample_index=0, prompt="p", prediction="x",
+                                   sample_source="dataset")
+    decoder = Decoder(client=registry)
+    assert decoder.decode(ConfluentEncoder("mock://fastread", "t", client=registry).encode(event)) == event
+    # the registered current schema resolves to the decoder's own, the compiled reader's
+    (writer,) = decoder._by_id.values()
+    assert writer is decoder._reader
