@@ -257,14 +257,7 @@ def _children_cpu() -> float | None:
         import psutil
     except ImportError:
         return None
-    total = 0.0
-    for child in psutil.Process().children(recursive=True):
-        try:
-            times = child.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
+    return _cpu_of(psutil.Process().children(recursive=True))
 
 
 def _server_cpu(pid: int | None, children: bool = True) -> float | None:
@@ -279,16 +272,24 @@ def _server_cpu(pid: int | None, children: bool = True) -> float | None:
         return None
     try:
         proc = psutil.Process(pid)
-        times = proc.cpu_times()
-        total = times.user + times.system
+        total = _cpu_of([proc])
         if children:
-            total += times.children_user + times.children_system
-            for child in proc.children(recursive=True):
-                try:
-                    ct = child.cpu_times()
-                    total += ct.user + ct.system
-                except psutil.Error:
-                    pass
+            reaped = proc.cpu_times()
+            total += reaped.children_user + reaped.children_system + _cpu_of(proc.children(recursive=True))
         return total
     except psutil.Error:
         return None
+
+
+def _cpu_of(procs: list) -> float:
+    """User + system CPU seconds of ``procs`` (those gone meanwhile count 0)."""
+    import psutil
+
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
