@@ -170,7 +170,7 @@ class PredictionEvent(_Frozen):
                     fields.get("prompt"),
                 )
             except ValueError as exc:
-                raise InvalidEventError(str(exc), reason="missing-field:prompt") from None
+                raise InvalidEventError(str(exc), reason=getattr(exc, "reason", "missing-field:prompt")) from None
             except TypeError as exc:
                 raise InvalidEventError(f"messages must be a list of {{role, content}} objects: {exc}",
                                         reason="wrong-type:messages") from None
