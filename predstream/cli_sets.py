@@ -68,26 +68,32 @@ def create(
 
 def _pick(source: Path, indices: Optional[str], sample: Optional[int], seed: int, prompt_field: str,
           messages_field: str, answer_field: Optional[str]) -> list:
-    from producer.sampler import DEFAULT_GROUND_TRUTH_FIELDS, RowFormat, load_rows, row_to_sample, sample_dataset
+    """The rows to store, each checked against the event contract once, here: a row that
+    training could not send is skipped with a warning (--sample) or stops the command."""
+    from producer.dataset_source import NO_ROW
+    from producer.sampler import (DEFAULT_GROUND_TRUTH_FIELDS, BadRow, RowFormat, check_dataset_id, read_dataset,
+                                  row_to_sample, sample_dataset)
 
     fmt = RowFormat(prompt_field=prompt_field, messages_field=messages_field,
                     ground_truth_field=answer_field or DEFAULT_GROUND_TRUTH_FIELDS)
     if sample is not None:
         return sample_dataset(source, sample, seed=seed, fmt=fmt)
     wanted = _indices(indices or "")
-    rows, dataset_id = load_rows(source)
+    data = read_dataset(source)
+    check_dataset_id(data.dataset_id)
+    rows = data.rows
     samples = []
     for position, index in enumerate(wanted):
         if index >= len(rows):
             raise fail(f"{source} has {len(rows)} rows (0..{len(rows) - 1}); there is no row {index}")
         row = rows[index]
-        if row is None:
-            raise fail(f"{source} row {index} (line {index + 1}) is blank or not JSON")
+        if row is NO_ROW:
+            raise fail(f"{data.where(index)} is blank or not JSON")
         try:
             samples.append(row_to_sample(row, source_index=index, sample_index=position, fmt=fmt,
-                                         sample_source_id=dataset_id))
-        except ValueError as exc:
-            raise fail(f"{source} row {index} {exc}") from None
+                                         sample_source_id=data.dataset_id))
+        except BadRow as exc:
+            raise fail(f"{data.where(index)} {exc}") from None
     return samples
 
 

@@ -1,58 +1,72 @@
 """Pick eval prompts from a dataset, each with a stable identity.
 
-:func:`sample_dataset` reads a dataset, draws ``n`` rows deterministically from ``seed``
-and returns them as :class:`Sample` objects carrying the contract's identity fields:
+:func:`sample_dataset` reads a dataset (:mod:`.dataset_source`), checks every row once, ranks
+the usable rows by ``seed`` and returns ``n`` of them as :class:`Sample` objects carrying the
+contract's identity fields:
 
 * ``source_index`` — the row's index in the ORIGINAL dataset: the array index of a JSON
-  array file, a list or a ``datasets.Dataset``; for a JSONL file the 0-based line index
+  array file, a list or a ``datasets`` dataset; for a JSONL file the 0-based line index
   counting EVERY line (blank and invalid lines included), so the index points at the
-  line a person finds in the file.
-* ``prompt_id`` — :func:`schemas.prompt_id` of the row's ``messages`` and ``prompt``.
+  line a person finds in the file (line ``source_index + 1``).
+* ``prompt_id`` — :func:`schemas.prompt_id` of exactly the ``messages`` and ``prompt`` the
+  events will carry.
 * ``sample_index`` — 0..n-1 within this sample.
 * ``sample_source="dataset"``, ``sample_source_id`` — the dataset's id: given by the
-  caller, else derived (a file: its path as given; a ``datasets.Dataset``:
-  ``hf:<name>[/<config>][:<split>]``, or ``hf-fingerprint:<fingerprint>`` when it has no
-  name; a list: ``inline:<sha256 of its canonical JSON, 16 hex>``).
+  caller (``dataset_id=``), else :func:`.dataset_source.dataset_id` (a file: its resolved
+  real path, so it does not depend on how the path is spelled).
 
-Sampling: the row indices are visited in the order of
-``random.Random(seed).sample(range(len(rows)), len(rows))`` and usable rows are taken until
-``n`` are found; the chosen rows are then sorted by ``source_index`` and numbered
-``sample_index`` 0..n-1. The same dataset and seed give the same prompts on every run and
-every rank; rows never depend on anything but their own content and index.
+Sampling (:mod:`schemas.sample_rank`, with vectors for other languages): every usable row is
+ranked by ``HMAC-SHA256(key=decimal seed, msg=prompt_id)``; the ``n`` smallest ranks are
+taken, ties (the same prompt at several ``source_index``) broken by ``source_index``; the
+sample is listed in ``source_index`` order. A row's rank depends only on the seed and its
+own prompt, so the same dataset and seed give the same prompts on every run and every rank,
+and a dataset that grows keeps nearly all of its sample (appending 100 rows to 1,000
+replaces on average 0.73 of 8 picks).
 
 Rows (see :class:`RowFormat`): chat ``messages`` (a list of ``{"role", "content"}``) or a
 ``prompt`` string (both are allowed; generation then uses the messages). The reference
 answer comes from the first present field of ``ground_truth_field`` (default
 ``ground_truth``, ``answer``, ``completion``, ``response``). When ``messages`` end with an
 ``assistant`` turn, that turn is the answer, not part of the prompt: it is removed from
-the messages (before ``prompt_id`` is computed) and used as the ground truth when no
-ground-truth field is present. Messages are reduced to ``role`` and ``content`` (what the
-event carries) before hashing. A row that is unusable (no prompt, wrong types, text over
-``schemas.MAX_TEXT_CHARS`` or containing NUL) is skipped with a warning naming it.
+the messages and used as the ground truth when no ground-truth field is present. An empty
+list of messages counts as no messages. Messages are reduced to ``role`` and ``content``
+(what the event carries; other keys such as ``name`` are dropped).
+
+Every row is checked once, here, against the event contract itself
+(``schemas.PredictionEvent`` and ``schemas.MAX_EVENT_BYTES``): a row the contract would
+refuse (no prompt, a non-string, a lone surrogate, a role over the contract's length,
+text over its limits, NUL characters, ``null``) is skipped with a warning naming the file
+and line, so no event is refused later, step after step.
 """
 
 from __future__ import annotations
 
-import hashlib
+import heapq
 import json
 import logging
-import os
-import random
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, Iterator, Mapping, Sequence
 
-from schemas import MAX_MESSAGES, MAX_TEXT_CHARS, prompt_id
+from schemas import MAX_EVENT_BYTES, MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent, SingleObjectEncoder, prompt_id
+from schemas.prompt_id import PromptIdError, prompt_messages
+from schemas.sample_rank import sample_rank
 
+from .dataset_source import NO_ROW, DatasetRows, dataset_id, read_dataset
 from .errors import DatasetError
 
-__all__ = ["Sample", "RowFormat", "DEFAULT_GROUND_TRUTH_FIELDS", "sample_dataset", "load_rows", "row_to_sample"]
+__all__ = [
+    "Sample", "RowFormat", "DEFAULT_GROUND_TRUTH_FIELDS", "sample_dataset", "read_dataset", "dataset_id",
+    "row_to_sample", "check_dataset_id", "BadRow",
+]
 
 _log = logging.getLogger("predstream.sampler")
 
 #: Fields tried, in order, for the reference answer.
 DEFAULT_GROUND_TRUTH_FIELDS = ("ground_truth", "answer", "completion", "response")
 _MAX_ROW_WARNINGS = 5
+_MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -94,92 +108,8 @@ class RowFormat:
         return tuple(self.ground_truth_field)
 
 
-class _BadRow(ValueError):
-    """A row that cannot be used as a prompt; the message says why."""
-
-
-# -- reading ------------------------------------------------------------------
-
-
-def load_rows(dataset: Any, *, dataset_id: str | None = None) -> tuple[Sequence[Any], str]:
-    """Return ``(rows, dataset_id)`` where ``rows[source_index]`` is a row mapping, or
-    ``None`` for a JSONL line that holds no row (blank or invalid, with a warning).
-
-    ``dataset``: a path (``.jsonl``/``.ndjson`` = JSONL, ``.json`` = JSON array; other
-    suffixes are sniffed), a ``datasets.Dataset``, or a sequence of mappings.
-    """
-    if isinstance(dataset, (str, os.PathLike)):
-        path = Path(dataset)
-        return _read_file(path), dataset_id or str(dataset)
-    if _is_hf_dataset(dataset):
-        return dataset, dataset_id or _hf_dataset_id(dataset)
-    if isinstance(dataset, Sequence) and not isinstance(dataset, (bytes, bytearray)):
-        rows = list(dataset)
-        return rows, dataset_id or _inline_id(rows)
-    raise DatasetError(
-        f"cannot read a dataset from a {type(dataset).__name__}: pass a .json/.jsonl path, "
-        "a datasets.Dataset or a list of dicts"
-    )
-
-
-def _read_file(path: Path) -> list[Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"eval dataset not found: {path}") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"eval dataset {path} is not UTF-8 text (byte {exc.start})") from None
-    except OSError as exc:
-        raise DatasetError(f"cannot read eval dataset {path}: {exc.strerror}") from None
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson") or (suffix != ".json" and not text.lstrip().startswith("[")):
-        return list(_jsonl_rows(text, path))
-    try:
-        rows = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(
-            f"eval dataset {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "a .json file must hold one JSON array of rows, use .jsonl for one row per line"
-        ) from None
-    if not isinstance(rows, list):
-        raise DatasetError(f"eval dataset {path} must hold a JSON array of rows, not a {type(rows).__name__}")
-    return rows
-
-
-def _jsonl_rows(text: str, path: Path) -> Iterator[Any]:
-    # Split on "\n" only (not str.splitlines, which also splits on \x1c, \u2028, ...), so the
-    # index is the line number minus one as every editor and `sed -n` count it.
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the newline that ends the last line does not start another one
-    for index, line in enumerate(lines):
-        if not line.strip():
-            yield None
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as exc:
-            _log.warning("%s line %d (source_index %d) is not valid JSON (%s); skipped", path, index + 1, index, exc.msg)
-            yield None
-
-
-def _is_hf_dataset(obj: Any) -> bool:
-    return type(obj).__module__.startswith("datasets.") and hasattr(obj, "column_names")
-
-
-def _hf_dataset_id(ds: Any) -> str:
-    info = getattr(ds, "info", None)
-    name = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None)
-    if name:
-        config = getattr(info, "config_name", None)
-        split = getattr(ds, "split", None)
-        return "hf:" + name + (f"/{config}" if config and config != "default" else "") + (f":{split}" if split else "")
-    return f"hf-fingerprint:{ds._fingerprint}"
-
-
-def _inline_id(rows: Sequence[Any]) -> str:
-    text = json.dumps(rows, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return "inline:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+class BadRow(ValueError):
+    """A row that cannot become an event; the message says why (without saying where)."""
 
 
 # -- one row --------------------------------------------------------------------
@@ -194,54 +124,51 @@ def row_to_sample(
     sample_source: str = "dataset",
     sample_source_id: str | None = None,
 ) -> Sample:
-    """Turn one row into a :class:`Sample`; raise ``ValueError`` saying why it is unusable."""
+    """Turn one row into a :class:`Sample`; raise :class:`BadRow` saying why it is unusable
+    (anything the event contract would refuse)."""
     if not isinstance(row, Mapping):
-        raise _BadRow(f"is a {type(row).__name__}, not an object")
+        raise BadRow("is null, not an object" if row is None else f"is a {_json_kind(row)}, not an object")
     prompt = row.get(fmt.prompt_field)
     if prompt is not None and not isinstance(prompt, str):
-        raise _BadRow(f"field {fmt.prompt_field!r} is a {type(prompt).__name__}, not a string")
+        raise BadRow(f"field {fmt.prompt_field!r} is a {_json_kind(prompt)}, not a string")
     messages = _messages(row.get(fmt.messages_field), fmt)
     answer = None
     if messages and fmt.answer_from_last_assistant and messages[-1]["role"] == "assistant":
         answer = messages.pop()["content"]
-        if not messages:
-            messages = None
+    if not messages:
+        messages = None
     if prompt is None and messages is None:
-        raise _BadRow(f"has no prompt: neither a {fmt.prompt_field!r} string nor {fmt.messages_field!r} messages")
+        raise BadRow(f"has no prompt: neither a {fmt.prompt_field!r} string nor {fmt.messages_field!r} messages")
     ground_truth = _ground_truth(row, fmt)
     if ground_truth is None:
         ground_truth = answer
-    _check_text(prompt, fmt.prompt_field)
-    _check_text(ground_truth, "ground truth")
-    for m in messages or ():
-        _check_text(m["content"], "a message")
-    return Sample(
+    sample = Sample(
         sample_index=sample_index,
         source_index=source_index,
-        prompt_id=prompt_id(messages, prompt),
+        prompt_id="",
         prompt=prompt,
         messages=None if messages is None else tuple(messages),
         ground_truth=ground_truth,
         sample_source=sample_source,
         sample_source_id=sample_source_id,
     )
+    try:  # the id of exactly what the event will carry
+        sample = replace(sample, prompt_id=prompt_id(sample.messages_list(), sample.prompt))
+    except PromptIdError as exc:
+        raise BadRow(str(exc)) from None
+    _check_contract(sample)
+    return sample
 
 
 def _messages(value: Any, fmt: RowFormat) -> list[dict[str, str]] | None:
     if value is None:
         return None
     if not isinstance(value, (list, tuple)):
-        raise _BadRow(f"field {fmt.messages_field!r} is a {type(value).__name__}, not a list of messages")
-    if len(value) > MAX_MESSAGES:
-        raise _BadRow(f"has {len(value)} messages; the limit is {MAX_MESSAGES}")
-    out = []
-    for i, m in enumerate(value):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
-            raise _BadRow(f"message {i} is not an object with string 'role' and 'content'")
-        if not m["role"]:
-            raise _BadRow(f"message {i} has an empty role")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out or None
+        raise BadRow(f"field {fmt.messages_field!r} is a {_json_kind(value)}, not a list of messages")
+    try:
+        return prompt_messages(value)
+    except PromptIdError as exc:
+        raise BadRow(f"field {fmt.messages_field!r}: {exc}") from None
 
 
 def _ground_truth(row: Mapping[str, Any], fmt: RowFormat) -> str | None:
@@ -257,16 +184,107 @@ def _ground_truth(row: Mapping[str, Any], fmt: RowFormat) -> str | None:
     return None
 
 
-def _check_text(value: str | None, what: str) -> None:
-    if value is None:
-        return
-    if len(value) > MAX_TEXT_CHARS:
-        raise _BadRow(f"{what} is {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
-    if "\x00" in value:
-        raise _BadRow(f"{what} contains a NUL character")
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return type(value).__name__
+
+
+# -- the contract, asked once per row ---------------------------------------------
+
+_NOW = datetime(2000, 1, 1, tzinfo=timezone.utc)
+#: Every field a recorder fills later, at its largest plausible size (job id: the contract's).
+_LATER = dict(event_id="0" * 64, job_id="j" * MAX_JOB_ID_CHARS, epoch=0.0, step=0, prediction="", produced_at=_NOW,
+              prompt_tokens=2**31 - 1, completion_tokens=2**31 - 1, generation_ms=1e9,
+              generation={"max_new_tokens": 1_000_000})
+#: An upper bound on the encoded size of everything but the row's texts (ids, numbers,
+#: job id at 256 characters of 4 UTF-8 bytes, framing): rows under it need no encoding.
+_FIXED_BYTES = 4096
+
+
+def _check_contract(sample: Sample) -> None:
+    """Raise :class:`BadRow` when an event for this sample would be refused."""
+    gt = sample.ground_truth
+    if gt is not None:
+        try:
+            gt.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise BadRow(f"the reference answer holds a lone surrogate (U+{ord(gt[exc.start]):04X}), "
+                         "which is not valid Unicode and has no UTF-8 form") from None
+    try:
+        event = PredictionEvent.validate_dict({
+            **_LATER, "sample_index": sample.sample_index, "prompt": sample.prompt, "messages": sample.messages,
+            "ground_truth": gt, "prompt_id": sample.prompt_id, "source_index": sample.source_index,
+            "sample_source": sample.sample_source, "sample_source_id": sample.sample_source_id,
+        })
+    except InvalidEventError as exc:
+        raise BadRow(f"breaks the event contract ({exc})") from None
+    texts = [sample.prompt or "", gt or "", sample.sample_source_id or ""]
+    for m in sample.messages or ():
+        texts += (m["role"], m["content"])
+    if _FIXED_BYTES + sum(4 * len(t) + 10 for t in texts) > MAX_EVENT_BYTES:
+        size = len(_encoder().encode(event))
+        if size > MAX_EVENT_BYTES:
+            raise BadRow(f"makes an event of {size} bytes before any prediction or model name; the contract's limit is "
+                         f"{MAX_EVENT_BYTES} bytes (shorten the prompt, messages or reference answer)")
+
+
+@lru_cache(maxsize=1)
+def _encoder() -> SingleObjectEncoder:
+    return SingleObjectEncoder()
+
+
+def check_dataset_id(source_id: str) -> None:
+    """Raise :class:`DatasetError` when the contract would refuse ``source_id`` as a
+    ``sample_source_id`` (e.g. a ``dataset_id=`` that is too long)."""
+    try:
+        source_id.encode("utf-8")
+        PredictionEvent.validate_dict({**_LATER, "sample_index": 0, "prompt": "", "prompt_id": "0" * 64,
+                                       "sample_source": "dataset", "sample_source_id": source_id})
+    except (InvalidEventError, UnicodeEncodeError) as exc:
+        shown = source_id if len(source_id) <= 80 else source_id[:77] + "..."
+        raise DatasetError(f"dataset id {shown!r} cannot be an event's sample_source_id ({exc}): "
+                           "pass another dataset_id=") from None
 
 
 # -- sampling -------------------------------------------------------------------
+
+
+class _Tally:
+    def __init__(self, source: DatasetRows) -> None:
+        self.source = source
+        self.skipped: list[int] = []
+
+    def skip(self, index: int, why: BadRow) -> None:
+        self.skipped.append(index)
+        if len(self.skipped) <= _MAX_ROW_WARNINGS:
+            _log.warning("%s %s; skipped", self.source.where(index), why)
+
+    def summary(self) -> None:
+        more = self.skipped[_MAX_ROW_WARNINGS:]
+        if more:
+            listed = ", ".join(str(i + 1 if self.source.unit == "line" else i) for i in more[:_MAX_LISTED])
+            _log.warning("%s: %d unusable rows skipped in all; the %d not listed above are %s %s%s",
+                         self.source.label, len(self.skipped), len(more), self.source.unit + "s", listed,
+                         ", ..." if len(more) > _MAX_LISTED else "")
+
+
+def _ranked(source: DatasetRows, seed: int, fmt: RowFormat, tally: _Tally) -> Iterator[tuple[str, int, Sample]]:
+    for index, row in enumerate(source.rows):
+        if row is NO_ROW:  # a blank or invalid JSONL line, already reported
+            continue
+        try:
+            sample = row_to_sample(row, source_index=index, fmt=fmt, sample_source_id=source.dataset_id)
+        except BadRow as exc:
+            tally.skip(index, exc)
+            continue
+        yield sample_rank(seed, sample.prompt_id), index, sample
 
 
 def sample_dataset(
@@ -285,32 +303,19 @@ def sample_dataset(
     """
     if n < 1:
         raise DatasetError(f"n_samples must be at least 1, not {n}")
-    rows, source_id = load_rows(dataset, dataset_id=dataset_id)
-    where = source_id
-    total = len(rows)
-    chosen: list[Sample] = []
-    bad = 0
-    for index in random.Random(seed).sample(range(total), total):
-        row = rows[index]
-        if row is None:  # a blank or invalid JSONL line, already reported
-            continue
-        try:
-            chosen.append(row_to_sample(row, source_index=index, fmt=fmt, sample_source_id=source_id))
-        except _BadRow as exc:
-            bad += 1
-            if bad <= _MAX_ROW_WARNINGS:
-                _log.warning("%s row %d %s; skipped", where, index, exc)
-            continue
-        if len(chosen) == n:
-            break
-    if bad > _MAX_ROW_WARNINGS:
-        _log.warning("%s: %d unusable rows skipped in all", where, bad)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DatasetError(f"seed must be an integer, not {seed!r}")
+    source = read_dataset(dataset, dataset_id=dataset_id)
+    check_dataset_id(source.dataset_id)
+    tally = _Tally(source)
+    chosen = heapq.nsmallest(n, _ranked(source, seed, fmt, tally), key=lambda r: (r[0], r[1]))
+    tally.summary()
     if not chosen:
         raise DatasetError(
-            f"no usable rows in eval dataset {where} ({total} rows): each row needs a "
+            f"no usable rows in eval dataset {source.label} ({len(source.rows)} rows): each row needs a "
             f"{fmt.prompt_field!r} string or a {fmt.messages_field!r} list of {{role, content}}"
         )
     if len(chosen) < n:
-        _log.info("%s has %d usable rows; sampling all of them instead of %d", where, len(chosen), n)
-    chosen.sort(key=lambda s: s.source_index)
-    return [replace(s, sample_index=i) for i, s in enumerate(chosen)]
+        _log.info("%s has %d usable rows; sampling all of them instead of %d", source.label, len(chosen), n)
+    chosen.sort(key=lambda r: r[1])
+    return [replace(s, sample_index=i) for i, (_, _, s) in enumerate(chosen)]

@@ -146,7 +146,7 @@ def test_sets_create_explains_bad_requests(tmp_path, database_url):
     db = ["--database-url", database_url]
     cases = [
         (["--indices", "1,99"], "there is no row 99"),
-        (["--indices", "2"], "row 2 (line 3) is blank or not JSON"),
+        (["--indices", "2"], "line 3 (source_index 2) is blank or not JSON"),
         (["--indices", "1,x"], "bad index 'x'"),
         (["--indices", "1,1"], "index 1 is given twice"),
         ([], "give either --indices"),
