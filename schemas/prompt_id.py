@@ -45,12 +45,12 @@ implementation in the test suite, live in ``schemas/prompt_id_vectors.json``.
 from __future__ import annotations
 
 import hashlib
-import json
+from json.encoder import encode_basestring
 from typing import Any, Mapping, Sequence
 
 __all__ = ["PromptIdError", "canonical_messages", "prompt_id", "prompt_messages"]
 
-_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False)
+_string = encode_basestring  # JSON string literal, non-ASCII as itself (json.dumps with ensure_ascii=False)
 _MISSING = object()
 
 
@@ -69,10 +69,22 @@ def prompt_messages(messages: Sequence[Any] | None) -> list[dict[str, str]] | No
     """
     if messages is None:
         return None
+    return [{"content": content, "role": role} for role, content in _pairs(messages)]
+
+
+def canonical_messages(messages: Sequence[Any] | None) -> str:
+    """Return the canonical JSON text of ``messages`` ("" for ``None``); see the module doc."""
+    if messages is None:
+        return ""
+    # Byte for byte json.dumps(..., sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    # of [{"content", "role"}, ...], whose string writer this is; about twice as fast.
+    return "[" + ",".join('{"content":' + _string(c) + ',"role":' + _string(r) + "}" for r, c in _pairs(messages)) + "]"
+
+
+def _pairs(messages: Sequence[Any]) -> list[tuple[str, str]]:
     if not isinstance(messages, Sequence) or isinstance(messages, (str, bytes, bytearray)):
         raise PromptIdError(
-            f"messages must be a list of {{role, content}} objects, not a {type(messages).__name__}",
-            "wrong-type:messages",
+            f"messages must be a list of {{role, content}} objects, not {_kind(messages)}", "wrong-type:messages"
         )
     out = []
     for i, m in enumerate(messages):
@@ -86,14 +98,8 @@ def prompt_messages(messages: Sequence[Any] | None) -> list[dict[str, str]] | No
                 f"(got {_kind(role)} and {_kind(content)})",
                 "wrong-type:messages",
             )
-        out.append({"content": content, "role": role})
+        out.append((role, content))
     return out
-
-
-def canonical_messages(messages: Sequence[Any] | None) -> str:
-    """Return the canonical JSON text of ``messages`` ("" for ``None``); see the module doc."""
-    reduced = prompt_messages(messages)
-    return "" if reduced is None else _ENCODER.encode(reduced)
 
 
 def prompt_id(messages: Sequence[Any] | None = None, prompt: str | None = None) -> str:

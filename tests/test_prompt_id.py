@@ -3,10 +3,13 @@ recomputes the id from a decoded event all hash exactly what the event carries."
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producer.sampler import sample_dataset
 from schemas import Decoder, InvalidEventError, PredictionEvent, SingleObjectEncoder, prompt_id
@@ -71,3 +74,15 @@ def test_create_names_the_reason_for_a_prompt_without_a_hashed_form():
     with pytest.raises(InvalidEventError) as caught:
         PredictionEvent.create(**{**fields, "prompt": "bad \ud800"})
     assert caught.value.reason == "invalid-utf8:prompt"
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.fixed_dictionaries({"role": _TEXT, "content": _TEXT}), max_size=4), st.none() | _TEXT)
+def test_lists_of_role_content_strings_hash_exactly_as_in_0_1(messages, prompt):
+    """0.1 hashed json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False):
+    events already on a topic keep their ids."""
+    text = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "|" + (prompt or "")
+    assert prompt_id(messages, prompt) == hashlib.sha256(text.encode("utf-8")).hexdigest()

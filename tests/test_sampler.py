@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 
 import pytest
 
@@ -33,7 +34,8 @@ def test_same_dataset_and_seed_pick_the_same_prompts_twice(tmp_path):
     second = sample_dataset(str(path), 8, seed=7)
     assert _identity(first) == _identity(second)
     assert [s.sample_index for s in first] == list(range(8))
-    assert all(s.sample_source == "dataset" and s.sample_source_id == str(path) for s in first)
+    # the dataset's id is its resolved path, however it was spelled
+    assert all(s.sample_source == "dataset" and s.sample_source_id == os.path.realpath(path) for s in first)
     # a different seed picks other rows; sampling is over the original indices
     assert _identity(sample_dataset(path, 8, seed=8)) != _identity(first)
     for s in first:
