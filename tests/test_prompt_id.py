@@ -59,6 +59,7 @@ def test_sampler_event_and_consumer_recompute_the_same_id():
         assert computed_by_create.prompt_id == s.prompt_id
         read_back = decoder.decode(encoder.encode(PredictionEvent.create(**_event_fields(s), prompt_id=s.prompt_id)))
         assert prompt_id(read_back.messages_as_dicts(), read_back.prompt) == s.prompt_id
+        assert prompt_id(read_back.messages, read_back.prompt) == s.prompt_id  # ChatMessage objects too
     # the extra key 'name' and the trailing answer are not part of the prompt the event carries
     first = sample_dataset(_ROWS[:1], 1)[0]
     assert first.prompt_id == prompt_id([{"role": "user", "content": "2+2?"}], None)
