@@ -300,4 +300,5 @@ def _explain(exc: BaseException) -> str:
     if isinstance(exc, psycopg.errors.LockNotAvailable):
         return (f"{_first_line(exc)}: a long-running transaction kept a table locked; "
                 "run migrate again when it has ended")
-    return _first_line(exc)
+    detail = getattr(getattr(exc, "diag", None), "message_detail", None)
+    return _first_line(exc) + (f" ({_first_line(Exception(detail))})" if detail else "")
