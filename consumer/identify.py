@@ -168,9 +168,9 @@ def identify_legacy_rows(
                       + job_clause + " ORDER BY id LIMIT %(limit)s FOR UPDATE")
             while True:
                 params = {"last": report.last_id, "upper": report.upper_id, "jobs": job_list, "limit": batch_size}
-                rows = _with_retries(lambda: _batch(conn, select, params, report))
+                examined = _with_retries(lambda: _batch(conn, select, params, report))
                 report.seconds = time.monotonic() - started
-                if not rows:
+                if not examined:
                     break
                 if progress is not None:
                     progress(report)
