@@ -117,3 +117,50 @@ def test_migrate_on_a_million_row_table_never_blocks_the_old_writer(empty_databa
         conn.execute("ANALYZE training_predictions")
         plan = _plan(conn, prompt)
         assert "idx_training_predictions_prompt_id" in plan and "Seq Scan" not in plan, plan
+
+
+def test_a_concurrent_build_cancelled_midway_is_finished_by_the_next_migrate(empty_database_url, tmp_path):
+    """The build of the UNIQUE (event_id) index is cancelled while it runs (as a DBA's
+    pg_cancel_backend or a lost session would): Postgres leaves the index INVALID; the next
+    `migrate` drops and rebuilds it, attaches the constraint and records 0007 once."""
+    from consumer.errors import MigrationError
+
+    url = empty_database_url
+    base = tmp_path / "base"
+    base.mkdir()
+    for mig in find_migrations():
+        if mig.version <= 5:
+            shutil.copy(mig.path, base)
+    migrate(url, base)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(_FILL, (300_000,))
+    cancelled: list[str] = []
+
+    def cancel_the_build() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not cancelled:
+                row = conn.execute(
+                    "SELECT pid, phase FROM pg_stat_progress_create_index WHERE datname = current_database()"
+                    " AND index_relid = to_regclass('training_predictions_event_id_key')").fetchone()
+                if row and row[1].startswith("building index"):
+                    conn.execute("SELECT pg_cancel_backend(%s)", (row[0],))
+                    cancelled.append(row[1])
+                time.sleep(0.005)
+
+    canceller = threading.Thread(target=cancel_the_build)
+    canceller.start()
+    with pytest.raises(MigrationError, match=r"0007_concurrent_indexes.sql failed at statement 4 of 5: canceling statement"):
+        migrate(url)
+    canceller.join(60)
+    assert cancelled
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'training_predictions_event_id_key'::regclass"
+                            ).fetchone() == (False,)
+
+    assert "0007_concurrent_indexes" in migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'training_predictions_event_id_key'"
+                            ).fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM predstream_migrations WHERE version = 7").fetchone()[0] == 1
