@@ -14,7 +14,10 @@
   ``sample_source_id`` NULL); ``event_id`` is :func:`schemas.event.event_id` of the row's
   identity, so loading the same file twice adds nothing; ``produced_at`` is the row's
   ``produced_at`` or else ``created_at`` (a time without a zone is UTC), so a later real
-  event for the same prediction point wins.
+  event for the same prediction point wins. The same rows may still be in the database
+  without an ``event_id`` (the export was taken from it): before each batch is stored, the
+  table's rows at its prediction points are identified by the same rule
+  (:class:`consumer.identify.LegacyRowMatcher`), so the load finds them and adds nothing.
 
 Every row becomes a validated :class:`~schemas.event.PredictionEvent` and goes through the
 worker's :class:`~consumer.sink.PostgresSink` (the same idempotent, newer-wins upsert).
@@ -30,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from schemas.codec import Decoder
 from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
@@ -39,6 +42,9 @@ from schemas.spoolfile import SPOOL_HEADER, read_spool
 
 from .errors import BackfillError, DatabaseUnavailableError
 from .sink import IngestRecord, PostgresSink, WriteResult
+
+if TYPE_CHECKING:
+    from .identify import LegacyRowMatcher
 
 __all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "backfill", "legacy_row_to_event", "file_kind"]
 
@@ -182,6 +188,8 @@ def _time(value: Any) -> datetime:
     if value is None:
         raise InvalidEventError("created_at is missing (needed as the time the prediction was made)",
                                 reason="missing-field:created_at")
+    if isinstance(value, datetime):  # a row read from the table itself (predstream identify)
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, timezone.utc)
     if not isinstance(value, str):
@@ -310,9 +318,14 @@ def backfill(
 
     own_sink = sink is None
     sink = sink or PostgresSink(database_url, application_name="predstream-backfill")
+    # Exported rows may still be in this database without an event_id: identify them first.
+    from .identify import LegacyRowMatcher
+
+    matcher = LegacyRowMatcher(database_url)
     try:
         for path in files:
             file_report = FileReport(str(path), kinds[path])
+            legacy = matcher if kinds[path] != "spool" else None
             report.files.append(file_report)
             batch: list[tuple[str, IngestRecord]] = []
             for where, item in _items(path, kinds[path], decoder, file_report):
@@ -325,13 +338,14 @@ def backfill(
                 file_report.read += 1
                 batch.append((where, IngestRecord(item)))
                 if len(batch) >= batch_size:
-                    _store(sink, batch, path, file_report, problem)
+                    _store(sink, batch, path, file_report, problem, legacy)
                     batch = []
             if batch:
-                _store(sink, batch, path, file_report, problem)
+                _store(sink, batch, path, file_report, problem, legacy)
             _log.debug("%s (%s): %d read, %d stored, %d not loaded", path, file_report.kind,
                       file_report.read, file_report.stored, file_report.invalid + file_report.rejected)
     finally:
+        matcher.close()
         if own_sink:
             sink.close()
     report.seconds = time.monotonic() - started
@@ -350,9 +364,9 @@ def _check_strict(files: Iterable[Path], kinds: Mapping[Path, str], decoder: Dec
 
 
 def _store(sink: PostgresSink, batch: list[tuple[str, IngestRecord]], path: Path, report: FileReport,
-           problem: Callable[[Problem], None]) -> None:
+           problem: Callable[[Problem], None], legacy: "LegacyRowMatcher | None" = None) -> None:
     records = [rec for _, rec in batch]
-    result = _write(sink, records, path)
+    result = _write(sink, records, path, legacy)
     report.inserted += result.inserted
     report.updated += result.updated
     report.unchanged += result.unchanged
@@ -364,10 +378,13 @@ def _store(sink: PostgresSink, batch: list[tuple[str, IngestRecord]], path: Path
                             f"the database refused the row: {rejection.message}"))
 
 
-def _write(sink: PostgresSink, records: list[IngestRecord], path: Path) -> WriteResult:
+def _write(sink: PostgresSink, records: list[IngestRecord], path: Path,
+           legacy: "LegacyRowMatcher | None" = None) -> WriteResult:
     delay = 1.0
     for attempt in range(1, _WRITE_ATTEMPTS + 1):
         try:
+            if legacy is not None:
+                legacy.identify(rec.event for rec in records)
             return sink.write(records)
         except DatabaseUnavailableError as exc:
             if attempt == _WRITE_ATTEMPTS:

@@ -14,6 +14,7 @@ dead-letters an event because of one::
      │                                   the message says what to fix
      ├── ReplayError                     a replay cannot start or go on; the message says where to resume
      ├── BackfillError                   a backfill cannot run (unreadable file, --strict and a bad row)
+     ├── IdentifyError                   `predstream identify` cannot run (not migrated, database gone)
      └── PredictionSetError              a prediction set cannot be stored, found or exported
 """
 
@@ -28,6 +29,7 @@ __all__ = [
     "WorkerError",
     "ReplayError",
     "BackfillError",
+    "IdentifyError",
     "PredictionSetError",
 ]
 
@@ -66,6 +68,10 @@ class WorkerError(ConsumerError):
 
 class BackfillError(ConsumerError):
     """A backfill cannot run (unreadable file, ``--strict`` and a bad row, database gone)."""
+
+
+class IdentifyError(ConsumerError):
+    """The old writer's rows cannot be identified now; the message says what to do."""
 
 
 class PredictionSetError(ConsumerError):

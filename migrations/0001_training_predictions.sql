@@ -12,5 +12,6 @@ CREATE TABLE IF NOT EXISTS training_predictions (
     created_at    TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 
-CREATE INDEX IF NOT EXISTS idx_training_predictions_job_step
-    ON training_predictions (job_id, step);
+-- Its index idx_training_predictions_job_step (job_id, step) is built by 0007, concurrently,
+-- so that a table the old writer already filled is never locked for an index build.
+-- (0.1 built it here; migrate.py accepts the 0.1 checksum of this file.)

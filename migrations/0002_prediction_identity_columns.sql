@@ -6,10 +6,6 @@ ALTER TABLE training_predictions
     ADD COLUMN IF NOT EXISTS sample_source    TEXT,
     ADD COLUMN IF NOT EXISTS sample_source_id TEXT;
 
-CREATE INDEX IF NOT EXISTS idx_training_predictions_job_prompt_id
-    ON training_predictions (job_id, prompt_id)
-    WHERE prompt_id IS NOT NULL;
-
-CREATE INDEX IF NOT EXISTS idx_training_predictions_job_source
-    ON training_predictions (job_id, source_index)
-    WHERE source_index IS NOT NULL;
+-- The partial indexes idx_training_predictions_job_prompt_id (job_id, prompt_id) and
+-- idx_training_predictions_job_source (job_id, source_index) are built by 0007, concurrently.
+-- (0.1 built them here; migrate.py accepts the 0.1 checksum of this file.)

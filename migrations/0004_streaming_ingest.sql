@@ -20,5 +20,6 @@ ALTER TABLE training_predictions
 -- A chat prompt has messages and may have no plain prompt.
 ALTER TABLE training_predictions ALTER COLUMN prompt DROP NOT NULL;
 
-ALTER TABLE training_predictions
-    ADD CONSTRAINT training_predictions_event_id_key UNIQUE (event_id);
+-- UNIQUE (event_id), named training_predictions_event_id_key, is added by 0007: its index is
+-- built concurrently, then attached as the constraint, so writers are never blocked for the
+-- build. (0.1 added it here; migrate.py accepts the 0.1 checksum of this file.)

@@ -41,6 +41,7 @@ _COMMAND_MODULES: list[str] = [
     "cli_consumer",
     "cli_spool",
     "cli_replay",
+    "cli_identify",
     "cli_sets",
 ]
 
