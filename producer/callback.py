@@ -22,10 +22,11 @@ What happens when:
   A failure while generating is logged and training goes on (``raise_errors=True`` to
   stop instead).
 * ``on_train_end``: the publisher is flushed (``flush_timeout_s``, default the publisher's
-  settings' ``flush_timeout_s``) and the delivered/spooled/dropped counts are logged. The
-  publisher stays open: a ``trainer.evaluate()`` after ``train()`` is recorded too (and
-  flushed the same way). A publisher the callback created is closed by :meth:`close`, or at
-  interpreter exit (bounded by ``flush_timeout_s``; undelivered events are spooled).
+  settings' ``flush_timeout_s``: what is undelivered then is spooled) and the
+  delivered/spooled/dropped counts are logged; a publisher the callback created is closed.
+* A ``trainer.evaluate()`` after ``train()`` is recorded too: the callback opens a
+  publisher again for it (one passed in is used as it is), then flushes and closes it the
+  same way, so nothing is left running and the process exits promptly.
 
 Job id (``job_id=None``): rank 0 makes one and broadcasts it to the other ranks, so all
 ranks of a run share it. It is ``<run_name or output_dir's name>-<UTC time>-<6 hex>``,
@@ -190,28 +191,15 @@ class TrainingPredictionsCallback(TrainerCallback):
             self.recorder.publisher = self._publisher
         self._record(state, kwargs)
         if self._train_ended:
-            self._flush("after train end")
+            self._finish("after train end")
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.record_on_epoch_end:
             self._record(state, kwargs)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        # Flushed, not closed: an evaluate() after train() still publishes (the publisher
-        # closes itself at interpreter exit, bounded, or with close()).
-        self._train_ended = True
-        self._flush("at train end")
-
-    def close(self, timeout: float | None = None) -> Any:
-        """Flush and stop the publisher the callback created (bounded by ``timeout``, default
-        ``flush_timeout_s``); return its report. Optional: it also closes itself at exit. A
-        later evaluation starts a new one."""
-        publisher, self._publisher = self._publisher, None
-        if publisher is None or not self._owns_publisher:
-            self._publisher = publisher
-            return None
-        self.last_report = publisher.close(self.flush_timeout_s if timeout is None else timeout)
-        return self.last_report
+        self._train_ended = True  # an evaluate() after this opens a publisher again
+        self._finish("at train end")
 
     # -- helpers ----------------------------------------------------------------
 
@@ -221,19 +209,27 @@ class TrainingPredictionsCallback(TrainerCallback):
         return self.settings
 
     def _open_publisher(self) -> None:
-        """Create the callback's own publisher unless one is open (or one was passed in)."""
-        if self._publisher is not None and not (self._owns_publisher and getattr(self._publisher, "closed", False)):
+        """Create the callback's own publisher unless it has one (or one was passed in)."""
+        if self._publisher is not None:
             return
         from .publisher import Publisher
 
         self._publisher = Publisher(self._producer_settings(), job_id=self.job_id)
         self._owns_publisher = True
 
-    def _flush(self, when: str) -> None:
+    def _finish(self, when: str) -> None:
+        """Flush (bounded), log the counts, and close the publisher if the callback made it."""
         publisher = self._publisher
         if publisher is None:
             return
-        report = publisher.flush(self.flush_timeout_s)
+        try:
+            self._log_report(when, publisher.flush(self.flush_timeout_s))
+        finally:
+            if self._owns_publisher:
+                publisher.close(self.flush_timeout_s)
+                self._publisher = None
+
+    def _log_report(self, when: str, report: Any) -> None:
         self.last_report = report
         _log.info(
             "predictions of job %s %s: %s delivered, %s spooled, %s dropped, %s pending",

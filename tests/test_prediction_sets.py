@@ -253,3 +253,46 @@ def test_an_edited_export_file_is_refused_with_the_set_name_and_what_to_do(tmp_p
     text = str(caught.value)
     assert str(path) in text and "'fixed'" in text and stored.set_id in text
     assert "export the set again" in text
+
+
+def test_the_training_side_finds_the_database_in_its_settings_or_the_running_local_stack(tmp_path, monkeypatch):
+    import os
+
+    from producer.settings import ProducerSettings
+
+    monkeypatch.setenv("PREDSTREAM_HOME", str(tmp_path))  # no local stack here
+    assert ProducerSettings().find_database_url() is None
+    monkeypatch.setenv("PREDSTREAM_DATABASE_URL", "postgresql://me@db.example.com/p")
+    assert ProducerSettings().find_database_url() == "postgresql://me@db.example.com/p"
+    monkeypatch.delenv("PREDSTREAM_DATABASE_URL")
+    (tmp_path / "stack.json").write_text(json.dumps({"bootstrap": "127.0.0.1:1", "pids": {"me": os.getpid()},
+                                                     "database_url": "postgresql://stack@127.0.0.1:2/p"}))
+    assert ProducerSettings().find_database_url() == "postgresql://stack@127.0.0.1:2/p"
+    assert ProducerSettings(database_url="postgresql://given@h/p").find_database_url() == "postgresql://given@h/p"
+
+
+@pytest.mark.integration
+def test_a_set_read_from_the_database_leaves_a_verified_copy_that_serves_when_no_database_is_configured(
+    tmp_path, database_url, caplog
+):
+    from producer.set_copies import load_set_for_training
+
+    stored = _stored_set(database_url)
+    copies = tmp_path / "copies"
+    from_db = load_set_for_training("fixed", database_url=database_url, copies_dir=copies)
+    assert from_db.set_id == stored.set_id and [p.name for p in copies.iterdir()] == [f"{stored.set_id}.json"]
+
+    for key in ("fixed", stored.set_id):  # by name or by id, with one warning each
+        caplog.clear()
+        assert load_set_for_training(key, database_url=None, copies_dir=copies) == from_db
+        assert [r.levelname for r in caplog.records] == ["WARNING"] and "no database is configured" in caplog.text
+
+    path = copies / f"{stored.set_id}.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["items"][0]["prompt"], doc["items"][0]["prompt_id"] = "1 + 2 =", prompt_id(None, "1 + 2 =")
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ProducerSetError) as caught:
+        load_set_for_training("fixed", database_url=None, copies_dir=copies)
+    assert "local copy of prediction set 'fixed' cannot be used" in str(caught.value) and str(path) in str(caught.value)
+    with pytest.raises(ProducerSetError, match="no local copy of it"):
+        load_set_for_training("other", database_url=None, copies_dir=copies)
