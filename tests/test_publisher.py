@@ -451,6 +451,7 @@ def test_cli_spool_drain_with_no_broker_keeps_the_events_and_fails(tmp_path, mon
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("broker", ["up", "down"])
 def test_a_publisher_never_closed_delivers_or_spools_its_events_at_exit(broker, kafka_bootstrap, topic, tmp_path):
     import subprocess

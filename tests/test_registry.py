@@ -83,6 +83,7 @@ def test_a_mock_registry_publisher_delivers_confluent_frames(kafka_bootstrap, to
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_a_drain_while_the_registry_is_down_keeps_the_spool_and_says_why(kafka_bootstrap, topic, tmp_path, monkeypatch):
     registry = RegistryDouble().start()
     registry.stop()  # down from the start: the publisher cannot register the schema
