@@ -187,7 +187,7 @@ class Publisher:
         self._warned: set[str] = set()
         self._flushes: deque[_FlushRequest] = deque()
         self._stop = threading.Event()
-        self._header_cache: dict[str, bytes] = {}
+        self._header_cache: dict[str | bytes, bytes] = {}  # job ids and framing headers
         self._producer = self._new_producer()
         self._sender = threading.Thread(target=self._send_loop, name="predstream-publisher-send", daemon=True)
         self._watcher = threading.Thread(target=self._watch_loop, name="predstream-publisher-watch", daemon=True)
@@ -369,7 +369,7 @@ class Publisher:
                 return
             frame = confluent
         cache = self._header_cache
-        ref = frame[:10]
+        ref = frame[:5] if frame[:1] == b"\x00" else frame[:10]  # the framing's header: magic + schema
         schema = cache.get(ref) or cache.setdefault(ref, schema_header(frame).encode())
         headers = [
             (Headers.SCHEMA, schema),

@@ -73,7 +73,8 @@ def test_a_mock_registry_publisher_delivers_confluent_frames(kafka_bootstrap, to
     events = _events(5)
     with Publisher(settings, registry_client=client) as publisher:
         publisher.publish_many(events)
-        assert publisher.flush(20) .delivered == 5
+        assert publisher.flush(20).delivered == 5
+        assert len([k for k in publisher._header_cache if isinstance(k, bytes)]) == 1  # one schema header, cached
     messages = _messages(kafka_bootstrap, topic, 5)
     assert len(messages) == 5
     assert {m.value()[:1] for m in messages} == {b"\x00"}
