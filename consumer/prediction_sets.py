@@ -12,6 +12,10 @@ canonical JSON (sorted keys, no whitespace, UTF-8, non-ASCII as is) of
 same definition as ``producer.prediction_sets.prediction_set_id``: the same items give the
 same id wherever the set is built.
 
+A set never changes once created: the database refuses changes to its items
+(``migrations/0010_immutable_prediction_sets.sql``) and :func:`get_set` (``sets show``,
+``sets export``) recomputes ``set_id`` from the items and refuses a mismatch.
+
 Names are unique. Creating a set whose name exists is a no-op when the items are the same
 and an error otherwise; the same items under a second name are refused too (``set_id`` is
 the table's key), naming the set that already holds them.
@@ -277,6 +281,13 @@ def get_set(database_url: str, name_or_id: str) -> StoredSet:
         raise PredictionSetError(
             f"prediction set {stored.name!r} ({stored.set_id}) should have {stored.item_count} items "
             f"but the database holds {len(items)}; delete it and create it again"
+        )
+    actual = set_id_for(items)
+    if actual != stored.set_id:  # a set never changes: its items were edited behind its back
+        raise PredictionSetError(
+            f"prediction set {stored.name!r} ({stored.set_id}): its items do not match its set_id (they give "
+            f"{actual}), so they were changed after it was created; delete it with `predstream sets delete` "
+            "and create it again with `predstream sets create` (migration 0010 stops such changes)"
         )
     return replace(stored, items=items)
 

@@ -54,6 +54,9 @@ def drain(
 
     report = drain_spool(settings, timeout, progress=progress)
     typer.echo(f"spool {settings.spool_dir} -> topic {settings.topic}: {report}")
+    if report.registry_error:
+        raise fail(f"some events are still spooled: {report.registry_error}; run `predstream spool drain` "
+                   "again once the schema registry answers", 1)
     if report.left or report.segments_untried or report.segments_busy:
         raise fail("some events are still spooled: is the broker reachable? run `predstream spool drain` again", 1)
 

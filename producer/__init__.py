@@ -2,10 +2,12 @@
 
 * :mod:`.sampler` — deterministic samples with stable identity (``Sample``, ``sample_dataset``)
 * :mod:`.prediction_sets` — curated prediction sets from an export file or Postgres
+* :mod:`.set_copies` — a set for training: the database's, or its verified local copy
 * :mod:`.generator` — batched, left-padded generation (needs torch)
 * :mod:`.recorder` — ``PredictionRecorder``: generate + publish, for custom training loops
 * :mod:`.callback` — ``TrainingPredictionsCallback`` for ``transformers.Trainer`` (needs transformers)
 * :mod:`.publisher` / :mod:`.spool` — hand events to Kafka without blocking; spool on outage
+* :mod:`.registry` — Confluent framing through a schema registry; its outages spool too
 
 ``import producer`` needs neither torch, transformers nor psycopg. The names that need
 torch/transformers (``Generator``, ``Generation``, ``TrainingPredictionsCallback``) are
@@ -18,7 +20,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-from .errors import DatasetError, PredictionSetError, ProducerError, PublisherClosedError, SpoolError
+from .errors import (
+    DatasetError,
+    PredictionSetError,
+    PredictionSetUnavailableError,
+    ProducerError,
+    PublisherClosedError,
+    SpoolError,
+)
 from .prediction_sets import (
     PredictionSet,
     fetch_prediction_set,
@@ -58,6 +67,7 @@ __all__ = [
     "SpoolError",
     "DatasetError",
     "PredictionSetError",
+    "PredictionSetUnavailableError",
 ]
 
 # Names whose modules need the ``train`` extra: imported on first access.

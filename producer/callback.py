@@ -9,8 +9,10 @@
 What happens when:
 
 * ``on_train_begin``: the job id is settled (below), the samples are drawn
-  (:func:`producer.sampler.sample_dataset`, or :func:`producer.prediction_sets.load_prediction_set`
-  for ``prediction_set=``), and the publisher is created from ``settings`` (default:
+  (:func:`producer.sampler.sample_dataset`, or :func:`producer.set_copies.load_set_for_training`
+  for ``prediction_set=``: a file, or a set read from ``settings.database_url`` /
+  ``PREDSTREAM_DATABASE_URL`` / the local stack, with a verified local copy used when the
+  database does not answer), and the publisher is created from ``settings`` (default:
   ``ProducerSettings`` from the environment) unless one was passed in. A dataset or
   setting that is wrong fails here, before the first training step.
 * Predictions are recorded after each evaluation (``on_evaluate=True``), every
@@ -20,8 +22,11 @@ What happens when:
   A failure while generating is logged and training goes on (``raise_errors=True`` to
   stop instead).
 * ``on_train_end``: the publisher is flushed (``flush_timeout_s``, default the publisher's
-  settings' ``flush_timeout_s``) and the delivered/spooled/dropped counts are logged; a publisher
-  the callback created is closed.
+  settings' ``flush_timeout_s``: what is undelivered then is spooled) and the
+  delivered/spooled/dropped counts are logged; a publisher the callback created is closed.
+* A ``trainer.evaluate()`` after ``train()`` is recorded too: the callback opens a
+  publisher again for it (one passed in is used as it is), then flushes and closes it the
+  same way, so nothing is left running and the process exits promptly.
 
 Job id (``job_id=None``): rank 0 makes one and broadcasts it to the other ranks, so all
 ranks of a run share it. It is ``<run_name or output_dir's name>-<UTC time>-<6 hex>``,
@@ -57,9 +62,9 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_imports
 from schemas import MAX_JOB_ID_CHARS, GenerationSettings, load_settings
 
 from .generator import Generator
-from .prediction_sets import load_prediction_set
 from .recorder import PredictionRecorder, distributed_rank
 from .sampler import RowFormat, sample_dataset
+from .set_copies import load_set_for_training
 from .settings import ProducerSettings
 
 __all__ = ["TrainingPredictionsCallback", "JOB_FILE"]
@@ -142,6 +147,7 @@ class TrainingPredictionsCallback(TrainerCallback):
         self._given_job_id = job_id
         self._publisher = publisher
         self._owns_publisher = False
+        self._train_ended = False
         self.job_id: str | None = job_id
         self.recorder: PredictionRecorder | None = None
         self.samples: list = []
@@ -153,19 +159,20 @@ class TrainingPredictionsCallback(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.job_id = self._given_job_id or self._settle_job_id(args, state)
         if self.prediction_set is not None:
-            self.samples = load_prediction_set(self.prediction_set, self.database_url)
+            settings = self._producer_settings()
+            self.samples = load_set_for_training(
+                self.prediction_set,
+                database_url=self.database_url or settings.find_database_url(),
+                copies_dir=settings.prediction_sets_dir,
+            ).samples()
         else:
             self.samples = sample_dataset(
                 self.dataset, self.n_samples, seed=self.seed, dataset_id=self.dataset_id, fmt=self.row_format
             )
-        if self._publisher is None:
-            from .publisher import Publisher
-
-            settings = self.settings if self.settings is not None else load_settings(ProducerSettings)
-            self._publisher = Publisher(settings, job_id=self.job_id)
-            self._owns_publisher = True
+        self._open_publisher()
         self.recorder = PredictionRecorder(self._publisher, self.generator, self.samples, self.job_id)
         self._last_step = None
+        self._train_ended = False
         rank, world = distributed_rank()
         _log.info(
             "predictions for job %s: %d samples from %s, rank %d of %d",
@@ -177,34 +184,62 @@ class TrainingPredictionsCallback(TrainerCallback):
             self._record(state, kwargs)
 
     def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.record_on_evaluate:
-            self._record(state, kwargs)
+        if not self.record_on_evaluate:
+            return
+        if self._train_ended and self.recorder is not None:  # trainer.evaluate() after train()
+            self._open_publisher()
+            self.recorder.publisher = self._publisher
+        self._record(state, kwargs)
+        if self._train_ended:
+            self._finish("after train end")
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.record_on_epoch_end:
             self._record(state, kwargs)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._train_ended = True  # an evaluate() after this opens a publisher again
+        self._finish("at train end")
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _producer_settings(self) -> ProducerSettings:
+        if self.settings is None:
+            self.settings = load_settings(ProducerSettings)
+        return self.settings
+
+    def _open_publisher(self) -> None:
+        """Create the callback's own publisher unless it has one (or one was passed in)."""
+        if self._publisher is not None:
+            return
+        from .publisher import Publisher
+
+        self._publisher = Publisher(self._producer_settings(), job_id=self.job_id)
+        self._owns_publisher = True
+
+    def _finish(self, when: str) -> None:
+        """Flush (bounded), log the counts, and close the publisher if the callback made it."""
         publisher = self._publisher
         if publisher is None:
             return
         try:
-            report = publisher.flush(self.flush_timeout_s)
-            self.last_report = report
-            _log.info(
-                "predictions of job %s: %s delivered, %s spooled, %s dropped, %s pending",
-                self.job_id,
-                getattr(report, "delivered", "?"),
-                getattr(report, "spooled", "?"),
-                getattr(report, "dropped", "?"),
-                getattr(report, "pending", "?"),
-            )
+            self._log_report(when, publisher.flush(self.flush_timeout_s))
         finally:
             if self._owns_publisher:
-                publisher.close()
+                publisher.close(self.flush_timeout_s)
                 self._publisher = None
 
-    # -- helpers ----------------------------------------------------------------
+    def _log_report(self, when: str, report: Any) -> None:
+        self.last_report = report
+        _log.info(
+            "predictions of job %s %s: %s delivered, %s spooled, %s dropped, %s pending",
+            self.job_id,
+            when,
+            getattr(report, "delivered", "?"),
+            getattr(report, "spooled", "?"),
+            getattr(report, "dropped", "?"),
+            getattr(report, "pending", "?"),
+        )
 
     def _record(self, state: Any, kwargs: dict[str, Any]) -> None:
         if self.recorder is None:

@@ -8,11 +8,19 @@ errors are for mistakes the caller can fix::
      ├── SpoolError               the spool folder cannot be used (not writable, not a folder)
      ├── DatasetError             an eval dataset cannot be read or sampled (file, row, field)
      └── PredictionSetError       a prediction set cannot be found or is inconsistent
+          └── PredictionSetUnavailableError  the database holding it does not answer
 """
 
 from __future__ import annotations
 
-__all__ = ["ProducerError", "PublisherClosedError", "SpoolError", "DatasetError", "PredictionSetError"]
+__all__ = [
+    "ProducerError",
+    "PublisherClosedError",
+    "SpoolError",
+    "DatasetError",
+    "PredictionSetError",
+    "PredictionSetUnavailableError",
+]
 
 
 class ProducerError(Exception):
@@ -33,3 +41,7 @@ class DatasetError(ProducerError):
 
 class PredictionSetError(ProducerError):
     """A prediction set is missing, unreadable or inconsistent; the message says what to do."""
+
+
+class PredictionSetUnavailableError(PredictionSetError):
+    """The database that holds a prediction set does not answer (an outage, not a bad set)."""

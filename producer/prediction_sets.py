@@ -19,6 +19,11 @@ Two homes, same content:
   ``description`` is optional. Items are read in ``item_index`` order; indices must be
   unique and each ``prompt_id`` must equal ``schemas.prompt_id(messages, prompt)``.
 
+A set never changes once created (migration 0010 makes the database refuse changes to its
+items). Every loader (file, database, the training side's local copy) recomputes ``set_id``
+from the items and refuses a set whose items do not give its id, naming the set and what
+to do.
+
 ``set_id`` (:func:`prediction_set_id`) is ``"ps_"`` + the first 16 hex digits of the
 sha256 of the canonical JSON (sorted keys, no whitespace, UTF-8) of the items' identity
 ``[{"item_index", "source_index", "prompt_id", "ground_truth"}, …]``: the same items give
@@ -40,7 +45,7 @@ from schemas import prompt_id as compute_prompt_id
 from schemas.prediction_set import prediction_set_document as _document
 from schemas.prediction_set import prediction_set_id as _set_id
 
-from .errors import PredictionSetError
+from .errors import PredictionSetError, PredictionSetUnavailableError
 from .sampler import Sample
 
 __all__ = [
@@ -51,6 +56,7 @@ __all__ = [
     "write_prediction_set_file",
     "fetch_prediction_set",
     "load_prediction_set",
+    "verify_set_id",
 ]
 
 _ITEM_KEYS = ("item_index", "source_index", "prompt_id", "prompt", "messages", "ground_truth")
@@ -144,7 +150,9 @@ def read_prediction_set_file(path: str | os.PathLike[str]) -> PredictionSet:
     if not isinstance(data["items"], list):
         raise PredictionSetError(f"prediction set file {path}: 'items' must be a list")
     return _build(
-        where=str(path),
+        where=f"prediction set file {path}",
+        fix="the file was edited after it was exported: export the set again with "
+            "`predstream sets export NAME FILE`, or create a new set with `predstream sets create`",
         set_id=data["set_id"],
         name=data["name"],
         source=data.get("source"),
@@ -184,14 +192,23 @@ def fetch_prediction_set(name_or_id: str, database_url: str) -> PredictionSet:
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         first = _without_password(first, database_url)
+        if isinstance(exc, psycopg.OperationalError):  # the server did not answer (or went away)
+            raise PredictionSetUnavailableError(
+                f"cannot read prediction set {name_or_id!r}: the database at {_redact_url(database_url)} "
+                f"does not answer: {first}"
+            ) from None
+        hint = "; run `predstream migrate` first" if getattr(exc, "sqlstate", None) == "42P01" else ""
         raise PredictionSetError(
-            f"cannot read prediction set {name_or_id!r} from {_redact_url(database_url)}: {first}"
+            f"cannot read prediction set {name_or_id!r} from {_redact_url(database_url)}: {first}{hint}"
         ) from None
     where = f"prediction set {head['name']!r} ({head['set_id']})"
     if len(rows) != head["item_count"]:
         raise PredictionSetError(f"{where} should have {head['item_count']} items but the database holds {len(rows)}")
     return _build(
         where=where,
+        fix="they were changed in the database after the set was created (a set never changes; "
+            "`predstream migrate` applies migration 0010, which refuses such changes): delete it with "
+            "`predstream sets delete` and create it again with `predstream sets create`",
         set_id=head["set_id"],
         name=head["name"],
         source=head["source"],
@@ -244,15 +261,28 @@ def load_prediction_set(name_or_path: str | os.PathLike[str], database_url: str 
         return read_prediction_set_file(text).samples()
     if not database_url:
         raise PredictionSetError(
-            f"prediction set {text!r} is not a file: pass database_url= to read it from Postgres, "
-            "or export it to a file with `predstream sets export`"
+            f"prediction set {text!r} is not a file: pass database_url= (or set PREDSTREAM_DATABASE_URL) to "
+            "read it from Postgres, or export it to a file with `predstream sets export`"
         )
     return fetch_prediction_set(text, database_url).samples()
+
+
+def verify_set_id(pset: PredictionSet, where: str, fix: str) -> PredictionSet:
+    """``pset`` when its items give its ``set_id``; else :class:`PredictionSetError` naming
+    ``where`` and saying what to do (``fix``)."""
+    actual = prediction_set_id(pset.items)
+    if actual != pset.set_id:
+        raise PredictionSetError(
+            f"{where}: the items of set {pset.name!r} do not match its set_id {pset.set_id} (they give "
+            f"{actual}): {fix}"
+        )
+    return pset
 
 
 def _build(
     *,
     where: str,
+    fix: str,
     set_id: Any,
     name: Any,
     source: Any,
@@ -273,7 +303,7 @@ def _build(
     if not items:
         raise PredictionSetError(f"{where} has no items")
     items.sort(key=lambda s: s.sample_index)
-    return PredictionSet(
+    pset = PredictionSet(
         set_id=set_id,
         name=name,
         items=tuple(items),
@@ -281,6 +311,7 @@ def _build(
         seed=seed,
         description=description if isinstance(description, str) else None,
     )
+    return verify_set_id(pset, where, fix)
 
 
 def _item(row: Any, position: int, where: str, set_id: str, seen: set[int]) -> Sample:

@@ -12,18 +12,24 @@
   never delivers again. The old producer's undelivered messages are purged and spooled.
 * the **watcher** probes the broker (a metadata request) while it is unreachable and,
   once it answers again, re-sends the spool (:func:`drain_spool`) when
-  ``settings.spool_auto_drain`` is on.
+  ``settings.spool_auto_drain`` is on. With a schema registry configured it also registers
+  the event schema (:mod:`producer.registry`), and retries while the registry does not
+  answer: meanwhile events are spooled, as during a broker outage, and re-sent in the
+  Confluent framing once it answers.
 
 Every event ends up delivered, spooled, or (only when the spool is full or the disk fails)
-dropped and counted; ``flush()`` and ``close()`` report the three counts. A re-sent
+dropped and counted; ``flush()`` and ``close()`` report the three counts. A publisher not
+closed by its owner closes itself at interpreter exit (``atexit``), within
+``settings.flush_timeout_s``: what is not delivered by then is spooled, so a process exits
+promptly (the threads are daemons) and loses nothing, even with the broker down. A re-sent
 duplicate is harmless: the consumer upserts by ``event_id``.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
-import struct
 import threading
 import time
 from collections import deque
@@ -33,11 +39,13 @@ from typing import Any, Callable, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from schemas.codec import Decoder, Encoder, make_encoder
+from schemas.codec import Decoder, SingleObjectEncoder
+from schemas.errors import RegistryUnavailableError, UnknownSchemaError
 from schemas.event import MAX_EVENT_BYTES, PredictionEvent
 from schemas.transport import Headers, message_key
 
 from .errors import PublisherClosedError
+from .registry import RegistryFraming, schema_header
 from .settings import ProducerSettings
 from .spool import Spool, claim, list_segments
 
@@ -80,6 +88,7 @@ class PublisherStats(PublishReport):
     producer_replacements: int = 0
     broker_reachable: bool = True
     spool_dir: str = ""
+    registry_reachable: bool = True  #: False while a configured schema registry does not answer
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,7 @@ class DrainReport:
     segments_busy: int = 0  #: skipped: still being written, or another drainer has them
     segments_damaged: int = 0  #: segments with a damaged tail (good records were sent)
     segments_untried: int = 0  #: not reached (stopped, deadline, or the broker failed)
+    registry_error: str | None = None  #: why it stopped when the schema registry did not answer
 
     def __str__(self) -> str:
         parts = [f"{self.sent} records re-sent", f"{self.segments_done} segments removed"]
@@ -103,6 +113,8 @@ class DrainReport:
             parts.append(f"{self.segments_busy} segments busy (being written or drained elsewhere)")
         if self.segments_damaged:
             parts.append(f"{self.segments_damaged} segments had a damaged tail (see the warnings)")
+        if self.registry_error:
+            parts.append("stopped: the schema registry does not answer")
         return ", ".join(parts)
 
 
@@ -142,14 +154,19 @@ class Publisher:
     use it as a context manager) at the end: it waits up to ``settings.flush_timeout_s``
     for deliveries, spools the rest, and stops the threads. ``job_id`` only names the
     Kafka client (``client.id``); each message's job header is its event's own ``job_id``.
-    ``encoder`` defaults to the one the settings ask for (:func:`schemas.codec.make_encoder`).
+    Events are framed as the settings ask: Avro single-object, or the Confluent wire format
+    when ``settings.schema_registry_url`` is set (``registry_client`` replaces the registry
+    client the settings would make, e.g. a shared ``mock://`` one in tests).
     """
 
-    def __init__(self, settings: ProducerSettings, *, job_id: str | None = None, encoder: Encoder | None = None) -> None:
+    def __init__(self, settings: ProducerSettings, *, job_id: str | None = None, registry_client: Any = None) -> None:
         self.settings = settings
         self.topic = settings.topic
         self._client_id = f"predstream-{job_id or 'publisher'}-{os.getpid()}"[:200]
-        self._encoder = encoder or make_encoder(settings.topic, settings.schema_registry_url, settings.schema_registry_options)
+        self._encoder = SingleObjectEncoder()  # what the spool keeps: needs no registry
+        self._framing = RegistryFraming.from_settings(settings, client=registry_client)
+        # None: no registry; "pending": first registration under way; "up"; "down"
+        self._registry_state: str | None = None if self._framing is None else "pending"
         self._spool = Spool.from_settings(settings)
         self._queue: deque[PredictionEvent] = deque()
         self._closed = False
@@ -170,12 +187,15 @@ class Publisher:
         self._warned: set[str] = set()
         self._flushes: deque[_FlushRequest] = deque()
         self._stop = threading.Event()
-        self._header_cache: dict[str, bytes] = {}
+        self._header_cache: dict[str | bytes, bytes] = {}  # job ids and framing headers
         self._producer = self._new_producer()
         self._sender = threading.Thread(target=self._send_loop, name="predstream-publisher-send", daemon=True)
         self._watcher = threading.Thread(target=self._watch_loop, name="predstream-publisher-watch", daemon=True)
         self._sender.start()
         self._watcher.start()
+        if self._framing is not None:
+            self._probe_now.set()  # the watcher registers the schema at once
+        atexit.register(self._close_at_exit)
 
     # -- the training loop's side ------------------------------------------------
 
@@ -210,11 +230,22 @@ class Publisher:
                 _log.error("publisher: flush did not finish %.0f s after its deadline", 30)
         return self.report()
 
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` began: :meth:`publish` refuses events."""
+        return self._closed
+
+    def _close_at_exit(self) -> None:
+        if not self._closed:
+            _log.info("publisher: closing at interpreter exit (at most %.0f s)", self.settings.flush_timeout_s)
+            self.close()
+
     def close(self, timeout: float | None = None) -> PublishReport:
         """Flush (see :meth:`flush`), stop the background threads and log the outcome."""
         if self._closed and not self._sender.is_alive():
             return self.report()
         self._closed = True
+        atexit.unregister(self._close_at_exit)
         timeout = self.settings.flush_timeout_s if timeout is None else max(0.0, timeout)
         deadline = time.monotonic() + timeout
         self.flush(timeout)
@@ -227,9 +258,11 @@ class Publisher:
                 _log.error("publisher: the %s thread did not stop", name)
         self._spool_leftovers()  # events published while close() ran
         self._spool.close()
-        if self.settings.spool_auto_drain and not self._broker_down and list_segments(self._spool.directory):
+        if (self.settings.spool_auto_drain and not self._broker_down and self._registry_state != "down"
+                and list_segments(self._spool.directory)):
             # Last chance to send what was spooled, within what is left of the flush timeout.
-            self._resent += drain_spool(self.settings, timeout=max(1.0, deadline - time.monotonic())).sent
+            self._resent += drain_spool(self.settings, timeout=max(1.0, deadline - time.monotonic()),
+                                        framing=self._framing).sent
         report = self.report()
         left = list_segments(self._spool.directory)
         msg = "publisher closed: %d delivered, %d spooled (in %s), %d dropped; %d re-sent from the spool"
@@ -251,6 +284,7 @@ class Publisher:
             self._delivered, self._spooled, self._dropped, self._pending(),
             published=self._published, resent=self._resent, producer_replacements=self._replacements,
             broker_reachable=not self._broker_down, spool_dir=str(self._spool.directory),
+            registry_reachable=self._registry_state != "down",
         )
 
     @property
@@ -295,6 +329,8 @@ class Publisher:
 
     def _send_batch(self, limit: int = _BATCH) -> int:
         q = self._queue
+        if self._registry_state == "pending" and not self._broker_down:
+            return 0  # a moment: the watcher is registering the schema (a flush deadline spools them)
         n = 0
         while q and n < limit:
             event = q.popleft()
@@ -325,10 +361,18 @@ class Publisher:
         if self._broker_down:
             self._to_spool(frame)
             return
+        spooled = frame  # the spool keeps the single-object frame, which needs no registry
+        if self._framing is not None:
+            confluent = self._framing.to_confluent(frame, register=False) if self._registry_state == "up" else None
+            if confluent is None:  # the registry has not answered (yet): wait in the spool
+                self._to_spool(frame)
+                return
+            frame = confluent
         cache = self._header_cache
-        ref = self._encoder.schema_ref
+        ref = frame[:5] if frame[:1] == b"\x00" else frame[:10]  # the framing's header: magic + schema
+        schema = cache.get(ref) or cache.setdefault(ref, schema_header(frame).encode())
         headers = [
-            (Headers.SCHEMA, cache.get(ref) or cache.setdefault(ref, ref.encode())),
+            (Headers.SCHEMA, schema),
             (Headers.JOB_ID, cache.get(event.job_id) or cache.setdefault(event.job_id, event.job_id.encode())),
             (Headers.EVENT_ID, event.event_id.encode()),
         ]
@@ -337,15 +381,17 @@ class Publisher:
         except BufferError:
             self._warn_once("queue-full", "publisher: librdkafka's queue is full (%d messages): spooling new events",
                             self.settings.queue_max_messages)
-            self._to_spool(frame)
+            self._to_spool(spooled)
             return
         except KafkaException as exc:
-            self._to_spool(frame)
+            self._to_spool(spooled)
             self._replace_reason = f"produce failed: {exc.args[0].str() if exc.args else exc}"
             return
         self._inflight += 1
 
     def _to_spool(self, frame: bytes) -> None:
+        if self._framing is not None:
+            frame = self._framing.to_single_object(frame)  # e.g. a failed delivery's Confluent frame
         if self._spool.append(frame):
             self._spooled += 1
         else:
@@ -414,7 +460,8 @@ class Publisher:
         req = self._flushes[0]
         if not self._queue and self._inflight <= 0:
             pass
-        elif time.monotonic() >= req.deadline:
+        elif time.monotonic() >= req.deadline or self._broker_down:
+            # past the deadline, or nothing can be delivered now: spool instead of waiting
             while self._queue:  # the deadline passed: everything still here goes to the spool
                 event = self._queue.popleft()
                 frame = self._encode(event)
@@ -451,6 +498,9 @@ class Publisher:
             if self._stop.is_set():
                 break
             try:
+                if self._framing is not None and self._registry_state != "up":
+                    if self._register_schema():
+                        next_drain = time.monotonic() + 0.2
                 if self._probe_now.is_set() or self._broker_down:
                     self._probe_now.clear()
                     if admin is None:
@@ -465,18 +515,35 @@ class Publisher:
                         _log.warning("publisher: Kafka is unreachable: new events go to the spool %s until it answers",
                                      self._spool.directory)
                 if (self.settings.spool_auto_drain and not self._broker_down and not self._recovered.is_set()
-                        and time.monotonic() >= next_drain):
+                        and self._registry_state != "down" and time.monotonic() >= next_drain):
                     next_drain = time.monotonic() + backoff
                     if list_segments(self._spool.directory):
                         self._spool.seal()
                         report = drain_spool(self.settings, timeout=max(10.0, self.settings.message_timeout_ms / 1000),
-                                             stop=self._stop)
+                                             stop=self._stop, framing=self._framing)
                         self._resent += report.sent
                         if report.sent:
                             _log.info("publisher: auto-drain: %s", report)
                         backoff = _DRAIN_CHECK_INTERVAL_S if not report.left else min(backoff * 2, 60.0)
             except Exception:
                 _log.exception("publisher: watcher error (continuing)")
+
+    def _register_schema(self) -> bool:
+        """Register the event schema (watcher thread); True when the registry just answered."""
+        assert self._framing is not None
+        try:
+            schema_id = self._framing.register(self._framing.current_fingerprint())
+        except RegistryUnavailableError as exc:
+            if self._registry_state != "down":
+                _log.warning("publisher: %s: new events go to the spool %s until it answers", exc,
+                             self._spool.directory)
+            self._registry_state = "down"
+            return False
+        if self._registry_state == "down":
+            _log.info("publisher: the schema registry answers again (schema id %d); spooled events will be re-sent",
+                      schema_id)
+        self._registry_state = "up"
+        return True
 
     def __repr__(self) -> str:
         return f"Publisher(topic={self.topic!r}, {self.report()})"
@@ -506,10 +573,7 @@ def _broker_answers(admin: Any, timeout: float = 1.0) -> bool:
 
 def _frame_headers(frame: bytes, decoder: Decoder) -> tuple[bytes | None, list[tuple[str, bytes]]]:
     """Key and headers of a spooled frame, read from the frame itself."""
-    if frame[:2] == b"\xc3\x01":
-        schema = "fp:" + frame[2:10].hex()
-    else:
-        schema = "id:" + str(struct.unpack(">I", frame[1:5])[0]) if len(frame) >= 5 else "unknown"
+    schema = schema_header(frame)
     record = decoder.decode_record(frame)
     return message_key(record["prompt_id"]), [
         (Headers.SCHEMA, schema.encode()),
@@ -525,8 +589,14 @@ def drain_spool(
     stop: threading.Event | None = None,
     spool_dir: str | Path | None = None,
     progress: Callable[[Path, int, int], None] | None = None,
+    framing: RegistryFraming | None = None,
 ) -> DrainReport:
     """Re-send every spooled record to ``settings.topic``, oldest segment first.
+
+    With ``settings.schema_registry_url`` set, single-object records are sent in the
+    Confluent framing (``framing``: a publisher's own, else one made from the settings);
+    while the registry does not answer the drain stops and keeps them, as it does when the
+    broker fails (``DrainReport.registry_error`` says why).
 
     A segment is deleted only after all its records are acknowledged; one partly delivered
     is rewritten with the undelivered records only. Segments still being written, or held
@@ -540,7 +610,11 @@ def drain_spool(
     if not segments:
         return DrainReport()
     deadline = None if timeout is None else time.monotonic() + timeout
-    decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options)
+    if framing is None:
+        framing = RegistryFraming.from_settings(settings)
+    # reads the key from each record; the registry (bounded client) only for Confluent-framed ones
+    decoder = Decoder(client=framing.client) if framing is not None else Decoder()
+    registry_error: list[str] = []
     down = threading.Event()
 
     def on_error(err: KafkaError) -> None:
@@ -564,7 +638,8 @@ def drain_spool(
                 continue
             with c:
                 damaged += c.contents.problem is not None
-                acked = _send_all(producer, settings.topic, c.records, decoder, deadline, stop, down)
+                acked = _send_all(producer, settings.topic, c.records, decoder, deadline, stop, down,
+                                  framing, registry_error)
                 undelivered = [f for f, ok in zip(c.records, acked) if not ok]
                 c.keep(undelivered)
             sent += len(c.records) - len(undelivered)
@@ -578,11 +653,23 @@ def drain_spool(
     finally:
         producer.purge()
         producer.poll(0)
-    return DrainReport(sent, left, done, busy, damaged, untried)
+    if registry_error:
+        _log.warning("spool drain: %s; the spool is kept until it answers", registry_error[0])
+    return DrainReport(sent, left, done, busy, damaged, untried, registry_error[0] if registry_error else None)
+
+
+def _reframe(framing: RegistryFraming, frame: bytes) -> bytes:
+    """A spooled single-object record in the Confluent framing (registering its schema if need
+    be); a record of a schema we do not ship goes as it is (the consumer judges it)."""
+    try:
+        return framing.to_confluent(frame) or frame
+    except UnknownSchemaError:
+        return frame
 
 
 def _send_all(producer: Producer, topic: str, records: list[bytes], decoder: Decoder,
-              deadline: float | None, stop: threading.Event | None, down: threading.Event) -> list[bool]:
+              deadline: float | None, stop: threading.Event | None, down: threading.Event,
+              framing: RegistryFraming | None = None, registry_error: list[str] | None = None) -> list[bool]:
     acked = [False] * len(records)
     outstanding = [0]
 
@@ -601,10 +688,19 @@ def _send_all(producer: Producer, topic: str, records: list[bytes], decoder: Dec
 
     for i, frame in enumerate(records):
         try:
-            key, headers = _frame_headers(frame, decoder)
+            out = frame if framing is None else _reframe(framing, frame)
+            key, headers = _frame_headers(frame, decoder)  # read from the record as spooled
+            if out is not frame:
+                headers[0] = (Headers.SCHEMA, schema_header(out).encode())
+        except RegistryUnavailableError as exc:  # not the record's fault: stop, keep the rest
+            if registry_error is not None:
+                registry_error.append(str(exc))
+            down.set()
+            break
         except Exception as exc:
             _log.warning("spool drain: record %d does not decode (%s); sending it without key", i, exc)
             key, headers = None, []
+        frame = out
         while True:
             try:
                 producer.produce(topic, frame, key, headers=headers, on_delivery=report(i))

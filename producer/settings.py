@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.settings import StreamSettings, predstream_home
+from schemas.settings import StreamSettings, local_stack, predstream_home
 
 __all__ = ["ProducerSettings"]
 
@@ -32,3 +32,19 @@ class ProducerSettings(StreamSettings):
     flush_timeout_s: float = Field(default=30.0, ge=0)
     #: Re-send spooled events automatically when the broker is reachable again.
     spool_auto_drain: bool = True
+    #: Where ``prediction_set="name"`` is read from (``postgresql://...``); default: the
+    #: local stack's Postgres. Optional: training never needs the database to be up (a
+    #: verified local copy of each set used is kept in ``<spool_dir>/prediction-sets``).
+    database_url: str | None = None
+
+    def find_database_url(self) -> str | None:
+        """The database URL from the settings, else the running local stack's, else ``None``."""
+        if self.database_url:
+            return self.database_url
+        stack = local_stack()
+        return stack.get("database_url") if stack else None
+
+    @property
+    def prediction_sets_dir(self) -> Path:
+        """Folder of the verified local copies of the prediction sets training used."""
+        return self.spool_dir / "prediction-sets"

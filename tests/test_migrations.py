@@ -26,6 +26,7 @@ _EXPECTED = [
     "0005_comparison_views",
     "0007_concurrent_indexes",
     "0008_prompt_history_index",
+    "0010_immutable_prediction_sets",
 ]
 
 

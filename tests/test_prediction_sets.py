@@ -20,6 +20,7 @@ from consumer.prediction_sets import (
     set_id_for,
 )
 from predstream.cli import app
+from producer.errors import PredictionSetError as ProducerSetError
 from producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
 from producer.sampler import sample_dataset
 from schemas.prompt_id import prompt_id
@@ -189,3 +190,109 @@ def test_inconsistent_items_are_refused_before_touching_the_database():
         create_set(url, "x", [])
     with pytest.raises(PredictionSetError, match="reserved"):
         create_set(url, "ps_0123", good)
+
+
+def _stored_set(database_url: str, name: str = "fixed"):
+    items = make_items([{"prompt": "1 + 1 =", "ground_truth": "2"}, {"prompt": "2 + 2 =", "ground_truth": "4"}])
+    return create_set(database_url, name, items, source="inline")[0]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("statement, message", [
+    ("UPDATE prediction_set_items SET ground_truth = '5' WHERE item_index = 1", "items cannot be updated"),
+    ("DELETE FROM prediction_set_items WHERE item_index = 1", "cannot be deleted one by one"),
+    ("INSERT INTO prediction_set_items (set_id, item_index, prompt_id, prompt) "
+     "SELECT set_id, 2, prompt_id, prompt FROM prediction_set_items WHERE item_index = 0", "cannot take more"),
+    ("UPDATE prediction_sets SET item_count = 3", "set_id and item_count cannot change"),
+    ("UPDATE prediction_sets SET set_id = 'ps_0000000000000000'", "set_id and item_count cannot change"),
+])
+def test_the_database_refuses_every_change_to_a_created_set(database_url, statement, message):
+    import psycopg
+
+    stored = _stored_set(database_url)
+    with psycopg.connect(database_url) as conn:
+        with pytest.raises(psycopg.errors.RestrictViolation, match=message) as caught:
+            conn.execute(statement)
+    assert stored.set_id in str(caught.value)
+    assert get_set(database_url, "fixed").items == stored.items  # unchanged, and still verified
+    with psycopg.connect(database_url) as conn:  # what a set's metadata may still do
+        conn.execute("UPDATE prediction_sets SET description = 'the two sums', name = 'sums'")
+    assert get_set(database_url, "sums").description == "the two sums"
+
+
+@pytest.mark.integration
+def test_a_set_changed_behind_the_triggers_back_is_refused_by_every_database_reader(tmp_path, database_url):
+    import psycopg
+
+    stored = _stored_set(database_url)
+    with psycopg.connect(database_url) as conn:  # e.g. a database without migration 0010
+        conn.execute("ALTER TABLE prediction_set_items DISABLE TRIGGER prediction_set_items_immutable")
+        conn.execute("UPDATE prediction_set_items SET ground_truth = '5' WHERE item_index = 1")
+    for read in (lambda: load_prediction_set("fixed", database_url), lambda: get_set(database_url, "fixed")):
+        with pytest.raises((PredictionSetError, ProducerSetError)) as caught:
+            read()
+        text = str(caught.value)
+        assert "'fixed'" in text and stored.set_id in text and "do not match its set_id" in text
+        assert "predstream sets create" in text
+    shown = _cli("sets", "export", "fixed", str(tmp_path / "fixed.json"), "--database-url", database_url)
+    assert shown.exit_code == 2 and "do not match its set_id" in shown.output
+    assert not (tmp_path / "fixed.json").exists()
+
+
+@pytest.mark.integration
+def test_an_edited_export_file_is_refused_with_the_set_name_and_what_to_do(tmp_path, database_url):
+    stored = _stored_set(database_url)
+    path = tmp_path / "fixed.json"
+    assert _cli("sets", "export", "fixed", str(path), "--database-url", database_url).exit_code == 0
+    assert read_prediction_set_file(path).set_id == stored.set_id
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["items"][1]["ground_truth"] = "5"
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ProducerSetError) as caught:
+        read_prediction_set_file(path)
+    text = str(caught.value)
+    assert str(path) in text and "'fixed'" in text and stored.set_id in text
+    assert "export the set again" in text
+
+
+def test_the_training_side_finds_the_database_in_its_settings_or_the_running_local_stack(tmp_path, monkeypatch):
+    import os
+
+    from producer.settings import ProducerSettings
+
+    monkeypatch.setenv("PREDSTREAM_HOME", str(tmp_path))  # no local stack here
+    assert ProducerSettings().find_database_url() is None
+    monkeypatch.setenv("PREDSTREAM_DATABASE_URL", "postgresql://me@db.example.com/p")
+    assert ProducerSettings().find_database_url() == "postgresql://me@db.example.com/p"
+    monkeypatch.delenv("PREDSTREAM_DATABASE_URL")
+    (tmp_path / "stack.json").write_text(json.dumps({"bootstrap": "127.0.0.1:1", "pids": {"me": os.getpid()},
+                                                     "database_url": "postgresql://stack@127.0.0.1:2/p"}))
+    assert ProducerSettings().find_database_url() == "postgresql://stack@127.0.0.1:2/p"
+    assert ProducerSettings(database_url="postgresql://given@h/p").find_database_url() == "postgresql://given@h/p"
+
+
+@pytest.mark.integration
+def test_a_set_read_from_the_database_leaves_a_verified_copy_that_serves_when_no_database_is_configured(
+    tmp_path, database_url, caplog
+):
+    from producer.set_copies import load_set_for_training
+
+    stored = _stored_set(database_url)
+    copies = tmp_path / "copies"
+    from_db = load_set_for_training("fixed", database_url=database_url, copies_dir=copies)
+    assert from_db.set_id == stored.set_id and [p.name for p in copies.iterdir()] == [f"{stored.set_id}.json"]
+
+    for key in ("fixed", stored.set_id):  # by name or by id, with one warning each
+        caplog.clear()
+        assert load_set_for_training(key, database_url=None, copies_dir=copies) == from_db
+        assert [r.levelname for r in caplog.records] == ["WARNING"] and "no database is configured" in caplog.text
+
+    path = copies / f"{stored.set_id}.json"
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["items"][0]["prompt"], doc["items"][0]["prompt_id"] = "1 + 2 =", prompt_id(None, "1 + 2 =")
+    path.write_text(json.dumps(doc), encoding="utf-8")
+    with pytest.raises(ProducerSetError) as caught:
+        load_set_for_training("fixed", database_url=None, copies_dir=copies)
+    assert "local copy of prediction set 'fixed' cannot be used" in str(caught.value) and str(path) in str(caught.value)
+    with pytest.raises(ProducerSetError, match="no local copy of it"):
+        load_set_for_training("other", database_url=None, copies_dir=copies)

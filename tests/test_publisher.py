@@ -215,6 +215,19 @@ def test_flush_spools_what_is_undelivered_at_the_deadline(fake_kafka, offline_se
     pub.close(timeout=0.1)
 
 
+def test_flush_with_the_broker_down_spools_what_is_in_flight_at_once(fake_kafka, offline_settings):
+    pub = Publisher(offline_settings)
+    pub.publish_many(make_events(6))
+    wait_for(lambda: len(fake_kafka[0].held) == 6, what="6 messages in flight")
+    fake_kafka[0].errors.append(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
+    wait_for(lambda: not pub.stats().broker_reachable, what="the outage to be noticed")
+    t0 = time.monotonic()
+    report = pub.flush(timeout=60)  # nothing can be delivered now: no reason to wait 60 s
+    assert time.monotonic() - t0 < 10
+    assert (report.delivered, report.spooled, report.pending) == (0, 6, 0)
+    pub.close(timeout=0.1)
+
+
 def test_close_stops_every_thread_and_later_publishes_are_refused(fake_kafka, offline_settings):
     before = len(publisher_threads())
     pub = Publisher(offline_settings)
@@ -435,3 +448,30 @@ def test_cli_spool_drain_with_no_broker_keeps_the_events_and_fails(tmp_path, mon
     assert result.exit_code == 1
     assert "still spooled" in result.output
     assert len(spooled_ids(tmp_path / "spool")) == 1
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("broker", ["up", "down"])
+def test_a_publisher_never_closed_delivers_or_spools_its_events_at_exit(broker, kafka_bootstrap, topic, tmp_path):
+    import subprocess
+    import sys
+
+    from predstream.local import free_port
+
+    bootstrap = kafka_bootstrap if broker == "up" else f"127.0.0.1:{free_port()}"
+    spool = tmp_path / "spool"
+    script = Path(__file__).with_name("_unclosed_publisher.py")
+    proc = subprocess.run([sys.executable, str(script), bootstrap, topic, str(spool), "50"],
+                          capture_output=True, text=True, timeout=90)
+    exited = time.monotonic()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    published_at = float(proc.stdout.split()[-1])  # CLOCK_MONOTONIC: the same clock in both processes
+    print(f"\n[exit] broker {broker}: the process exited {exited - published_at:.2f} s after publishing")
+    assert exited - published_at < 20, "the exit waited out the 60 s flush timeout"
+    assert "closing at interpreter exit" in proc.stderr
+    if broker == "up":
+        assert sum(event_ids(consume_all(kafka_bootstrap, topic, 50)).values()) == 50
+        assert spooled_ids(spool) == []
+    else:
+        assert len(set(spooled_ids(spool))) == 50

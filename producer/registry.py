@@ -1,0 +1,132 @@
+"""Confluent framing through a schema registry, without letting a registry outage lose events.
+
+The publisher encodes each event once, in the Avro single-object encoding (``C3 01`` +
+fingerprint + body). That needs no registry: the fingerprint names a schema shipped in
+``schemas/avro``. With a registry configured, what goes on the topic is the Confluent wire
+format, ``00`` + the 4-byte big-endian schema id + the *same* Avro body (what
+confluent-kafka's ``AvroSerializer`` writes). The id comes from registering the schema under
+``<topic>-value`` (``POST /subjects/<topic>-value/versions``), once per schema and client.
+
+So a frame can always be re-framed either way without re-encoding: the spool keeps the
+single-object form (readable without a registry), and the drain turns it into the Confluent
+form once the registry answers. While it does not answer, events wait in the spool, exactly
+as they do while the broker is down.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from schemas.codec import (
+    CONFLUENT_MAGIC,
+    SCHEMA_VERSIONS,
+    SINGLE_OBJECT_MAGIC,
+    SUBJECT_SUFFIX,
+    load_schema_text,
+    schema_fingerprint,
+)
+from schemas.errors import RegistryUnavailableError, UnknownSchemaError
+
+__all__ = ["RegistryFraming", "schema_header"]
+
+_log = logging.getLogger("predstream.registry")
+
+#: Client defaults: one short try per call (the publisher retries on its own schedule, and a
+#: call must not hold up close() at interpreter exit). ``PREDSTREAM_SCHEMA_REGISTRY_OPTIONS`` wins.
+_CLIENT_DEFAULTS = {"timeout": 5, "max.retries": 0}
+
+
+def schema_header(frame: bytes) -> str:
+    """The schema header value of a frame: ``fp:<hex>`` (single-object) or ``id:<n>`` (Confluent)."""
+    if frame[:2] == SINGLE_OBJECT_MAGIC and len(frame) >= 10:
+        return "fp:" + frame[2:10].hex()
+    if frame[:1] == CONFLUENT_MAGIC and len(frame) >= 5:
+        return "id:" + str(int.from_bytes(frame[1:5], "big"))
+    return "unknown"
+
+
+class RegistryFraming:
+    """Re-frames single-object frames as Confluent frames (and back) for one topic."""
+
+    def __init__(self, url: str, topic: str, options: dict[str, Any] | None = None, *, client: Any = None) -> None:
+        self.url = url
+        self.subject = topic + SUBJECT_SUFFIX
+        self.client = client if client is not None else _client(url, options)
+        self._texts = {schema_fingerprint(load_schema_text(v)): load_schema_text(v) for v in SCHEMA_VERSIONS}
+        self._ids: dict[bytes, int] = {}
+        self._fingerprints: dict[int, bytes] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Any, *, client: Any = None) -> "RegistryFraming | None":
+        """The framing ``settings`` ask for; ``None`` without a registry URL."""
+        if not settings.schema_registry_url:
+            return None
+        return cls(settings.schema_registry_url, settings.topic, settings.schema_registry_options, client=client)
+
+    def has_id(self, fingerprint: bytes) -> bool:
+        return fingerprint in self._ids
+
+    def register(self, fingerprint: bytes) -> int:
+        """The registry id of the schema with this fingerprint, registering it if need be.
+
+        Raises :class:`RegistryUnavailableError` when the registry does not answer or refuses
+        (any error: the events wait in the spool), :class:`UnknownSchemaError` for a
+        fingerprint of no schema we ship.
+        """
+        schema_id = self._ids.get(fingerprint)
+        if schema_id is not None:
+            return schema_id
+        text = self._texts.get(fingerprint)
+        if text is None:
+            raise UnknownSchemaError(f"no schema shipped with predstream has fingerprint {fingerprint.hex()}")
+        from confluent_kafka.schema_registry import Schema
+
+        try:
+            schema_id = int(self.client.register_schema(self.subject, Schema(text, "AVRO")))
+        except Exception as exc:  # connection refused, timeout, HTTP 5xx, a refused schema...
+            raise RegistryUnavailableError(
+                f"schema registry {self.url} did not register the event schema under {self.subject}: "
+                f"{type(exc).__name__}: {exc}"[:500]
+            ) from None
+        self._ids[fingerprint] = schema_id
+        self._fingerprints[schema_id] = fingerprint
+        return schema_id
+
+    def current_fingerprint(self) -> bytes:
+        return schema_fingerprint(load_schema_text())
+
+    def to_confluent(self, frame: bytes, *, register: bool = True) -> bytes | None:
+        """The Confluent frame of a single-object ``frame`` (other frames are returned as they
+        are). With ``register=False``, ``None`` when the schema's id is not known yet."""
+        if frame[:2] != SINGLE_OBJECT_MAGIC or len(frame) < 10:
+            return frame
+        fingerprint = bytes(frame[2:10])
+        if register:
+            schema_id = self.register(fingerprint)
+        else:
+            known = self._ids.get(fingerprint)
+            if known is None:
+                return None
+            schema_id = known
+        return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big") + frame[10:]
+
+    def to_single_object(self, frame: bytes) -> bytes:
+        """The single-object frame of a Confluent ``frame`` whose id this framing registered
+        (what the spool keeps); any other frame as it is."""
+        if frame[:1] == CONFLUENT_MAGIC and len(frame) >= 5:
+            fingerprint = self._fingerprints.get(int.from_bytes(frame[1:5], "big"))
+            if fingerprint is not None:
+                return SINGLE_OBJECT_MAGIC + fingerprint + frame[5:]
+        return frame
+
+
+def _client(url: str, options: dict[str, Any] | None) -> Any:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    conf: dict[str, Any] = {**_CLIENT_DEFAULTS, **(options or {}), "url": url}
+    for key in ("timeout", "max.retries", "retries.wait.ms", "retries.max.wait.ms", "cache.capacity"):
+        if isinstance(conf.get(key), str):  # options from the environment arrive as text
+            conf[key] = float(conf[key]) if key == "timeout" else int(conf[key])
+    # new_client serves mock:// URLs from an in-process registry (used by the tests).
+    return SchemaRegistryClient.new_client(conf)

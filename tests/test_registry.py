@@ -1,0 +1,119 @@
+"""The publisher with a schema registry: Confluent framing, and a registry outage that spools
+instead of dropping. Against a real HTTP registry double (tests/_registry_double.py) and the
+in-process ``mock://`` registry."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from _registry_double import RegistryDouble
+from predstream.cli import app
+from producer.publisher import Publisher, drain_spool
+from producer.registry import RegistryFraming
+from producer.settings import ProducerSettings
+from producer.spool import list_segments
+from schemas.codec import ConfluentEncoder, Decoder, SingleObjectEncoder
+from schemas.event import PredictionEvent
+from schemas.spoolfile import read_spool
+from schemas.transport import Headers
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _events(n: int, job: str = "job-reg") -> list[PredictionEvent]:
+    return [
+        PredictionEvent.create(
+            job_id=job, epoch=0.1, step=i, sample_index=i, source_index=i, prompt=f"{i} + {i} =",
+            ground_truth=str(2 * i), prediction=str(2 * i), sample_source="dataset", sample_source_id="sums",
+        )
+        for i in range(n)
+    ]
+
+
+def _messages(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reg-reader", "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, -2) for p in parts])
+        out: list = []
+        deadline = time.monotonic() + timeout
+        while len(out) < expected and time.monotonic() < deadline:
+            out.extend(m for m in consumer.consume(100, 0.3) if not m.error())
+        out.extend(m for m in consumer.consume(100, 0.5) if not m.error())  # more would be a bug
+        return out
+    finally:
+        consumer.close()
+
+
+def test_the_confluent_frame_is_what_confluent_kafkas_serializer_writes():
+    event = _events(1)[0]
+    with RegistryDouble() as registry:
+        theirs = ConfluentEncoder(registry.url, "training.predictions").encode(event)
+        ours = RegistryFraming(registry.url, "training.predictions").to_confluent(SingleObjectEncoder().encode(event))
+        assert ours == theirs and ours[:1] == b"\x00"
+        assert Decoder(registry.url).decode(ours) == event
+        assert registry.subjects == {"training.predictions-value": [1]}
+    framing = RegistryFraming("mock://framing", "t")
+    frame = framing.to_confluent(SingleObjectEncoder().encode(event))
+    assert framing.to_single_object(frame) == SingleObjectEncoder().encode(event)  # and back, for the spool
+
+
+@pytest.mark.integration
+def test_a_mock_registry_publisher_delivers_confluent_frames(kafka_bootstrap, topic, tmp_path):
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    client = SchemaRegistryClient.new_client({"url": "mock://publisher"})
+    settings = ProducerSettings(kafka_bootstrap=kafka_bootstrap, topic=topic, spool_dir=tmp_path / "spool",
+                                schema_registry_url="mock://publisher")
+    events = _events(5)
+    with Publisher(settings, registry_client=client) as publisher:
+        publisher.publish_many(events)
+        assert publisher.flush(20).delivered == 5
+        assert len([k for k in publisher._header_cache if isinstance(k, bytes)]) == 1  # one schema header, cached
+    messages = _messages(kafka_bootstrap, topic, 5)
+    assert len(messages) == 5
+    assert {m.value()[:1] for m in messages} == {b"\x00"}
+    assert {dict(m.headers())[Headers.SCHEMA] for m in messages} == {b"id:1"}
+    decoder = Decoder(client=client)
+    assert sorted((decoder.decode(m.value()) for m in messages), key=lambda e: e.step) == events
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_a_drain_while_the_registry_is_down_keeps_the_spool_and_says_why(kafka_bootstrap, topic, tmp_path, monkeypatch):
+    registry = RegistryDouble().start()
+    registry.stop()  # down from the start: the publisher cannot register the schema
+    settings = ProducerSettings(kafka_bootstrap=kafka_bootstrap, topic=topic, spool_dir=tmp_path / "spool",
+                                schema_registry_url=registry.url, spool_auto_drain=False, flush_timeout_s=10)
+    publisher = Publisher(settings)
+    publisher.publish_many(_events(4))
+    report = publisher.close()
+    assert (report.delivered, report.spooled, report.dropped) == (0, 4, 0)
+    records = [r for p in list_segments(settings.spool_dir) for r in read_spool(p).records]
+    assert len(records) == 4 and {r[:2] for r in records} == {b"\xc3\x01"}  # readable without a registry
+
+    drained = drain_spool(settings, timeout=10)
+    assert (drained.sent, drained.left, drained.segments_done) == (0, 4, 0)
+    assert "did not register" in drained.registry_error
+    for var, value in (("PREDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap), ("PREDSTREAM_TOPIC", topic),
+                       ("PREDSTREAM_SPOOL_DIR", str(settings.spool_dir)),
+                       ("PREDSTREAM_SCHEMA_REGISTRY_URL", registry.url)):
+        monkeypatch.setenv(var, value)
+    result = CliRunner().invoke(app, ["spool", "drain", "--timeout", "10"])
+    assert result.exit_code == 1 and "once the schema registry answers" in result.output, result.output
+    assert len(list_segments(settings.spool_dir)) == 1
+
+    registry.start()  # back, on the same port
+    try:
+        result = CliRunner().invoke(app, ["spool", "drain", "--timeout", "20"])
+        assert result.exit_code == 0, result.output
+    finally:
+        registry.stop()
+    messages = _messages(kafka_bootstrap, topic, 4)
+    assert len(messages) == 4 and {m.value()[:1] for m in messages} == {b"\x00"}
+    assert list_segments(settings.spool_dir) == []
