@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 import time
 from collections import deque
@@ -33,7 +32,7 @@ from typing import Any, Callable, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from schemas.codec import Decoder, Encoder, make_encoder
+from schemas.codec import Decoder, Encoder, make_encoder, parse_frame
 from schemas.event import MAX_EVENT_BYTES, PredictionEvent
 from schemas.transport import Headers, message_key
 
@@ -506,10 +505,7 @@ def _broker_answers(admin: Any, timeout: float = 1.0) -> bool:
 
 def _frame_headers(frame: bytes, decoder: Decoder) -> tuple[bytes | None, list[tuple[str, bytes]]]:
     """Key and headers of a spooled frame, read from the frame itself."""
-    if frame[:2] == b"\xc3\x01":
-        schema = "fp:" + frame[2:10].hex()
-    else:
-        schema = "id:" + str(struct.unpack(">I", frame[1:5])[0]) if len(frame) >= 5 else "unknown"
+    schema = parse_frame(frame).schema_ref
     record = decoder.decode_record(frame)
     return message_key(record["prompt_id"]), [
         (Headers.SCHEMA, schema.encode()),
