@@ -55,7 +55,7 @@ CONFLUENT_MAGIC = b"\x00"
 SUBJECT_SUFFIX = "-value"
 
 #: Every schema version ever published, oldest first. Never remove one.
-SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSIONS = (1, 2, 3)
 CURRENT_VERSION = SCHEMA_VERSIONS[-1]
 
 

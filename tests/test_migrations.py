@@ -19,6 +19,7 @@ _EXPECTED = [
     "0003_prediction_sets",
     "0004_streaming_ingest",
     "0005_comparison_views",
+    "0006_event_attempt",
 ]
 
 
