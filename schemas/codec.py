@@ -10,7 +10,8 @@
   big-endian schema id + the Avro body, written by confluent-kafka's ``AvroSerializer``.
 
 :class:`Decoder` reads both framings and resolves any known writer schema (older
-versions included) against the current reader schema, then validates the result.
+versions included) against the current reader schema, then validates the result and
+verifies its ``prompt_id`` and ``event_id`` against its own fields (:mod:`schemas.identity`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .errors import (
     UnknownSchemaError,
 )
 from .event import MAX_EVENT_BYTES, PredictionEvent
+from .identity import check_identity
 
 __all__ = [
     "SCHEMA_VERSIONS",
@@ -231,7 +233,8 @@ class Decoder:
         self._registry = client or (_registry_client(registry_url, registry_config) if registry_url else None)
 
     def decode(self, data: bytes | None) -> PredictionEvent:
-        return PredictionEvent.from_avro(self.decode_record(data))
+        """Decode, validate, and verify the event's identities (:func:`schemas.identity.check_identity`)."""
+        return check_identity(PredictionEvent.from_avro(self.decode_record(data)))
 
     def decode_record(self, data: bytes | None) -> dict[str, Any]:
         """Decode to the reader-schema dict, without the contract's validation."""
