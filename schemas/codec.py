@@ -85,14 +85,18 @@ def single_object_header(schema_text: str) -> bytes:
     return SINGLE_OBJECT_MAGIC + schema_fingerprint(schema_text)
 
 
+#: Versions predstream 0.1 wrote with the fingerprint byte-reversed (read, never written).
+_REVERSED_BY_0_1 = (1, 2)
+
+
 @lru_cache(maxsize=None)
 def _known_fingerprints() -> dict[bytes, dict[str, Any]]:
-    """Writer schema by the 8 header bytes: the spec's order, and the reversed order that
-    predstream 0.1 wrote (both name the same schema)."""
+    """Writer schema by the 8 header bytes: the spec's order, and for the versions 0.1
+    wrote, the reversed order it used (both name the same schema)."""
     known: dict[bytes, dict[str, Any]] = {}
     for v in SCHEMA_VERSIONS:
         fp = schema_fingerprint(load_schema_text(v))
-        for key in (fp, fp[::-1]):
+        for key in (fp, fp[::-1]) if v in _REVERSED_BY_0_1 else (fp,):
             if known.setdefault(key, load_schema(v)) is not load_schema(v):
                 raise RuntimeError(f"schema v{v}'s fingerprint {key.hex()} collides with another version's")
     return known
@@ -247,7 +251,7 @@ class Decoder:
             writer = self._by_fp.get(frame.fingerprint)
             if writer is None:
                 raise UnknownSchemaError(
-                    f"no known schema has fingerprint {frame.fingerprint.hex()} (in either byte order); "
+                    f"no known schema has fingerprint {frame.fingerprint.hex()}; "
                     "upgrade predstream on the consumer side"
                 )
         else:

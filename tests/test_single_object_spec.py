@@ -30,6 +30,7 @@ from _contract_kit import (
 from producer.publisher import _frame_headers
 from schemas import GenerationSettings
 from schemas.codec import SCHEMA_VERSIONS, Decoder, SingleObjectEncoder, parse_frame, single_object_header
+from schemas.errors import UnknownSchemaError
 from schemas.transport import Headers
 
 DATA = Path(__file__).parent / "data" / "apache_avro"
@@ -141,6 +142,13 @@ def test_frames_as_0_1_wrote_them_still_decode_and_name_the_bytes_they_carry():
     event = Decoder().decode(frame)
     assert (event.event_id, event.prompt_id, event.prediction) == (record["event_id"], record["prompt_id"], "4")
     assert parse_frame(frame).schema_ref == "fp:" + spec_fp[::-1].hex()
+
+
+def test_the_reversed_order_is_read_only_for_the_versions_0_1_wrote():
+    frame = SingleObjectEncoder().encode(make_event(1))
+    reversed_v3 = frame[:2] + frame[2:10][::-1] + frame[10:]
+    with pytest.raises(UnknownSchemaError, match="fingerprint"):
+        Decoder().decode(reversed_v3)
 
 
 def test_a_respooled_frame_is_sent_with_the_schema_header_of_the_bytes_it_carries():
