@@ -100,6 +100,7 @@ def test_a_prompt_verified_before_does_not_vouch_for_other_content_under_its_id(
 
 def test_the_memory_of_verified_prompts_is_bounded(monkeypatch):
     monkeypatch.setattr(identity, "_MAX_ENTRIES", 10)
+    monkeypatch.setattr(identity, "_verified", {})
     for i in range(25):
         check_identity(make_event(i))
         assert len(identity._verified) <= 10
