@@ -28,9 +28,9 @@ from ._common import SIZES, BenchContext, BenchResult, machine_facts
 __all__ = ["BENCHMARKS", "main", "run_benchmarks"]
 
 #: Benchmark modules in run order (``bench.<name>``), each with ``run(ctx) -> BenchResult``.
-BENCHMARKS = ("training_cost", "sink_throughput", "latency", "replay", "generation")
+BENCHMARKS = ("training_cost", "sink_throughput", "latency", "replay", "generation", "identity")
 #: Those that need no broker and no database.
-_NO_STACK = {"generation"}
+_NO_STACK = {"generation", "identity"}
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
 
 

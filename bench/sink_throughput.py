@@ -172,11 +172,13 @@ def _raw_copy(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], ty
 def _executemany_upsert(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], batch: int = 2000) -> float:
     import psycopg
 
+    from consumer.sink import NEWER_WHERE
+
     sql = (
         f"INSERT INTO training_predictions AS t ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
         "ON CONFLICT (event_id) DO UPDATE SET "
         + ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != "event_id")
-        + " WHERE t.produced_at IS NULL OR t.produced_at < EXCLUDED.produced_at"
+        + f" WHERE {NEWER_WHERE}"
     )
     url = ctx.new_database("upsert")
     try:

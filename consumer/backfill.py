@@ -12,7 +12,9 @@
   identity columns possibly missing. For such a row: ``prompt_id`` is computed from
   ``messages``/``prompt`` when absent; ``sample_source`` defaults to ``"dataset"`` (with
   ``sample_source_id`` NULL); ``event_id`` is :func:`schemas.event.event_id` of the row's
-  identity, so loading the same file twice adds nothing; ``produced_at`` is the row's
+  identity, so loading the same file twice adds nothing; a ``prompt_id`` or ``event_id`` the
+  row does carry must be the one its fields give (reason ``identity-mismatch`` otherwise,
+  as for spool records: :mod:`schemas.identity`); ``produced_at`` is the row's
   ``produced_at`` or else ``created_at`` (a time without a zone is UTC), so a later real
   event for the same prediction point wins. The same rows may still be in the database
   without an ``event_id`` (the export was taken from it): before each batch is stored, the
@@ -38,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Se
 from schemas.codec import Decoder
 from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
 from schemas.event import PredictionEvent
+from schemas.identity import check_identity
 from schemas.spoolfile import SPOOL_HEADER, read_spool
 
 from .errors import BackfillError, DatabaseUnavailableError
@@ -170,7 +173,7 @@ def legacy_row_to_event(row: Mapping[str, Any]) -> PredictionEvent:
     if row.get("event_id"):
         fields["event_id"] = row["event_id"]
     try:
-        return PredictionEvent.create(**fields)
+        return check_identity(PredictionEvent.create(**fields))
     except (TypeError, KeyError) as exc:  # e.g. a wrongly typed identity field while hashing
         raise InvalidEventError(f"row does not fit the contract: {exc}", reason="invalid:row") from None
 

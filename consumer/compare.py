@@ -78,7 +78,7 @@ def compare_runs(conn: Any, jobs: Sequence[str], *, prompt_id: str | None = None
         """SELECT prompt_id, source_index, prompt, messages, ground_truth, job_id, step, prediction, is_correct
            FROM prediction_history
            WHERE job_id = ANY(%s) AND prompt_id = ANY(%s) AND sequence_index = 0
-           ORDER BY prompt_id, job_id, step, produced_at""",
+           ORDER BY prompt_id, job_id, step, attempt, produced_at""",  # the newest comes last and is kept
         (jobs, chosen),
     ):
         pid, src, prompt, messages, gt, job, step, pred, ok = row

@@ -2,13 +2,14 @@
 
 One :meth:`PostgresSink.write` is one transaction:
 
-1. duplicates inside the batch collapse to the newest ``produced_at`` (``ON CONFLICT`` cannot
-   touch a row twice in one statement);
+1. duplicates inside the batch collapse to the newest one, by ``(attempt, produced_at)``
+   (``ON CONFLICT`` cannot touch a row twice in one statement);
 2. the rows are COPYed into a per-connection temporary staging table
    (``ON COMMIT DELETE ROWS``, created once per connection with the target's column types);
 3. one ``INSERT ... SELECT ... ON CONFLICT (event_id) DO UPDATE ... WHERE the stored row is
-   older`` moves them into the table. Newer data wins; an older event never overwrites a
-   newer one; an identical resend changes nothing. ``RETURNING (xmax = 0)`` tells inserted
+   older`` moves them into the table. Newer data wins: a higher ``attempt`` (the job's
+   counter; NULL counts as 0), then a later ``produced_at``. An older event never overwrites
+   a newer one; an identical resend changes nothing. ``RETURNING (xmax = 0)`` tells inserted
    rows from updated ones; the rest were unchanged ("duplicates skipped").
 
 Fast path: a live stream's batches are almost always all new events. So the sink first
@@ -47,12 +48,12 @@ from typing import Any, Iterable, Sequence
 
 from psycopg.types.json import Jsonb
 
-from schemas.event import PredictionEvent
+from schemas.event import PredictionEvent, recency
 
 from .errors import DatabaseUnavailableError
 from .settings import redact_url
 
-__all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS", "row_values"]
+__all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS", "NEWER_WHERE", "row_values"]
 
 _log = logging.getLogger("predstream.sink")
 
@@ -82,6 +83,7 @@ UPSERT_COLUMNS: tuple[str, ...] = (
     "completion_tokens",
     "generation_ms",
     "produced_at",
+    "attempt",
     "kafka_topic",
     "kafka_partition",
     "kafka_offset",
@@ -101,6 +103,12 @@ _BINARY = " (FORMAT BINARY)"
 _BINARY_SAFE = {"text", "integer", "bigint", "double precision", "jsonb", "timestamp with time zone"}
 _INT4 = (-(2**31), 2**31 - 1)
 _FAST_PATH_PAUSE = 20
+#: When an event replaces the stored row ``t`` with the same event_id (``EXCLUDED``): it is
+#: newer by (attempt, produced_at), as :func:`schemas.event.recency` orders events.
+NEWER_WHERE = (
+    "t.produced_at IS NULL OR (COALESCE(t.attempt, 0), t.produced_at) "
+    "< (COALESCE(EXCLUDED.attempt, 0), EXCLUDED.produced_at)"
+)
 # created_at keeps its meaning for the old readers (when the prediction was made), so a
 # replayed or backfilled row gets its real time, not the time of the replay.
 _UPSERT = (
@@ -109,7 +117,7 @@ _UPSERT = (
     "ON CONFLICT (event_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in UPSERT_COLUMNS if c != "event_id")
     + ", created_at = EXCLUDED.created_at, ingested_at = EXCLUDED.ingested_at "
-    "WHERE t.produced_at IS NULL OR t.produced_at < EXCLUDED.produced_at "
+    f"WHERE {NEWER_WHERE} "
     "RETURNING (xmax = 0) AS inserted"
 )
 
@@ -380,14 +388,15 @@ class PostgresSink:
 
 
 def _newest_per_event(batch: Iterable[IngestRecord]) -> tuple[list[IngestRecord], int]:
-    """Keep one record per event_id: the newest ``produced_at`` (the later one on a tie)."""
+    """Keep one record per event_id: the newest by :func:`~schemas.event.recency` (the later
+    one in the batch on a tie)."""
     best: dict[str, IngestRecord] = {}
     total = 0
     for rec in batch:
         total += 1
         key = rec.event.event_id
         seen = best.get(key)
-        if seen is None or rec.event.produced_at >= seen.event.produced_at:
+        if seen is None or recency(rec.event) >= recency(seen.event):
             best[key] = rec
     return list(best.values()), total - len(best)
 
@@ -419,6 +428,7 @@ def row_values(rec: IngestRecord) -> tuple[Any, ...]:
         ev.completion_tokens,
         ev.generation_ms,
         ev.produced_at,
+        ev.attempt,
         rec.topic,
         rec.partition,
         rec.offset,

@@ -28,12 +28,15 @@ What happens when:
   publisher again for it (one passed in is used as it is), then flushes and closes it the
   same way, so nothing is left running and the process exits promptly.
 
-Job id (``job_id=None``): rank 0 makes one and broadcasts it to the other ranks, so all
-ranks of a run share it. It is ``<run_name or output_dir's name>-<UTC time>-<6 hex>``,
-written to ``<output_dir>/predstream-job.json``. A run resumed from a checkpoint
-(``state.global_step > 0`` at train begin) reuses the job id in that file, so a step it
-regenerates lands on the same rows; a fresh run in the same folder gets a new id. Pass
-``job_id=`` to choose it yourself (then every rank must pass the same one).
+Job id and attempt: rank 0 settles them and broadcasts them to the other ranks, so all
+ranks of a run share them. A new job id is ``<run_name or output_dir's name>-<UTC
+time>-<6 hex>``, written to ``<output_dir>/predstream-job.json`` (:mod:`producer.jobfile`).
+A run resumed from a checkpoint (``state.global_step > 0`` at train begin) reuses the job id
+in that file, so a step it regenerates lands on the same rows; a fresh run in the same
+folder gets a new id. Pass ``job_id=`` to choose it yourself (then every rank must pass the
+same one). The file also keeps the job's attempt counter: 0 for a new job, + 1 at every
+train begin that continues it; every event carries it, and the higher attempt wins over
+the first attempt's rows whatever the hosts' clocks say.
 
 Distributed: every rank takes part; rank ``r`` of ``W`` generates ``samples[r::W]`` and
 publishes its own events (see :class:`producer.recorder.PredictionRecorder`).
@@ -44,7 +47,6 @@ used), or ``tokenizer=`` given here.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from datetime import datetime, timezone
@@ -62,6 +64,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_imports
 from schemas import MAX_JOB_ID_CHARS, GenerationSettings, load_settings
 
 from .generator import Generator
+from .jobfile import JOB_FILE, settle_job
 from .recorder import PredictionRecorder, distributed_rank
 from .sampler import RowFormat, sample_dataset
 from .set_copies import load_set_for_training
@@ -70,9 +73,6 @@ from .settings import ProducerSettings
 __all__ = ["TrainingPredictionsCallback", "JOB_FILE"]
 
 _log = logging.getLogger("predstream.callback")
-
-#: File in ``args.output_dir`` that keeps the job id for a resumed run.
-JOB_FILE = "predstream-job.json"
 
 
 class TrainingPredictionsCallback(TrainerCallback):
@@ -149,6 +149,8 @@ class TrainingPredictionsCallback(TrainerCallback):
         self._owns_publisher = False
         self._train_ended = False
         self.job_id: str | None = job_id
+        #: the job's attempt counter, settled at train begin (see producer.jobfile)
+        self.attempt = 0
         self.recorder: PredictionRecorder | None = None
         self.samples: list = []
         self._last_step: int | None = None
@@ -157,7 +159,7 @@ class TrainingPredictionsCallback(TrainerCallback):
     # -- Trainer events -----------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.job_id = self._given_job_id or self._settle_job_id(args, state)
+        self.job_id, self.attempt = self._settle_job(args, state)
         if self.prediction_set is not None:
             settings = self._producer_settings()
             self.samples = load_set_for_training(
@@ -170,13 +172,14 @@ class TrainingPredictionsCallback(TrainerCallback):
                 self.dataset, self.n_samples, seed=self.seed, dataset_id=self.dataset_id, fmt=self.row_format
             )
         self._open_publisher()
-        self.recorder = PredictionRecorder(self._publisher, self.generator, self.samples, self.job_id)
+        self.recorder = PredictionRecorder(self._publisher, self.generator, self.samples, self.job_id,
+                                           attempt=self.attempt)
         self._last_step = None
         self._train_ended = False
         rank, world = distributed_rank()
         _log.info(
-            "predictions for job %s: %d samples from %s, rank %d of %d",
-            self.job_id, len(self.samples), self.samples[0].sample_source_id, rank, world,
+            "predictions for job %s (attempt %d): %d samples from %s, rank %d of %d",
+            self.job_id, self.attempt, len(self.samples), self.samples[0].sample_source_id, rank, world,
         )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -272,37 +275,26 @@ class TrainingPredictionsCallback(TrainerCallback):
             tok = tok.tokenizer  # a multimodal processor
         return tok
 
-    def _settle_job_id(self, args: Any, state: Any) -> str:
+    def _settle_job(self, args: Any, state: Any) -> tuple[str, int]:
         rank, world = distributed_rank()
-        job_id = _job_id_for(args, state) if rank == 0 else None
+        settled = _job_for(args, state, self._given_job_id) if rank == 0 else None
         if world > 1:
             import torch.distributed as dist
 
-            box = [job_id]
+            box = [settled]
             dist.broadcast_object_list(box, src=0)
-            job_id = box[0]
-        assert job_id
-        return job_id
+            settled = box[0]
+        assert settled is not None
+        return settled
 
 
-def _job_id_for(args: Any, state: Any) -> str:
-    """Rank 0's job id: reused from the job file when resuming, else a new one (written)."""
+def _job_for(args: Any, state: Any, given: str | None) -> tuple[str, int]:
+    """Rank 0's (job id, attempt): continued from the job file or new (see producer.jobfile)."""
     out = Path(getattr(args, "output_dir", None) or "trainer_output")
-    path = out / JOB_FILE
-    if state.global_step > 0:
-        try:
-            job_id = json.loads(path.read_text())["job_id"]
-            if isinstance(job_id, str) and job_id:
-                _log.info("resumed run: reusing job id %s from %s", job_id, path)
-                return job_id
-        except (OSError, ValueError, KeyError, TypeError):
-            _log.warning("resumed run but %s holds no job id; starting a new job id", path)
-    base = getattr(args, "run_name", None) or out.resolve().name or "run"
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    job_id = f"{base[: MAX_JOB_ID_CHARS - 30]}-{stamp}-{secrets.token_hex(3)}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"job_id": job_id}) + "\n")
-    except OSError as exc:
-        _log.warning("cannot write %s (%s): a resumed run will get a new job id", path, exc)
-    return job_id
+
+    def new_job_id() -> str:
+        base = getattr(args, "run_name", None) or out.resolve().name or "run"
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return f"{base[: MAX_JOB_ID_CHARS - 30]}-{stamp}-{secrets.token_hex(3)}"
+
+    return settle_job(out, resumed=state.global_step > 0, job_id=given, new_job_id=new_job_id)

@@ -12,6 +12,12 @@
                 recorder.record(model, tokenizer, step=step, epoch=epoch)
         publisher.flush(30)
 
+``attempt`` is the job's attempt counter, put on every event: of two events with the same
+``event_id`` the higher attempt wins, then the later ``produced_at``. A custom loop that
+resumes a job from a checkpoint passes a higher ``attempt`` than the run it continues (the
+``TrainingPredictionsCallback`` keeps it in the job file, see :mod:`producer.jobfile`), so
+the regenerated steps replace the first attempt's rows whatever the hosts' clocks say.
+
 Distributed runs: every rank must call :meth:`~PredictionRecorder.record` (a sharded model
 needs all ranks in every forward pass). Rank ``r`` of ``W`` generates ``samples[r::W]`` and
 publishes its own events; the events are the same as a one-process run's (same
@@ -65,7 +71,10 @@ class PredictionRecorder:
         model_name: str | None = None,
         rank: int | None = None,
         world_size: int | None = None,
+        attempt: int = 0,
     ) -> None:
+        if isinstance(attempt, bool) or not isinstance(attempt, int) or not 0 <= attempt <= 2**31 - 1:
+            raise ValueError(f"attempt must be a whole number from 0 to 2**31-1, not {attempt!r}")
         if not job_id or len(job_id) > MAX_JOB_ID_CHARS or "\x00" in job_id:
             raise ValueError(f"job_id must be 1-{MAX_JOB_ID_CHARS} characters without NUL, not {job_id!r}")
         if not samples:
@@ -75,6 +84,7 @@ class PredictionRecorder:
         self.samples = list(samples)
         self.job_id = job_id
         self.model_name = model_name
+        self.attempt = attempt
         self._rank = rank
         self._world_size = world_size
 
@@ -145,6 +155,7 @@ class PredictionRecorder:
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
             generation_ms=result.generation_ms,
+            attempt=self.attempt,
         )
 
 

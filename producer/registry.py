@@ -24,9 +24,10 @@ from schemas.codec import (
     SINGLE_OBJECT_MAGIC,
     SUBJECT_SUFFIX,
     load_schema_text,
+    parse_frame,
     schema_fingerprint,
 )
-from schemas.errors import RegistryUnavailableError, UnknownSchemaError
+from schemas.errors import FramingError, RegistryUnavailableError, UnknownSchemaError
 
 __all__ = ["RegistryFraming", "schema_header"]
 
@@ -39,11 +40,10 @@ _CLIENT_DEFAULTS = {"timeout": 5, "max.retries": 0}
 
 def schema_header(frame: bytes) -> str:
     """The schema header value of a frame: ``fp:<hex>`` (single-object) or ``id:<n>`` (Confluent)."""
-    if frame[:2] == SINGLE_OBJECT_MAGIC and len(frame) >= 10:
-        return "fp:" + frame[2:10].hex()
-    if frame[:1] == CONFLUENT_MAGIC and len(frame) >= 5:
-        return "id:" + str(int.from_bytes(frame[1:5], "big"))
-    return "unknown"
+    try:
+        return parse_frame(frame).schema_ref
+    except FramingError:
+        return "unknown"
 
 
 class RegistryFraming:

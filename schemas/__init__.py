@@ -2,6 +2,7 @@
 
 ``avro/*.avsc`` are the event schemas (every version ever published), :mod:`.event` the
 validated model, :mod:`.codec` the framings, :mod:`.prompt_id` the prompt identity,
+:mod:`.identity` the check that an event's identities match its fields,
 :mod:`.transport` topics, key and headers, :mod:`.spoolfile` the spool file format,
 :mod:`.settings` the settings both sides share.
 """
@@ -12,10 +13,13 @@ from .codec import (
     ConfluentEncoder,
     Decoder,
     Encoder,
+    Frame,
     SingleObjectEncoder,
     load_schema,
     make_encoder,
+    parse_frame,
     schema_fingerprint,
+    single_object_header,
 )
 from .errors import (
     ConfigError,
@@ -37,6 +41,7 @@ from .event import (
     PredictionEvent,
     event_id,
 )
+from .identity import IDENTITY_MISMATCH, check_identity
 from .prompt_id import canonical_messages, prompt_id
 from .settings import StreamSettings, load_settings, local_stack, predstream_home
 from .spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
@@ -48,10 +53,13 @@ __all__ = [
     "ConfluentEncoder",
     "Decoder",
     "Encoder",
+    "Frame",
     "SingleObjectEncoder",
     "load_schema",
     "make_encoder",
+    "parse_frame",
     "schema_fingerprint",
+    "single_object_header",
     "ConfigError",
     "DecodeError",
     "FramingError",
@@ -68,6 +76,8 @@ __all__ = [
     "GenerationSettings",
     "PredictionEvent",
     "event_id",
+    "IDENTITY_MISMATCH",
+    "check_identity",
     "canonical_messages",
     "prompt_id",
     "StreamSettings",

@@ -1,13 +1,17 @@
 """Avro encoding of prediction events, in two framings, and a decoder that reads both.
 
 * **Single-object encoding** (default, no registry needed): ``C3 01`` + the writer
-  schema's 8-byte little-endian CRC-64-AVRO fingerprint + the Avro body. Writer schemas
-  are resolved from the ``.avsc`` files shipped in ``schemas/avro/``.
+  schema's 8-byte little-endian CRC-64-AVRO fingerprint + the Avro body, as the Avro
+  specification defines it (for the schema ``"int"`` the header is
+  ``c3 01 8f 5c 39 3f 1a d5 75 72``). Writer schemas are resolved from the ``.avsc`` files
+  shipped in ``schemas/avro/``. predstream 0.1 wrote the fingerprint byte-reversed; that
+  form is still read (topics and spool files hold it), never written.
 * **Confluent wire format** (when a schema registry URL is configured): ``00`` + 4-byte
   big-endian schema id + the Avro body, written by confluent-kafka's ``AvroSerializer``.
 
 :class:`Decoder` reads both framings and resolves any known writer schema (older
-versions included) against the current reader schema, then validates the result.
+versions included) against the current reader schema, then validates the result and
+verifies its ``prompt_id`` and ``event_id`` against its own fields (:mod:`schemas.identity`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import json
 import struct
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
@@ -31,6 +35,7 @@ from .errors import (
     UnknownSchemaError,
 )
 from .event import MAX_EVENT_BYTES, PredictionEvent
+from .identity import check_identity
 
 __all__ = [
     "SCHEMA_VERSIONS",
@@ -39,8 +44,11 @@ __all__ = [
     "SingleObjectEncoder",
     "ConfluentEncoder",
     "Decoder",
+    "Frame",
+    "parse_frame",
     "load_schema",
     "schema_fingerprint",
+    "single_object_header",
     "make_encoder",
 ]
 
@@ -49,7 +57,7 @@ CONFLUENT_MAGIC = b"\x00"
 SUBJECT_SUFFIX = "-value"
 
 #: Every schema version ever published, oldest first. Never remove one.
-SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSIONS = (1, 2, 3)
 CURRENT_VERSION = SCHEMA_VERSIONS[-1]
 
 
@@ -66,14 +74,74 @@ def load_schema(version: int = CURRENT_VERSION) -> dict[str, Any]:
 
 
 def schema_fingerprint(schema_text: str) -> bytes:
-    """CRC-64-AVRO fingerprint of a schema's parsing canonical form, 8 bytes little-endian."""
+    """CRC-64-AVRO fingerprint of a schema's parsing canonical form, 8 bytes little-endian
+    (the byte order of the spec's single-object header; fastavro's hex is already in it)."""
     canonical = to_parsing_canonical_form(json.loads(schema_text))
-    return int(fingerprint(canonical, "CRC-64-AVRO"), 16).to_bytes(8, "little")
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+
+
+def single_object_header(schema_text: str) -> bytes:
+    """The 10-byte single-object header of a schema: ``C3 01`` + its fingerprint."""
+    return SINGLE_OBJECT_MAGIC + schema_fingerprint(schema_text)
+
+
+#: Versions predstream 0.1 wrote with the fingerprint byte-reversed (read, never written).
+_REVERSED_BY_0_1 = (1, 2)
 
 
 @lru_cache(maxsize=None)
 def _known_fingerprints() -> dict[bytes, dict[str, Any]]:
-    return {schema_fingerprint(load_schema_text(v)): load_schema(v) for v in SCHEMA_VERSIONS}
+    """Writer schema by the 8 header bytes: the spec's order, and for the versions 0.1
+    wrote, the reversed order it used (both name the same schema)."""
+    known: dict[bytes, dict[str, Any]] = {}
+    for v in SCHEMA_VERSIONS:
+        fp = schema_fingerprint(load_schema_text(v))
+        for key in (fp, fp[::-1]) if v in _REVERSED_BY_0_1 else (fp,):
+            if known.setdefault(key, load_schema(v)) is not load_schema(v):
+                raise RuntimeError(f"schema v{v}'s fingerprint {key.hex()} collides with another version's")
+    return known
+
+
+class Frame(NamedTuple):
+    """What a message value's first bytes say: its framing and its writer schema's reference."""
+
+    framing: Literal["single-object", "confluent"]
+    #: where the Avro body starts (10 for single-object, 5 for Confluent)
+    body_start: int
+    #: single-object: the 8 fingerprint bytes as written (either byte order); else None
+    fingerprint: bytes | None = None
+    #: Confluent: the registry's schema id; else None
+    schema_id: int | None = None
+
+    @property
+    def schema_ref(self) -> str:
+        """The ``predstream-schema`` header value: ``fp:<the 8 bytes as written, hex>`` or
+        ``id:<n>``."""
+        if self.fingerprint is not None:
+            return "fp:" + self.fingerprint.hex()
+        return f"id:{self.schema_id}"
+
+
+def parse_frame(data: bytes) -> Frame:
+    """Tell the framing and writer-schema reference of a message value (nothing is decoded).
+
+    Raises :class:`FramingError` for an empty value, an unknown first byte or a header cut
+    short.
+    """
+    if not data:
+        raise FramingError("empty message value (a tombstone or a null value is not an event)")
+    if data[:2] == SINGLE_OBJECT_MAGIC:
+        if len(data) < 10:
+            raise FramingError("single-object frame shorter than its 10-byte header")
+        return Frame("single-object", 10, bytes(data[2:10]))
+    if data[:1] == CONFLUENT_MAGIC:
+        if len(data) < 5:
+            raise FramingError("Confluent frame shorter than its 5-byte header")
+        return Frame("confluent", 5, schema_id=struct.unpack(">I", data[1:5])[0])
+    raise FramingError(
+        f"unknown framing (first byte 0x{data[0]:02x}): expected Avro single-object "
+        "(C3 01) or Confluent wire format (00)"
+    )
 
 
 class Encoder:
@@ -91,9 +159,8 @@ class SingleObjectEncoder(Encoder):
 
     def __init__(self, version: int = CURRENT_VERSION) -> None:
         self._schema = load_schema(version)
-        fp = schema_fingerprint(load_schema_text(version))
-        self._prefix = SINGLE_OBJECT_MAGIC + fp
-        self.schema_ref = "fp:" + fp.hex()
+        self._prefix = single_object_header(load_schema_text(version))
+        self.schema_ref = Frame("single-object", 10, self._prefix[2:]).schema_ref
 
     def encode(self, event: PredictionEvent) -> bytes:
         return self.encode_record(event.to_avro())
@@ -170,37 +237,26 @@ class Decoder:
         self._registry = client or (_registry_client(registry_url, registry_config) if registry_url else None)
 
     def decode(self, data: bytes | None) -> PredictionEvent:
-        return PredictionEvent.from_avro(self.decode_record(data))
+        """Decode, validate, and verify the event's identities (:func:`schemas.identity.check_identity`)."""
+        return check_identity(PredictionEvent.from_avro(self.decode_record(data)))
 
     def decode_record(self, data: bytes | None) -> dict[str, Any]:
         """Decode to the reader-schema dict, without the contract's validation."""
-        if not data:
-            raise FramingError("empty message value (a tombstone or a null value is not an event)")
-        if len(data) > MAX_EVENT_BYTES:
+        if data and len(data) > MAX_EVENT_BYTES:
             raise InvalidEventError(
                 f"message is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}", reason="too-large:message"
             )
-        if data[:2] == SINGLE_OBJECT_MAGIC:
-            if len(data) < 10:
-                raise FramingError("single-object frame shorter than its 10-byte header")
-            writer = self._by_fp.get(bytes(data[2:10]))
+        frame = parse_frame(data)  # type: ignore[arg-type]
+        if frame.fingerprint is not None:
+            writer = self._by_fp.get(frame.fingerprint)
             if writer is None:
                 raise UnknownSchemaError(
-                    f"no known schema has fingerprint {bytes(data[2:10]).hex()}; "
+                    f"no known schema has fingerprint {frame.fingerprint.hex()}; "
                     "upgrade predstream on the consumer side"
                 )
-            start = 10
-        elif data[:1] == CONFLUENT_MAGIC:
-            if len(data) < 5:
-                raise FramingError("Confluent frame shorter than its 5-byte header")
-            writer = self._writer_by_id(struct.unpack(">I", data[1:5])[0])
-            start = 5
         else:
-            raise FramingError(
-                f"unknown framing (first byte 0x{data[0]:02x}): expected Avro single-object "
-                "(C3 01) or Confluent wire format (00)"
-            )
-        return self._read(writer, data, start)
+            writer = self._writer_by_id(frame.schema_id)  # type: ignore[arg-type]
+        return self._read(writer, data, frame.body_start)  # type: ignore[arg-type]
 
     def _read(self, writer: dict[str, Any], data: bytes, start: int) -> dict[str, Any]:
         if writer is self._reader and self._fast_read is not None:

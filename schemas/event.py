@@ -1,4 +1,4 @@
-"""The prediction event: a pydantic model that mirrors ``avro/prediction_event.v2.avsc``.
+"""The prediction event: a pydantic model that mirrors ``avro/prediction_event.v3.avsc``.
 
 The model validates what Avro cannot: sizes, NUL characters (Postgres ``text`` rejects
 them), finite non-negative numbers, hex identities, and that a prompt is present.
@@ -24,6 +24,7 @@ __all__ = [
     "PredictionEvent",
     "SampleSource",
     "event_id",
+    "recency",
     "MAX_TEXT_CHARS",
     "MAX_JOB_ID_CHARS",
     "MAX_MESSAGES",
@@ -62,7 +63,8 @@ def event_id(
     It is the sha256 of the fields below joined by U+001F, ``None`` written as "":
     ``job_id, step, sample_source, sample_source_id, source_index, sample_index,
     prompt_id, sequence_index``. The same prediction point of the same run always has the
-    same id, however often it is retried, spooled, replayed or regenerated after a resume.
+    same id, however often it is retried, spooled, replayed or regenerated after a resume
+    (``attempt`` is not part of it: a resumed run's regenerated step replaces the row).
     """
     parts = (
         job_id,
@@ -75,6 +77,13 @@ def event_id(
         str(sequence_index),
     )
     return hashlib.sha256(_SEP.join(parts).encode("utf-8")).hexdigest()
+
+
+def recency(event: "PredictionEvent") -> tuple[int, datetime]:
+    """What makes one of two events with the same ``event_id`` the newer: the job's
+    ``attempt`` counter first, then ``produced_at`` (a host's clock decides only within one
+    attempt). Compare with ``<``/``>``; the sink's upsert applies the same order."""
+    return event.attempt, event.produced_at
 
 
 _LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
@@ -136,6 +145,9 @@ class PredictionEvent(_Frozen):
     completion_tokens: int | None = Field(default=None, ge=0, le=2**31 - 1)
     generation_ms: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     produced_at: AwareDatetime
+    #: the job's attempt counter (bumped at every train begin of a resumed run); of two events
+    #: with the same event_id the higher attempt wins, then the later produced_at
+    attempt: int = Field(default=0, ge=0, le=2**31 - 1)
 
     # Sizes, ranges and patterns above are checked by pydantic-core itself; the one Python
     # validator below does what it cannot, in one pass (the consumer's hot path).
@@ -227,6 +239,7 @@ class PredictionEvent(_Frozen):
             "completion_tokens": self.completion_tokens,
             "generation_ms": self.generation_ms,
             "produced_at": self.produced_at,
+            "attempt": self.attempt,
         }
 
     def messages_as_dicts(self) -> list[dict[str, str]] | None:

@@ -47,7 +47,7 @@ def main() -> None:
         report = publisher.close()
         dist.barrier()
         dist.destroy_process_group()
-        job_id = "dist-job"
+        job_id, attempt = "dist-job", recorder.attempt
     else:
         from transformers import Trainer, TrainingArguments
 
@@ -68,11 +68,12 @@ def main() -> None:
         )
         trainer.train()
         rank = dist.get_rank()
-        report, events, job_id = callback.last_report, [], callback.job_id
+        report, events, job_id, attempt = callback.last_report, [], callback.job_id, callback.attempt
     out = {
         "rank": rank,
         "world_size": int(os.environ["WORLD_SIZE"]),
         "job_id": job_id,
+        "attempt": attempt,
         "event_ids": [e.event_id for e in events],
         "delivered": report.delivered,
         "spooled": report.spooled,

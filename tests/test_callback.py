@@ -141,12 +141,38 @@ def test_job_id_survives_a_resume_but_not_a_fresh_run_in_the_same_folder(tmp_pat
         cb = TrainingPredictionsCallback(dataset=addition_rows(10), n_samples=2, publisher=_FakePublisher())
         args = SimpleNamespace(output_dir=str(tmp_path / "out"), run_name=None)
         cb.on_train_begin(args, SimpleNamespace(global_step=global_step), None)
-        return cb.job_id
+        return cb.job_id, cb.attempt
 
-    first = begin(0)
-    assert first.startswith("out-")
-    assert begin(120) == first  # resumed from a checkpoint: same rows get overwritten
-    assert begin(0) != first  # a new run
+    first, attempt = begin(0)
+    assert first.startswith("out-") and attempt == 0
+    assert begin(120) == (first, 1)  # resumed from a checkpoint: same rows, newer attempt
+    assert begin(130) == (first, 2)
+    assert begin(0)[0] != first and begin(0)[1] == 0  # a new run
+
+
+def test_every_event_carries_the_attempt_of_the_run(tmp_path):
+    (tmp_path / JOB_FILE).write_text(json.dumps({"job_id": "job-7"}))  # as 0.1 wrote it
+    fake = _FakePublisher()
+    cb = TrainingPredictionsCallback(dataset=addition_rows(10), n_samples=2, publisher=fake, max_new_tokens=2)
+    args = SimpleNamespace(output_dir=str(tmp_path), run_name=None)
+    cb.on_train_begin(args, SimpleNamespace(global_step=40), None)
+    tok = build_tokenizer()
+    cb.on_evaluate(args, SimpleNamespace(global_step=50, epoch=1.0), None, model=build_model(tok), processing_class=tok)
+    assert [(e.job_id, e.attempt) for e in fake.events] == [("job-7", 1)] * 2
+    assert json.loads((tmp_path / JOB_FILE).read_text()) == {"job_id": "job-7", "attempt": 1}
+
+
+def test_a_custom_loop_sets_the_attempt_on_the_recorder():
+    from producer import Generator, PredictionRecorder, sample_dataset
+
+    samples = sample_dataset(addition_rows(10), 2, seed=1)
+    with pytest.raises(ValueError, match="attempt"):
+        PredictionRecorder(_FakePublisher(), Generator(max_new_tokens=2), samples, "j", attempt=-1)
+    fake = _FakePublisher()
+    recorder = PredictionRecorder(fake, Generator(max_new_tokens=2), samples, "j", attempt=3)
+    tok = build_tokenizer()
+    recorder.record(build_model(tok), tok, step=5)
+    assert {e.attempt for e in fake.events} == {3}
 
 
 def test_each_step_is_recorded_once_and_failures_do_not_stop_training(tmp_path, caplog):

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas import (
+    SCHEMA_VERSIONS,
     ConfluentEncoder,
     Decoder,
     FramingError,
@@ -180,7 +181,7 @@ def _v1_record() -> dict:
     return {k: r[k] for k in (f["name"] for f in json.loads(load_schema_text(1))["fields"])}
 
 
-def test_event_written_by_a_v1_producer_decodes_with_the_v2_reader():
+def test_event_written_by_a_v1_producer_decodes_with_the_current_reader():
     frame = SingleObjectEncoder(version=1).encode_record(_v1_record())
     event = Decoder().decode(frame)
     assert event.sequence_index == 0 and event.generation is None and event.messages is None
@@ -197,16 +198,40 @@ def test_v2_event_is_readable_by_a_v1_reader():
     assert old["event_id"] == event.event_id and old["prediction"] == event.prediction
 
 
+def test_event_written_by_a_v2_producer_decodes_with_the_v3_reader_as_attempt_0():
+    event = _event(messages=[{"role": "user", "content": "hi"}], prompt=None)
+    frame = SingleObjectEncoder(version=2).encode(event.model_copy(update={"attempt": 5}))
+    got = Decoder().decode(frame)
+    assert got.attempt == 0 and got == event
+
+
+def test_v3_event_is_readable_by_a_v2_reader_which_ignores_the_attempt():
+    event = _event(attempt=3)
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, load_schema(3), event.to_avro())
+    buf.seek(0)
+    old = fastavro.schemaless_reader(buf, load_schema(3), load_schema(2))
+    assert "attempt" not in old and old == {k: v for k, v in event.to_avro().items() if k != "attempt"}
+
+
+def test_attempt_is_not_part_of_the_event_identity_and_is_never_negative():
+    assert _event(attempt=4).event_id == _event().event_id
+    assert Decoder().decode(SingleObjectEncoder().encode(_event(attempt=4))).attempt == 4
+    with pytest.raises(InvalidEventError) as info:
+        _event(attempt=-1)
+    assert info.value.reason == "out-of-range:attempt"
+
+
 def test_every_field_of_every_schema_is_documented():
-    for version in (1, 2):
+    for version in SCHEMA_VERSIONS:
         doc = json.loads(load_schema_text(version))
         assert doc.get("doc")
         for f in doc["fields"]:
             assert f.get("doc"), f"v{version} field {f['name']} has no doc"
 
 
-def test_v2_added_fields_all_have_defaults():
-    v1 = {f["name"] for f in json.loads(load_schema_text(1))["fields"]}
-    for f in json.loads(load_schema_text(2))["fields"]:
-        if f["name"] not in v1:
-            assert "default" in f, f["name"]
+@pytest.mark.parametrize("version", SCHEMA_VERSIONS[1:])
+def test_fields_added_by_each_version_all_have_defaults(version):
+    before = {f["name"] for f in json.loads(load_schema_text(version - 1))["fields"]}
+    added = [f for f in json.loads(load_schema_text(version))["fields"] if f["name"] not in before]
+    assert added and all("default" in f for f in added), [f["name"] for f in added]

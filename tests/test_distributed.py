@@ -123,6 +123,7 @@ def test_two_ranks_under_the_trainer_share_one_job_id_and_record_each_prompt_onc
     results = _run_ranks("trainer", kafka_bootstrap, topic, tmp_path)
     job_ids = {r["job_id"] for r in results}
     assert len(job_ids) == 1, f"ranks disagree on the job id: {job_ids}"
+    assert {r["attempt"] for r in results} == {0}, "ranks disagree on the attempt"
     job_id = job_ids.pop()
     steps = (5, 10)  # eval_steps=5, max_steps=10
     expected = _one_process_event_ids(job_id, steps)

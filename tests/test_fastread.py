@@ -42,6 +42,7 @@ _records = st.fixed_dictionaries({
     "generation": st.none() | _gen, "prompt_tokens": st.none() | _int, "completion_tokens": st.none() | _int,
     "generation_ms": st.none() | _double,
     "produced_at": st.integers(-(2**40), 2**52),  # microseconds since the epoch
+    "attempt": _int,
 })
 
 
@@ -80,7 +81,7 @@ _RECORD = {
     "prompt": None, "messages": [{"role": "user", "content": "héllo"}] * 2, "ground_truth": "4", "prediction": "5",
     "prompt_id": "p" * 64, "source_index": 70_000, "sample_source": "dataset", "sample_source_id": None,
     "model_name": "m", "generation": None, "prompt_tokens": 12, "completion_tokens": 3, "generation_ms": 2.5,
-    "produced_at": 1_764_150_000_000_000,
+    "produced_at": 1_764_150_000_000_000, "attempt": 2,
 }
 _GEN = {"max_new_tokens": 8, "do_sample": True, "temperature": 0.7, "top_p": None, "top_k": 50,
         "num_beams": 1, "num_return_sequences": 1, "seed": -3}

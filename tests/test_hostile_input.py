@@ -22,7 +22,8 @@ from _mutations import mutated
 from consumer.dlq import list_dead_letters
 from schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
 from schemas.errors import DecodeError, InvalidEventError
-from schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent
+from schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
+from schemas.prompt_id import prompt_id
 
 ENC = SingleObjectEncoder()
 DEC = Decoder()
@@ -40,6 +41,19 @@ def _record(i: int = 0, **fields: Any) -> dict[str, Any]:
 def _frame(i: int = 0, **fields: Any) -> bytes:
     """A single-object frame of a raw record: fastavro writes what the model would refuse."""
     return ENC.encode_record(_record(i, **fields))
+
+
+def _frame_with_ids(i: int = 0, **fields: Any) -> bytes:
+    """Like :func:`_frame`, with prompt_id and event_id computed from the changed fields (as
+    an honest producer would), where they can be."""
+    r = _record(i, **fields)
+    try:
+        r["prompt_id"] = prompt_id(r["messages"], r["prompt"])
+        r["event_id"] = event_id(**{k: r[k] for k in ("job_id", "step", "sample_source", "sample_source_id",
+                                                       "source_index", "sample_index", "prompt_id", "sequence_index")})
+    except (ValueError, TypeError):
+        pass  # no prompt at all: the contract refuses it anyway
+    return ENC.encode_record(r)
 
 
 def _patched(i: int, marker: str, raw: bytes, **fields: Any) -> bytes:
@@ -129,6 +143,10 @@ HOSTILE: dict[str, tuple[str, bytes | None]] = {
     "unknown sample_source": ("invalid:sample_source", _frame(33, sample_source="'; DROP TABLE x; --")),
     "event_id not a sha256": ("invalid:event_id", _frame(34, event_id="1 OR 1=1")),
     "prompt_id not a sha256": ("invalid:prompt_id", _frame(35, prompt_id="ABC")),
+    # identities that do not match the event's own fields
+    "event_id of another event (a row to take over)": ("identity-mismatch", _frame(38, event_id=make_event(39).event_id)),
+    "prompt_id of another prompt": ("identity-mismatch", _frame(40, prompt_id=make_event(41).prompt_id)),
+    "job_id changed, event_id kept": ("identity-mismatch", _frame(42, job_id="someone-else")),
 }
 
 # Valid events with text that SQL, COPY, JSON or a terminal might treat specially: stored as sent.
@@ -158,7 +176,7 @@ def test_each_hostile_message_gets_its_dead_letter_reason(name):
 
 @pytest.mark.parametrize("text", TRICKY_TEXT)
 def test_text_that_looks_like_sql_or_escapes_is_a_valid_event_and_kept_as_is(text):
-    event = DEC.decode(_frame(0, prediction=text, ground_truth=text, job_id=text[:256] or "j"))
+    event = DEC.decode(_frame_with_ids(0, prediction=text, ground_truth=text, job_id=text[:256] or "j"))
     assert event.prediction == text and event.ground_truth == text
 
 
@@ -213,7 +231,7 @@ _double = st.floats(allow_nan=True, allow_infinity=True)
     "messages": st.none() | st.lists(st.fixed_dictionaries({"role": _text, "content": _text}), max_size=3),
 }))
 def test_any_field_values_the_schema_can_carry_decode_or_get_a_reason(fields):
-    event = _decode_or_reason(_frame(0, **fields))
+    event = _decode_or_reason(_frame_with_ids(0, **fields))
     if event is not None:
         for name in ("prediction", "prompt", "ground_truth", "job_id"):
             if name in fields:

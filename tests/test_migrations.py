@@ -24,6 +24,7 @@ _EXPECTED = [
     "0003_prediction_sets",
     "0004_streaming_ingest",
     "0005_comparison_views",
+    "0006_event_attempt",
     "0007_concurrent_indexes",
     "0008_prompt_history_index",
     "0010_immutable_prediction_sets",

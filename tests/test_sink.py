@@ -54,6 +54,37 @@ def test_duplicates_within_one_batch_keep_the_newest(database_url):
     assert _rows(database_url, "SELECT prediction FROM training_predictions WHERE sample_index = 7") == [("v5",)]
 
 
+def test_a_resumed_attempt_replaces_the_first_even_when_its_host_clock_is_behind(database_url):
+    first = make_event(1, prediction="attempt 0", produced_at=T0 + timedelta(hours=2))
+    resumed = make_event(1, prediction="attempt 1", produced_at=T0, attempt=1)  # clock 2 h behind
+    assert first.event_id == resumed.event_id
+    with PostgresSink(database_url) as sink:
+        sink.write([IngestRecord(first)])
+        assert sink.write([IngestRecord(resumed)]).updated == 1
+        replayed = sink.write([IngestRecord(first)])  # the first attempt's event, replayed
+    assert (replayed.inserted, replayed.updated, replayed.unchanged) == (0, 0, 1)
+    assert _rows(database_url, "SELECT prediction, attempt FROM training_predictions") == [("attempt 1", 1)]
+
+
+def test_within_one_batch_the_higher_attempt_wins_whatever_the_clocks(database_url):
+    versions = [make_event(7, prediction=f"a{a}", attempt=a, produced_at=T0 - timedelta(hours=a)) for a in (1, 2, 0)]
+    with PostgresSink(database_url) as sink:
+        result = sink.write(_records(versions))
+    assert (result.inserted, result.unchanged) == (1, 2)
+    assert _rows(database_url, "SELECT prediction, attempt FROM training_predictions") == [("a2", 2)]
+
+
+def test_a_row_stored_without_an_attempt_counts_as_attempt_0(database_url):
+    first = make_event(2, prediction="before 0006", produced_at=T0 + timedelta(hours=1))
+    with PostgresSink(database_url) as sink:
+        sink.write([IngestRecord(first)])
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE training_predictions SET attempt = NULL")
+        assert sink.write([IngestRecord(make_event(2, prediction="older clock", produced_at=T0))]).unchanged == 1
+        assert sink.write([IngestRecord(make_event(2, prediction="resumed", produced_at=T0, attempt=1))]).updated == 1
+    assert _rows(database_url, "SELECT prediction, attempt FROM training_predictions") == [("resumed", 1)]
+
+
 def test_every_column_is_filled_from_the_event(database_url):
     event = make_event(
         3, step=250, messages=[{"role": "user", "content": "hi ✓"}], prompt=None, model_name="tiny-gpt2",
