@@ -36,7 +36,10 @@ in that file, so a step it regenerates lands on the same rows; a fresh run in th
 folder gets a new id. Pass ``job_id=`` to choose it yourself (then every rank must pass the
 same one). The file also keeps the job's attempt counter: 0 for a new job, + 1 at every
 train begin that continues it; every event carries it, and the higher attempt wins over
-the first attempt's rows whatever the hosts' clocks say.
+the first attempt's rows whatever the hosts' clocks say. And it keeps the eval dataset's
+id as the job's first start settled it (``dataset_id=`` chooses it yourself): a resumed run
+reuses it, so the same rows come back under the same ``event_id`` even when the dataset is
+given under another path or the checkout moved.
 
 Distributed: every rank takes part; rank ``r`` of ``W`` generates ``samples[r::W]`` and
 publishes its own events (see :class:`producer.recorder.PredictionRecorder`).
@@ -64,9 +67,9 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_imports
 from schemas import MAX_JOB_ID_CHARS, GenerationSettings, load_settings
 
 from .generator import Generator
-from .jobfile import JOB_FILE, settle_job
+from .jobfile import JOB_FILE, settle_dataset_id, settle_job
 from .recorder import PredictionRecorder, distributed_rank
-from .sampler import RowFormat, sample_dataset
+from .sampler import RowFormat, dataset_id, sample_dataset
 from .set_copies import load_set_for_training
 from .settings import ProducerSettings
 
@@ -159,7 +162,7 @@ class TrainingPredictionsCallback(TrainerCallback):
     # -- Trainer events -----------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.job_id, self.attempt = self._settle_job(args, state)
+        self.job_id, self.attempt, source_id = self._settle_job(args, state)
         if self.prediction_set is not None:
             settings = self._producer_settings()
             self.samples = load_set_for_training(
@@ -169,7 +172,7 @@ class TrainingPredictionsCallback(TrainerCallback):
             ).samples()
         else:
             self.samples = sample_dataset(
-                self.dataset, self.n_samples, seed=self.seed, dataset_id=self.dataset_id, fmt=self.row_format
+                self.dataset, self.n_samples, seed=self.seed, dataset_id=source_id, fmt=self.row_format
             )
         self._open_publisher()
         self.recorder = PredictionRecorder(self._publisher, self.generator, self.samples, self.job_id,
@@ -275,9 +278,13 @@ class TrainingPredictionsCallback(TrainerCallback):
             tok = tok.tokenizer  # a multimodal processor
         return tok
 
-    def _settle_job(self, args: Any, state: Any) -> tuple[str, int]:
+    def _settle_job(self, args: Any, state: Any) -> tuple[str, int, str | None]:
+        """(job id, attempt, dataset id) as rank 0 settles them, on every rank."""
         rank, world = distributed_rank()
-        settled = _job_for(args, state, self._given_job_id) if rank == 0 else None
+        settled = None
+        if rank == 0:
+            job_id, attempt = _job_for(args, state, self._given_job_id)
+            settled = (job_id, attempt, self._dataset_id(args))
         if world > 1:
             import torch.distributed as dist
 
@@ -286,6 +293,14 @@ class TrainingPredictionsCallback(TrainerCallback):
             settled = box[0]
         assert settled is not None
         return settled
+
+    def _dataset_id(self, args: Any) -> str | None:
+        """``dataset_id=`` if given, else the id kept in the job file since the job's first
+        start (:func:`producer.jobfile.settle_dataset_id`); ``None`` for a prediction set."""
+        if self.dataset_id is not None or self.dataset is None:
+            return self.dataset_id
+        out = getattr(args, "output_dir", None) or "trainer_output"
+        return settle_dataset_id(out, lambda: dataset_id(self.dataset))
 
 
 def _job_for(args: Any, state: Any, given: str | None) -> tuple[str, int]:

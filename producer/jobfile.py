@@ -13,6 +13,11 @@ It is one JSON object::
   ``produced_at``: a resumed run replaces its first attempt's rows even when its host's
   clock is behind.
 
+* ``sample_source_id``: the eval dataset's id, fixed when the job first starts
+  (:func:`settle_dataset_id`). A resumed run reuses it, so the same dataset given under
+  another path (``eval.jsonl`` then ``/abs/eval.jsonl``, or a checkout moved to another
+  host) keeps its events' ``event_id`` and lands on the same rows.
+
 A 0.1 job file (``{"job_id": ...}``, no ``attempt``) reads as attempt 0, so its first resume
 is attempt 1. Keys this module does not know are written back as they were read, so other
 parts of predstream (and other versions) can keep their own entries in the same file; a
@@ -28,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["JOB_FILE", "MAX_ATTEMPT", "JobFile", "settle_job"]
+__all__ = ["JOB_FILE", "MAX_ATTEMPT", "JobFile", "settle_job", "settle_dataset_id"]
 
 _log = logging.getLogger(__name__)
 
@@ -117,3 +122,20 @@ def settle_job(output_dir: str | Path, *, resumed: bool, job_id: str | None,
     job.data["attempt"] = attempt
     job.write()
     return stored, attempt
+
+
+def settle_dataset_id(output_dir: str | Path, compute: Callable[[], str]) -> str:
+    """The job's dataset id: the one kept in the job file, else ``compute()`` (then kept).
+
+    Call it after :func:`settle_job`, which starts a new file for a new job, so a new job
+    always computes its own id and a continued one reuses the id of its first start.
+    """
+    path = Path(output_dir) / JOB_FILE
+    job = JobFile.read(path) or JobFile(path)
+    stored = job.data.get("sample_source_id")
+    if isinstance(stored, str) and stored:
+        return stored
+    value = compute()
+    job.data["sample_source_id"] = value
+    job.write()
+    return value

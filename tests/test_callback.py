@@ -159,7 +159,9 @@ def test_every_event_carries_the_attempt_of_the_run(tmp_path):
     tok = build_tokenizer()
     cb.on_evaluate(args, SimpleNamespace(global_step=50, epoch=1.0), None, model=build_model(tok), processing_class=tok)
     assert [(e.job_id, e.attempt) for e in fake.events] == [("job-7", 1)] * 2
-    assert json.loads((tmp_path / JOB_FILE).read_text()) == {"job_id": "job-7", "attempt": 1}
+    kept = json.loads((tmp_path / JOB_FILE).read_text())
+    assert (kept["job_id"], kept["attempt"]) == ("job-7", 1)
+    assert kept["sample_source_id"] == fake.events[0].sample_source_id  # fixed for the job's resumes
 
 
 def test_a_custom_loop_sets_the_attempt_on_the_recorder():

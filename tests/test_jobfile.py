@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from itertools import count
 
-from producer.jobfile import JOB_FILE, settle_job
+from producer.jobfile import JOB_FILE, settle_dataset_id, settle_job
 
 _ids = count()
 
@@ -61,3 +61,12 @@ def test_an_unwritable_folder_still_gives_a_job(tmp_path, caplog):
     blocker.write_text("")
     job, attempt = _begin(blocker / "out", resumed=False)
     assert job.startswith("new-") and attempt == 0 and "cannot write" in caplog.text
+
+
+def test_the_dataset_id_of_a_jobs_first_start_is_kept_for_its_resumes(tmp_path):
+    _begin(tmp_path, resumed=False)
+    assert settle_dataset_id(tmp_path, lambda: "/old/eval.jsonl") == "/old/eval.jsonl"
+    _begin(tmp_path, resumed=True)  # a resume keeps the file's other keys
+    assert settle_dataset_id(tmp_path, lambda: "/new/eval.jsonl") == "/old/eval.jsonl"
+    _begin(tmp_path, resumed=False)  # a new job in the same folder starts a new file
+    assert settle_dataset_id(tmp_path, lambda: "/new/eval.jsonl") == "/new/eval.jsonl"

@@ -163,6 +163,22 @@ def test_resuming_with_another_spelling_of_the_path_writes_the_same_rows(
     assert count_rows(database_url) == N * 2  # one row per prompt and step: nothing doubled
 
 
+def test_resuming_after_the_dataset_moved_reuses_the_id_of_the_first_start(
+        producer_settings, kafka_bootstrap, topic, tmp_path):
+    first_home = _eval_file(tmp_path / "old-checkout" / "eval.jsonl")
+    first = _train(tmp_path, str(first_home), producer_settings, max_steps=4, resume="", every_n_steps=2)
+    moved = tmp_path / "new-checkout" / "eval.jsonl"
+    moved.parent.mkdir()
+    first_home.rename(moved)  # the checkout moved (another host, another mount point)
+    checkpoint = str(tmp_path / "run" / "checkpoint-2")
+    again = _train(tmp_path, str(moved), producer_settings, max_steps=4, resume=checkpoint, every_n_steps=2)
+    assert again.job_id == first.job_id
+    events = _events(kafka_bootstrap, topic, N * 3)
+    assert len(events) == N * 3
+    assert {e.sample_source_id for e in events} == {os.path.realpath(first_home)}  # the first start's id
+    assert len({e.event_id for e in events}) == N * 2  # the resumed step 4 lands on the same rows
+
+
 # -- a byte order mark ------------------------------------------------------------------------
 
 
