@@ -42,13 +42,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from schemas.errors import InvalidEventError
 from schemas.event import PredictionEvent
-from schemas.prompt_id import prompt_id as compute_prompt_id
 
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError
 from .settings import redact_url
 
-__all__ = ["Duplicate", "RowProblem", "IdentifyReport", "identify_legacy_rows", "legacy_identity", "LegacyRowMatcher"]
+__all__ = ["Duplicate", "RowProblem", "IdentifyReport", "identify_legacy_rows", "LegacyRowMatcher"]
 
 _log = logging.getLogger("predstream.identify")
 
@@ -116,23 +115,6 @@ class IdentifyReport:
         return (f"{self.examined:,} row(s) without identity examined: {self.identified:,} identified, "
                 f"{len(self.duplicates):,} duplicate(s) left without event_id (the newest copy keeps it), "
                 f"{len(self.problems):,} not identified{later} in {self.seconds:.1f} s")
-
-
-def legacy_identity(row: Mapping[str, Any]) -> PredictionEvent:
-    """The event a row of the old table stands for: :func:`~consumer.backfill.legacy_row_to_event`
-    (the one rule, shared with backfill), whose ``prompt_id`` must be its own prompt's.
-
-    Raises :class:`~schemas.errors.InvalidEventError` (``reason`` ``identity-mismatch`` for a
-    stored ``prompt_id`` that is not the prompt's).
-    """
-    event = legacy_row_to_event(row)
-    expected = compute_prompt_id(event.messages_as_dicts(), event.prompt)
-    if event.prompt_id != expected:
-        raise InvalidEventError(
-            f"stored prompt_id {event.prompt_id[:12]}… is not the prompt_id of the row's prompt ({expected[:12]}…)",
-            reason="identity-mismatch",
-        )
-    return event
 
 
 # -- the command ---------------------------------------------------------------------------
@@ -299,7 +281,7 @@ def _compute(rows: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Mapping[str,
     computed, problems = [], []
     for row in rows:
         try:
-            computed.append((row, legacy_identity(row)))
+            computed.append((row, legacy_row_to_event(row)))  # verifies prompt_id and event_id
         except InvalidEventError as exc:
             problems.append(RowProblem(row["id"], row.get("job_id"), row.get("step"), row.get("sample_index"),
                                        exc.reason, str(exc)))

@@ -153,7 +153,7 @@ def test_a_row_whose_stored_prompt_id_is_not_its_prompts_is_reported_and_left_al
                              " RETURNING id").fetchone()[0]
     result = CliRunner().invoke(app, ["identify", "--database-url", database_url, "--no-progress"])
     assert result.exit_code == 1, result.output
-    assert f"not identified: row {wrong} (job old-run, step 100, sample 1): stored prompt_id 000000000000…" in result.output
+    assert f"not identified: row {wrong} (job old-run, step 100, sample 1): prompt_id 000000000000... does not match" in result.output
     assert "(identity-mismatch)" in result.output
     assert "2 row(s) without identity examined: 1 identified" in result.output
     row = next(r for r in _table(database_url) if r["id"] == wrong)

@@ -232,7 +232,7 @@ def test_a_rerun_after_a_failed_concurrent_build_rebuilds_the_invalid_index(empt
         assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'training_predictions_event_id_key'::regclass"
                             ).fetchone() == (False,)
         conn.execute("DELETE FROM training_predictions WHERE prediction = 'y'")  # the user removes the duplicate
-    assert migrate(empty_database_url) == _EXPECTED[5:]
+    assert migrate(empty_database_url) == [m for m in _EXPECTED if m >= "0007"]
     schema = _schema(empty_database_url)
     assert schema["invalid_indexes"] == []
     assert ("training_predictions", "training_predictions_event_id_key", "u", "UNIQUE (event_id)") in schema["constraints"]
