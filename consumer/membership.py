@@ -23,10 +23,13 @@ experiment (``tests/journeys/test_journeys_ops.py`` keeps the reproduction):
 So :func:`unwedge_group` reads the group's committed offsets, leaves (closes the consumer),
 deletes the group and commits the offsets back. Apache Kafka evicts such a leader and never
 gets here; were it to, it refuses to delete a group that still has members
-(``NON_EMPTY_GROUP``), and the worker simply rejoins. Two prevention steps make the wedge
-rare in the first place: a worker stopped while joining finishes the join (bounded) before
-it leaves (see ``Worker._settle``), and the supervisor restarts a dead worker instead of
-stopping the others.
+(``NON_EMPTY_GROUP``), and the worker simply rejoins.
+
+Prevention makes the wedge rare in the first place: a stopping worker leaves only from a
+formed group, finishing a join in progress first, and the workers of one supervisor leave
+one after the other (``Worker._settle``: measured 6 of 6 clean restarts after stopping
+``--workers 2`` and ``--workers 3``, against 1 of 3 wedged without the stagger); and the
+supervisor restarts a dead worker instead of stopping the others.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def _process_main(settings_data: dict[str, Any], index: int, init: Callable[[], 
         init()
     settings = ConsumerSettings(**settings_data)
     try:
-        run_worker(settings, name=f"{index}:{os.getpid()}")
+        run_worker(settings, name=f"{index}:{os.getpid()}", index=index)
     except (WorkerError, RetriableError) as exc:
         _log.error("worker %d: %s", index, exc)
         raise SystemExit(2) from None

@@ -68,6 +68,10 @@ _GC_THRESHOLDS = (20_000, 50, 100)
 _SETTLE_JOIN_S = 10.0
 
 
+def _heartbeat_ms(settings: ConsumerSettings) -> int:
+    return max(100, min(500, settings.session_timeout_ms // 3))
+
+
 def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-consumer") -> dict[str, Any]:
     """librdkafka settings of a worker's consumer (``settings.kafka_options`` win)."""
     session = settings.session_timeout_ms
@@ -79,7 +83,7 @@ def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-con
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": session,
-            "heartbeat.interval.ms": max(100, min(500, session // 3)),
+            "heartbeat.interval.ms": _heartbeat_ms(settings),
             "partition.assignment.strategy": "range",
             # how long the broker may hold a fetch with no new data: Apache Kafka answers as
             # soon as data arrive, but some brokers (tansu) hold it for the whole wait
@@ -139,8 +143,10 @@ class Worker:
         consumer: Any = None,
         metrics: ConsumerMetrics | None = None,
         name: str | None = None,
+        index: int = 0,
     ) -> None:
         self.settings = settings
+        self.index = index  # of the worker among the supervisor's: orders their leaves on a joint stop
         self.name = name or f"{os.getpid()}"
         self.metrics = metrics or ConsumerMetrics()
         self._stop = stop_event or threading.Event()
@@ -540,22 +546,35 @@ class Worker:
             )
 
     def _settle(self) -> None:
-        """Stopped while joining the group: finish the join (bounded) before leaving.
+        """Before leaving the group: finish a join in progress (bounded).
 
         A member that leaves a forming generation while it is its leader wedges the group on
-        some brokers (tansu 0.6: see consumer/membership.py). Messages fetched meanwhile are
-        dropped: their offsets are not committed, the next owner reads them.
+        some brokers (tansu 0.6: see consumer/membership.py). So a worker leaves only from a
+        formed group: it polls (its partitions paused) for a look window with no rebalance,
+        rejoining when one begins. When a supervisor stops all its workers at once, worker
+        ``i``'s window is 2 + 4i heartbeats (1 s, 3 s, 5 s ...): they leave one after the
+        other, each seeing the previous one's leave. Messages fetched meanwhile are dropped:
+        their offsets are not committed, the next owner reads them.
         """
-        if not self._own_consumer or self._consumer is None or self._membership.joining_since is None:
+        if not self._own_consumer or self._consumer is None or BROKER_LOG.outage() is not None:
             return
-        if BROKER_LOG.outage() is not None:
-            return
-        deadline = time.monotonic() + min(_SETTLE_JOIN_S, self.settings.shutdown_timeout_s)
-        _log.info("worker %s: finishing the group join in progress before leaving", self.name,
-                  extra={"worker": self.name})
-        while self._membership.joining_since is not None and time.monotonic() < deadline:
+        window = (2 + 4 * self.index) * _heartbeat_ms(self.settings) / 1000
+        now = time.monotonic()
+        deadline = now + min(_SETTLE_JOIN_S * (1 + self.index) + window, self.settings.shutdown_timeout_s)
+        look, joins = now + window, self._membership.joins
+        told = False
+        while time.monotonic() < deadline:
+            joining = self._membership.joining_since is not None
+            if self._membership.joins != joins:  # rejoined: look again from here
+                look, joins = time.monotonic() + window, self._membership.joins
+            if not joining and time.monotonic() >= look:
+                return
+            if joining and not told:
+                told = True
+                _log.info("worker %s: finishing the group join in progress before leaving", self.name,
+                          extra={"worker": self.name})
             try:
-                self._consumer.poll(0.2)
+                self._consumer.poll(0.1)
             except Exception:  # closing anyway
                 return
 
@@ -598,6 +617,7 @@ def run_worker(
     name: str | None = None,
     metrics: ConsumerMetrics | None = None,
     handle_signals: bool | None = None,
+    index: int = 0,
 ) -> None:
     """Run one worker in this thread until ``stop_event`` is set (or SIGTERM/SIGINT).
 
@@ -606,7 +626,7 @@ def run_worker(
     Returns after a clean shutdown; raises :class:`WorkerError` when it cannot go on.
     """
     stop_event = stop_event or threading.Event()
-    worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics)
+    worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics, index=index)
     if handle_signals is None:
         handle_signals = threading.current_thread() is threading.main_thread()
     previous: dict[int, Any] = {}
