@@ -43,6 +43,9 @@ def restart_delay(consecutive_crashes: int) -> float:
 def _process_main(settings_data: dict[str, Any], index: int, init: Callable[[], None] | None) -> None:
     from .worker import run_worker
 
+    # a Ctrl-C reaches every process of the terminal's group: the supervisor forwards it as
+    # SIGTERM, so a worker still starting must not die of it with a traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if init is not None:
         init()
     settings = ConsumerSettings(**settings_data)

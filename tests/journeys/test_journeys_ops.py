@@ -285,6 +285,28 @@ def test_consume_stopped_during_its_first_join_does_not_wedge_the_group_for_the_
     assert "finishing the group join in progress" in log.read_text()
 
 
+@pytest.mark.slow
+def test_ctrl_c_of_consume_with_two_workers_then_a_restart_gets_every_partition(
+        consumer_settings, kafka_bootstrap, database_url, tmp_path):
+    env = _service_env(consumer_settings)
+    log = tmp_path / "consume.log"
+    proc = subprocess.Popen([PREDSTREAM, "consume", "--workers", "2"], env=env, stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: log.read_text().count("assigned") >= 2, 60, "both workers in the group")
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: every process of the group
+        assert proc.wait(60) == 0
+    finally:
+        stop(proc)
+    assert "Traceback" not in log.read_text()
+    produce_events(kafka_bootstrap, consumer_settings.topic, [make_event(i) for i in range(10)])
+    again = consume(env=env, log=tmp_path / "restart.log")
+    try:
+        wait_for(lambda: count_rows(database_url) == 10, 40, "the restarted consumer to store the 10 events")
+    finally:
+        assert stop(again) == 0
+
+
 def _wedge(bootstrap: str, topic: str, group: str) -> None:
     """What a Ctrl-C during a first join does to a tansu group: a member leaves while it leads a forming generation."""
     from confluent_kafka import Consumer
