@@ -39,6 +39,9 @@ _LOG = logging.getLogger("predstream.librdkafka")
 _ADDRESS = re.compile(r"(?:[a-z_]+://)?([A-Za-z0-9_.\-]+:\d+|\[[0-9a-fA-F:]+\]:\d+)")
 _THREAD = re.compile(r"^\[thrd:[^\]]*\]:\s*")
 _DISCONNECTED = re.compile(r"(^|: )Disconnected\b")
+#: Failure lines served this soon after a broker came back are late news of the outage
+#: (librdkafka queues log lines until the client is polled), not a new one.
+_LATE_S = 3.0
 
 
 @dataclass
@@ -60,6 +63,7 @@ class BrokerLog:
         self._announce = announce
         self._lock = threading.Lock()
         self._outages: dict[str, _Outage] = {}
+        self._ended: dict[str, float] = {}  # address -> when its last outage ended
         self._last_failure: str | None = None
 
     # -- what librdkafka calls -------------------------------------------------------
@@ -89,6 +93,8 @@ class BrokerLog:
         """Report ``address`` reachable again (ends its outage with one line)."""
         with self._lock:
             outage = self._outages.pop(address, None)
+            if outage is not None:
+                self._ended[address] = time.monotonic()
         if outage is not None and self._announce:
             self._logger.info(
                 "kafka broker %s reachable again after %.0f s (%d repeated failure line(s) counted, not printed)",
@@ -121,7 +127,8 @@ class BrokerLog:
             self._last_failure = reason
         with self._lock:
             outage = self._outages.get(address)
-            first = outage is None and not disconnected
+            late = time.monotonic() - self._ended.get(address, float("-inf")) < _LATE_S
+            first = outage is None and not disconnected and not late
             if first:
                 self._outages[address] = _Outage(time.monotonic(), reason)
             elif outage is not None:

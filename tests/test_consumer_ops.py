@@ -34,6 +34,8 @@ def test_a_broker_outage_is_one_warning_then_one_line_with_the_repeats_counted(c
     assert "kafka broker 127.0.0.1:9 unreachable: Connect to ipv4#127.0.0.1:9 failed: Connection refused" in shown[0].message
     assert "reachable again" in shown[1].message and "499 repeated failure line(s)" in shown[1].message
     assert log.outage() is None
+    _fail(log, client="rdkafka#producer-2")  # a line queued during the outage, served just after it
+    assert log.outage() is None and len([r for r in caplog.records if r.levelno >= logging.INFO]) == 2
 
 
 def test_a_closed_connection_alone_is_no_outage_and_other_lines_keep_their_level(caplog):
