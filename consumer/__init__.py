@@ -1,8 +1,9 @@
 """The service side: Kafka consumer workers that upsert prediction events into Postgres.
 
-:mod:`.worker` runs the consumer loop, :mod:`.sink` writes batches idempotently,
-:mod:`.dlq` keeps and redrives dead letters, :mod:`.metrics` exposes Prometheus metrics and
-health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
+:mod:`.worker` runs the consumer loop (:mod:`.membership`: its place in the group;
+:mod:`.supervisor`: N of them as processes), :mod:`.sink` writes batches idempotently,
+:mod:`.dlq` keeps dead letters and :mod:`.dlq_redrive` redrives them, :mod:`.metrics`
+exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
 sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
 side, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
 (The functions ``replay.replay``, ``backfill.backfill`` and ``migrate.migrate`` are reached

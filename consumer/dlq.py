@@ -8,13 +8,15 @@ line for people) and where it came from (``ORIGINAL_TOPIC`` / ``PARTITION`` / ``
 
 * :class:`DeadLetterWriter` — what the worker uses: send, then :meth:`~DeadLetterWriter.flush`
   before committing offsets (raises :class:`~consumer.errors.DeadLetterUnavailableError`).
-* :func:`list_dead_letters` — read the DLQ from the beginning with a group-less reader
-  (``assign()``, never the live group), for ``predstream dlq list``.
-* :func:`redrive` — re-publish dead letters' original bytes to the main topic, optionally
-  only some reasons. Progress is a committed offset of the group ``<group_id>.redrive`` on
-  the DLQ topic, so a second run does not redrive the same dead letters again. Dead letters
-  a filtered run passes over are reported as skipped and stay behind that offset too
-  (``from_beginning=True`` looks at every dead letter again).
+* :func:`list_dead_letters` — read the DLQ from the beginning to the end offsets noted when
+  it starts, with a group-less reader (``assign()``, never the live group), for
+  ``predstream dlq list``. Dead letters a live worker writes meanwhile wait for the next look.
+* :func:`~consumer.dlq_redrive.redrive` (in :mod:`consumer.dlq_redrive`, importable from
+  here) — re-publish dead letters' original bytes to the main topic.
+
+A reason filter (``--reason``) matches a reason that starts with it: ``db-rejected`` matches
+``db-rejected:22003``, ``nul`` matches ``nul-character:prediction``. The reasons:
+:data:`REASONS`.
 """
 
 from __future__ import annotations
@@ -25,20 +27,22 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
+from schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
 from schemas.transport import Headers
 
-from .errors import DeadLetterUnavailableError, WorkerError
+from .errors import DeadLetterUnavailableError, ReplayError
 from .settings import ConsumerSettings
 
 __all__ = [
+    "REASONS",
     "DeadLetter",
     "DeadLetterWriter",
     "Delivery",
-    "RedriveResult",
     "dead_letter_headers",
     "list_dead_letters",
     "redrive",
     "redrive_group",
+    "RedriveResult",
 ]
 
 _log = logging.getLogger("predstream.dlq")
@@ -54,6 +58,15 @@ _DLQ_HEADERS = frozenset(
     }
 )
 _MAX_ERROR_CHARS = 1000
+#: Seconds without a message from a partition not yet read to its end before a read gives up.
+_STALL_S = 30.0
+
+#: The reason codes a dead letter can carry (``<field>``: the event field at fault).
+REASONS = (
+    "bad-framing, unknown-schema, malformed-body, too-large:<field>, nul-character:<field>, "
+    "invalid-utf8:<field>, missing-field:<field>, wrong-type:<field>, out-of-range:<field>, "
+    "invalid:<field>, db-rejected:<SQLSTATE>"
+)
 
 HeaderList = list[tuple[str, bytes]]
 
@@ -183,20 +196,19 @@ def _confirm(producer: Any, deliveries: Sequence[Delivery], timeout_s: float, wh
         )
 
 
-def _make_producer(settings: ConsumerSettings, client_id: str) -> Any:
+def _make_producer(settings: ConsumerSettings, client_id: str, log: BrokerLog | None = None) -> Any:
     from confluent_kafka import Producer
 
-    return Producer(
-        settings.kafka_config(
-            **{
-                "client.id": client_id,
-                "acks": "all",
-                "linger.ms": 5,
-                "message.timeout.ms": 30_000,
-                "enable.idempotence": False,
-            }
-        )
-    )
+    extra: dict[str, Any] = {
+        "client.id": client_id,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 30_000,
+        "enable.idempotence": False,
+    }
+    if log is not None:
+        extra["logger"] = log
+    return Producer(settings.kafka_config(**extra))
 
 
 # -- reading the DLQ -------------------------------------------------------------------
@@ -219,6 +231,14 @@ class DeadLetter:
     value: bytes | None
     #: the original message's headers (this dead letter's own headers removed)
     headers: HeaderList = field(default_factory=list)
+    #: times the event was redriven before it failed again (``predstream-redrive-count``)
+    redrive_count: int = 0
+
+    def parked(self, limit: int | None = None) -> bool:
+        """Redriven ``limit`` times already: ``dlq redrive`` leaves it where it is."""
+        from .dlq_redrive import REDRIVE_LIMIT
+
+        return self.redrive_count >= (REDRIVE_LIMIT if limit is None else limit)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary (bytes as lengths, the key as text when it is UTF-8)."""
@@ -234,6 +254,8 @@ class DeadLetter:
             "original_timestamp_ms": self.original_timestamp_ms,
             "key": _text(self.key),
             "value_bytes": None if self.value is None else len(self.value),
+            "redrive_count": self.redrive_count,
+            "parked": self.parked(),
         }
 
     @classmethod
@@ -254,14 +276,15 @@ class DeadLetter:
             key=msg.key(),
             value=msg.value(),
             headers=[(k, v if v is not None else b"") for k, v in raw if k not in _DLQ_HEADERS],
+            redrive_count=max(0, _int(hdr.get(Headers.REDRIVE_COUNT)) or 0),
         )
 
     def matches(self, reasons: Sequence[str] | None) -> bool:
-        """True when no filter is given, or the reason equals or starts with one given
-        (``db-rejected`` matches ``db-rejected:22003``)."""
+        """True when no filter is given, or the reason starts with one given
+        (``db-rejected`` matches ``db-rejected:22003``, ``nul`` matches ``nul-character:prompt``)."""
         if not reasons:
             return True
-        return any(self.reason == r or self.reason.startswith(r.rstrip(":") + ":") for r in reasons)
+        return any(self.reason.startswith(r) for r in reasons)
 
 
 def _int(text: str | None) -> int | None:
@@ -280,25 +303,20 @@ def _text(data: bytes | None) -> str | None:
         return data.hex()
 
 
-def _dlq_partitions(admin_source: Any, topic: str, timeout_s: float) -> list[int] | None:
-    """Partition ids of ``topic``, or ``None`` when it does not exist.
-
-    Lists all topics rather than asking for this one: some brokers create a topic when a
-    client asks for its metadata.
-    """
-    from confluent_kafka import KafkaException
-
+def _dlq_partitions(consumer: Any, settings: ConsumerSettings, log: BrokerLog) -> list[int] | None:
+    """Partition ids of the DLQ topic, or ``None`` when it does not exist; fails fast (one
+    line) when the broker does not answer."""
     try:
-        meta = admin_source.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise DeadLetterUnavailableError(f"cannot read topic metadata: {exc.args[0].str()}; is the broker reachable?") from None
-    info = meta.topics.get(topic)
+        meta = cluster_metadata(consumer, settings.require_bootstrap(), log)
+    except BrokerUnreachableError as exc:
+        raise DeadLetterUnavailableError(str(exc)) from None
+    info = meta.topics.get(settings.dlq_topic)
     if info is None or info.error is not None:
         return None
     return sorted(info.partitions)
 
 
-def _reader(settings: ConsumerSettings, group_id: str) -> Any:
+def _reader(settings: ConsumerSettings, group_id: str, log: BrokerLog) -> Any:
     from confluent_kafka import Consumer
 
     return Consumer(
@@ -310,34 +328,69 @@ def _reader(settings: ConsumerSettings, group_id: str) -> Any:
                 "enable.partition.eof": True,
                 "auto.offset.reset": "earliest",
                 "client.id": "predstream-dlq-reader",
+                "fetch.wait.max.ms": 100,
+                "logger": log,
             }
         )
     )
 
 
-def _read_to_end(consumer: Any, partitions: list[int], timeout_s: float) -> Iterable[Any]:
-    """Yield messages of the assigned partitions until each reported end-of-partition."""
-    from confluent_kafka import KafkaError
+def _offsets(consumer: Any, topic: str, partitions: list[int], timeout_s: float) -> dict[int, tuple[int, int]]:
+    """``{partition: (first offset, end offset)}`` now (true ends: see consumer/replay.py)."""
+    from .replay import high_watermarks
 
-    open_parts = set(partitions)
-    deadline = time.monotonic() + timeout_s
+    try:
+        return high_watermarks(consumer, topic, partitions, timeout_s)
+    except ReplayError as exc:
+        raise DeadLetterUnavailableError(str(exc)) from None
+
+
+def _read_range(consumer: Any, topic: str, start: dict[int, int], end: dict[int, int],
+                stall_s: float = _STALL_S) -> Iterable[Any]:
+    """Yield the messages of ``[start[p], end[p])`` of each partition, then stop: messages
+    written after the end offsets were noted are left for the next read."""
+    from confluent_kafka import KafkaError, TopicPartition
+
+    open_parts = {p for p in start if start[p] < end[p]}
+    if not open_parts:
+        return
+
+    def _close(p: int) -> None:
+        open_parts.discard(p)
+        consumer.pause([TopicPartition(topic, p)])
+
+    consumer.assign([TopicPartition(topic, p, start[p]) for p in sorted(open_parts)])
+    last = time.monotonic()
     while open_parts:
-        if time.monotonic() > deadline:
-            raise DeadLetterUnavailableError(
-                f"reading the dead-letter topic did not reach its end within {timeout_s:.0f} s"
-            )
-        msg = consumer.poll(0.5)
+        msg = consumer.poll(0.2)
         if msg is None:
+            for tp in consumer.position([TopicPartition(topic, p) for p in sorted(open_parts)]):
+                if tp.offset >= end[tp.partition]:
+                    _close(tp.partition)  # e.g. a transaction marker was the last record
+            if open_parts and time.monotonic() - last > stall_s:
+                raise DeadLetterUnavailableError(
+                    f"reading {topic} stalled: no message for {stall_s:.0f} s from partition(s) {sorted(open_parts)}"
+                )
             continue
+        last = time.monotonic()
         err = msg.error()
         if err is not None:
             if err.code() == KafkaError._PARTITION_EOF:
-                open_parts.discard(msg.partition())
+                if msg.partition() in open_parts:
+                    _close(msg.partition())
                 continue
             if err.fatal() or not err.retriable():
-                raise DeadLetterUnavailableError(f"reading the dead-letter topic failed: {err.str()}")
+                raise DeadLetterUnavailableError(f"reading {topic} failed: {err.str()}")
+            continue
+        p, offset = msg.partition(), msg.offset()
+        if p not in open_parts:
+            continue
+        if offset >= end[p]:
+            _close(p)
             continue
         yield msg
+        if offset + 1 >= end[p]:
+            _close(p)
 
 
 def list_dead_letters(
@@ -349,117 +402,29 @@ def list_dead_letters(
 ) -> list[DeadLetter]:
     """Dead letters in (partition, offset) order, the first ``limit`` matching ``reasons``.
 
-    Reads with a throwaway group id and ``assign()``: the live consumer group and the
-    redrive group are untouched.
+    Reads up to the end offsets noted when it starts, with a throwaway group id and
+    ``assign()``: the live consumer group and the redrive group are untouched. Fails fast
+    (:class:`DeadLetterUnavailableError`, one line) when the broker does not answer.
     """
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
     topic = settings.dlq_topic
-    consumer = _reader(settings, f"predstream-dlq-list-{uuid.uuid4().hex[:12]}")
+    log = quiet_log()
+    consumer = _reader(settings, f"predstream-dlq-list-{uuid.uuid4().hex[:12]}", log)
+    found: list[DeadLetter] = []
     try:
-        parts = _dlq_partitions(consumer, topic, timeout_s)
+        parts = _dlq_partitions(consumer, settings, log)
         if not parts:
             return []
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        found = [DeadLetter.from_message(m) for m in _read_to_end(consumer, parts, timeout_s)]
+        marks = _offsets(consumer, topic, parts, timeout_s)
+        start = {p: lo for p, (lo, _hi) in marks.items()}
+        end = {p: hi for p, (_lo, hi) in marks.items()}
+        for msg in _read_range(consumer, topic, start, end):
+            letter = DeadLetter.from_message(msg)
+            if letter.matches(reasons):
+                found.append(letter)
     finally:
         consumer.close()
-    found = [d for d in found if d.matches(reasons)]
     found.sort(key=lambda d: (d.partition, d.offset))
     return found if limit is None else found[:limit]
-
-
-# -- redrive ---------------------------------------------------------------------------
-
-
-@dataclass
-class RedriveResult:
-    """What :func:`redrive` did: counts, and per reason how many were redriven."""
-
-    redriven: int = 0
-    skipped: int = 0
-    by_reason: dict[str, int] = field(default_factory=dict)
-    dry_run: bool = False
-
-
-def redrive_group(settings: ConsumerSettings) -> str:
-    """The consumer group whose committed offsets on the DLQ record redrive progress."""
-    return settings.group_id + ".redrive"
-
-
-def redrive(
-    settings: ConsumerSettings,
-    *,
-    reasons: Sequence[str] | None = None,
-    dry_run: bool = False,
-    from_beginning: bool = False,
-    timeout_s: float = 60.0,
-) -> RedriveResult:
-    """Re-publish dead letters' original key, value and headers to ``settings.topic``.
-
-    Starts where the last redrive stopped (group ``<group_id>.redrive``), or at the
-    beginning with ``from_beginning``. Only dead letters matching ``reasons`` (exact code or
-    prefix, e.g. ``db-rejected``) are re-published; the rest are counted as skipped. The
-    progress offset is committed only after the broker confirmed every re-published event,
-    and never in a dry run.
-    """
-    from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
-
-    topic = settings.dlq_topic
-    consumer = _reader(settings, redrive_group(settings))
-    producer = None if dry_run else _make_producer(settings, "predstream-redrive")
-    result = RedriveResult(dry_run=dry_run)
-    try:
-        parts = _dlq_partitions(consumer, topic, timeout_s)
-        if not parts:
-            return result
-        tps = [TopicPartition(topic, p) for p in parts]
-        if from_beginning:
-            start = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts]
-        else:
-            try:
-                committed = consumer.committed(tps, timeout=timeout_s)
-            except KafkaException as exc:
-                raise DeadLetterUnavailableError(f"cannot read redrive progress: {exc.args[0].str()}") from None
-            start = [TopicPartition(topic, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING) for tp in committed]
-        consumer.assign(start)
-        next_offsets: dict[int, int] = {}
-        deliveries: list[Delivery] = []
-        for msg in _read_to_end(consumer, parts, timeout_s):
-            letter = DeadLetter.from_message(msg)
-            next_offsets[letter.partition] = letter.offset + 1
-            if not letter.matches(reasons):
-                result.skipped += 1
-                continue
-            if letter.original_topic and letter.original_topic != settings.topic:
-                _log.warning(
-                    "dead letter %s:%s came from topic %s, redriving it to %s",
-                    letter.partition, letter.offset, letter.original_topic, settings.topic,
-                )
-            result.redriven += 1
-            result.by_reason[letter.reason] = result.by_reason.get(letter.reason, 0) + 1
-            if producer is not None:
-                delivery = Delivery()
-                deliveries.append(delivery)
-                _produce(producer, settings.topic, letter.key, letter.value, letter.headers, _settle(delivery))
-        if producer is None or not next_offsets:
-            return result
-        _confirm(producer, deliveries, timeout_s, "redriven event")
-        try:
-            consumer.commit(
-                offsets=[TopicPartition(topic, p, o) for p, o in sorted(next_offsets.items())], asynchronous=False
-            )
-        except KafkaException as exc:
-            raise WorkerError(
-                f"redriven {result.redriven} event(s) but could not record progress ({exc.args[0].str()}); "
-                "a second run would redrive them again (harmless: the upsert is idempotent)"
-            ) from None
-        _log.info("redrove %d dead letter(s), skipped %d", result.redriven, result.skipped)
-        return result
-    finally:
-        consumer.close()
-        if producer is not None:
-            producer.flush(5)
 
 
 def _settle(delivery: Delivery) -> Callable[[Any, Any], None]:
@@ -470,3 +435,6 @@ def _settle(delivery: Delivery) -> Callable[[Any, Any], None]:
             delivery.state, delivery.error = "failed", err.str()
 
     return _done
+
+
+from .dlq_redrive import RedriveResult, redrive, redrive_group  # noqa: E402  (moved; kept importable from here)

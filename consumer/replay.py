@@ -38,6 +38,7 @@ from typing import Any, Callable, Mapping
 
 from schemas.codec import Decoder
 from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
+from schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
 from schemas.transport import Headers
 
 from .errors import ConsumerError, DatabaseUnavailableError, ReplayError
@@ -53,6 +54,7 @@ __all__ = [
     "parse_offsets",
     "parse_timestamp",
     "format_offsets",
+    "high_watermarks",
 ]
 
 _log = logging.getLogger("predstream.replay")
@@ -169,7 +171,7 @@ def parse_timestamp(text: str) -> datetime:
 # -- the broker side ---------------------------------------------------------------------
 
 
-def _consumer(settings: ConsumerSettings) -> Any:
+def _consumer(settings: ConsumerSettings, log: BrokerLog | None = None) -> Any:
     from confluent_kafka import Consumer
 
     conf = settings.kafka_config(
@@ -178,6 +180,7 @@ def _consumer(settings: ConsumerSettings) -> Any:
             "auto.offset.reset": "earliest",
             "enable.partition.eof": True,
             "fetch.wait.max.ms": 100,
+            **({"logger": log} if log is not None else {}),
         }
     )
     # Whatever the pass-through options say: never the live group, never a commit.
@@ -234,6 +237,13 @@ def _watermarks(consumer: Any, topic: str, partitions: list[int], timeout_s: flo
     finally:
         consumer.unassign()
     return out
+
+
+def high_watermarks(consumer: Any, topic: str, partitions: list[int], timeout_s: float = 30.0) -> dict[int, tuple[int, int]]:
+    """``{partition: (low, high)}`` of ``topic`` now, the high ones true even where an
+    uncached answer under-reports (see the module docstring). Leaves ``consumer`` unassigned;
+    raises :class:`ReplayError`."""
+    return _watermarks(consumer, topic, partitions, timeout_s)
 
 
 def plan_replay(
@@ -311,8 +321,13 @@ def replay(
     own_sink = sink is None
     sink = sink or PostgresSink(settings.require_database_url(), application_name="predstream-replay")
     decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options)
-    consumer = _consumer(settings)
+    log = quiet_log()  # a broker that does not answer is one error line, not a stream of retries
+    consumer = _consumer(settings, log)
     try:
+        try:
+            cluster_metadata(consumer, settings.require_bootstrap(), log)
+        except BrokerUnreachableError as exc:
+            raise ReplayError(str(exc)) from None
         ranges, since_ms = plan_replay(
             consumer, settings.topic, from_timestamp=from_timestamp, from_offsets=from_offsets,
             timeout_s=min(30.0, stall_timeout_s),

@@ -20,29 +20,36 @@ and resumes by itself: one warning line when it goes down, one info line when it
 
 On a rebalance the batch in flight is stored and committed before the partitions go; on
 :meth:`Worker.stop` (SIGTERM/SIGINT) the worker stops polling, stores and commits its batch
-within ``shutdown_timeout_s``, and closes.
+within ``shutdown_timeout_s``, finishes a group join in progress (bounded: leaving mid-join
+wedges some brokers' groups), and closes.
+
+A worker that has been (re)joining its group for longer than ``join_timeout_s`` without an
+assignment is unhealthy; it logs that and leaves and rejoins by itself
+(:mod:`consumer.membership`). An empty assignment (more workers than partitions) is healthy.
 
 :func:`run_worker` runs one worker in the calling thread (with metrics and signal handling);
-:func:`run_worker_processes` runs N of them as processes and forwards SIGTERM to them.
+:func:`run_worker_processes` (:mod:`consumer.supervisor`) runs N of them as processes,
+forwards SIGTERM to them and restarts one that dies.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-import multiprocessing
 import os
 import signal
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from schemas.codec import Decoder
 from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
+from schemas.kafka_log import BROKER_LOG
 
 from .dlq import DeadLetterWriter, Delivery
 from .errors import DatabaseUnavailableError, DeadLetterUnavailableError, RetriableError, WorkerError
+from .membership import Membership, unwedge_group
 from .metrics import ConsumerMetrics, serve_metrics
 from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, WriteResult
@@ -57,6 +64,12 @@ _IDLE_PING_S = 5.0
 _LAG_EVERY_S = 2.0
 _MAX_POLL_WAIT_S = 0.5
 _GC_THRESHOLDS = (20_000, 50, 100)
+#: On stop, wait at most this long for a group join in progress to finish before leaving.
+_SETTLE_JOIN_S = 10.0
+
+
+def _heartbeat_ms(settings: ConsumerSettings) -> int:
+    return max(100, min(500, settings.session_timeout_ms // 3))
 
 
 def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-consumer") -> dict[str, Any]:
@@ -70,11 +83,14 @@ def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-con
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": session,
-            "heartbeat.interval.ms": max(100, min(500, session // 3)),
+            "heartbeat.interval.ms": _heartbeat_ms(settings),
             "partition.assignment.strategy": "range",
             # how long the broker may hold a fetch with no new data: Apache Kafka answers as
             # soon as data arrive, but some brokers (tansu) hold it for the whole wait
             "fetch.wait.max.ms": 100,
+            # broker states every few seconds: ends a broker outage's log (schemas.kafka_log)
+            "statistics.interval.ms": 5000,
+            "stats_cb": BROKER_LOG.on_stats,
         }
     )
 
@@ -127,8 +143,10 @@ class Worker:
         consumer: Any = None,
         metrics: ConsumerMetrics | None = None,
         name: str | None = None,
+        index: int = 0,
     ) -> None:
         self.settings = settings
+        self.index = index  # of the worker among the supervisor's: orders their leaves on a joint stop
         self.name = name or f"{os.getpid()}"
         self.metrics = metrics or ConsumerMetrics()
         self._stop = stop_event or threading.Event()
@@ -136,6 +154,9 @@ class Worker:
         self._dlq = dead_letters or DeadLetterWriter(settings)
         self._decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options or None)
         self._consumer = consumer
+        self._own_consumer = consumer is None
+        self._membership = Membership(settings.join_timeout_s)
+        self._next_rejoin = 0.0
         self._buffer: list[_Entry] = []
         self._batch_started: float | None = None
         self._written: WriteResult | None = None  # the buffer's DB write, once it succeeded
@@ -155,28 +176,29 @@ class Worker:
         self._stop.set()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """``(healthy, details)``: healthy while polling and the database is reachable."""
+        """``(healthy, details)``: healthy while polling, the database is reachable and the
+        worker is in its group (an empty assignment counts) or joining it for less than
+        ``join_timeout_s``."""
         quiet = time.monotonic() - self._last_poll
         polling = self._running and quiet < max(10.0, self.settings.session_timeout_ms / 1000)
+        stuck = self._membership.stuck()
         details = {
             "polling": polling,
             "database": "up" if self._db_up else "down",
             "paused": self._outage is not None,
             "buffered": len(self._buffer),
+            **self._membership.details(),
         }
-        return polling and self._db_up, details
+        if stuck:
+            details["problem"] = (f"no partitions for {self._membership.joining_for():.0f} s while joining group "
+                                  f"{self.settings.group_id} (join_timeout_s {self.settings.join_timeout_s:g})")
+        return polling and self._db_up and not stuck, details
 
     # -- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
         """Consume until :meth:`stop`; store and commit the last batch; close."""
-        from confluent_kafka import Consumer
-
-        if self._consumer is None:
-            self._consumer = Consumer(consumer_config(self.settings, f"predstream-consumer-{self.name}"))
-        self._consumer.subscribe(
-            [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
-        )
+        self._subscribe()
         self._running = True
         self._last_poll = time.monotonic()
         _log.info("worker %s consuming %s as group %s", self.name, self.settings.topic, self.settings.group_id,
@@ -194,6 +216,16 @@ class Worker:
         finally:
             self._running = False
             self._close()
+
+    def _subscribe(self) -> None:
+        from confluent_kafka import Consumer
+
+        if self._consumer is None:
+            self._consumer = Consumer(consumer_config(self.settings, f"predstream-consumer-{self.name}"))
+        self._membership.joining()
+        self._consumer.subscribe(
+            [self.settings.topic], on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
 
     def _poll_wait(self) -> float:
         if not self._buffer or self._batch_started is None:
@@ -244,10 +276,14 @@ class Worker:
             self.metrics.events_consumed.inc(consumed)
 
     def _periodic(self) -> None:
-        """Every few seconds: update the lag gauges; when idle, check the database answers."""
+        """Every few seconds: update the lag gauges; when idle, check the database answers;
+        when stuck joining the group, leave and rejoin."""
         now = time.monotonic()
+        if self._membership.stuck(now) and now >= self._next_rejoin:
+            self._rejoin(now)
         if now - self._last_lag >= _LAG_EVERY_S:
             self._last_lag = now
+            self._dlq.poll()  # the dead-letter producer's callbacks and log lines, while they are news
             try:
                 self.metrics.observe_lag(self._consumer, self._consumer.assignment())
             except Exception:  # metrics must never stop the worker
@@ -258,6 +294,29 @@ class Worker:
                 self._db_ok()
             except DatabaseUnavailableError as exc:
                 self._enter_outage(exc)
+
+    def _rejoin(self, now: float) -> None:
+        """Stuck joining past ``join_timeout_s``: say so, then leave and rejoin (unless the
+        broker is unreachable: then there is nothing to rejoin yet)."""
+        waited = self._membership.joining_for(now)
+        self._next_rejoin = now + self.settings.join_timeout_s
+        outage = BROKER_LOG.outage()
+        if outage is not None:
+            _log.warning("worker %s has had no partitions for %.0f s: kafka broker %s unreachable for %.0f s (%s)",
+                         self.name, waited, outage[0], outage[1], outage[2], extra={"worker": self.name})
+            return
+        if not self._own_consumer or self._buffer:
+            _log.warning("worker %s has had no partitions for %.0f s while joining group %s", self.name, waited,
+                         self.settings.group_id, extra={"worker": self.name})
+            return
+        _log.warning("worker %s has had no partitions for %.0f s while joining group %s (the broker keeps the group "
+                     "rebalancing); leaving it and rejoining", self.name, waited, self.settings.group_id,
+                     extra={"worker": self.name})
+        consumer, self._consumer = self._consumer, None
+        outcome = unwedge_group(self.settings, consumer)
+        self._membership.recoveries += 1
+        _log.warning("worker %s: %s", self.name, outcome, extra={"worker": self.name})
+        self._subscribe()  # still joining since before: unhealthy until an assignment arrives
 
     # -- one batch -------------------------------------------------------------------
 
@@ -431,10 +490,15 @@ class Worker:
     # -- rebalances ------------------------------------------------------------------
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        took = self._membership.joined(len(partitions))
         _log.info("assigned %s", _describe(partitions), extra={"worker": self.name})
+        if took > self.settings.join_timeout_s:
+            _log.warning("worker %s is in group %s again after %.0f s without partitions", self.name,
+                         self.settings.group_id, took, extra={"worker": self.name})
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         """Store and commit the batch in flight before the partitions go to another worker."""
+        self._membership.joining()
         gone = {(tp.topic, tp.partition) for tp in partitions}
         if self._buffer and not self._closing and any((e.coords[0], e.coords[1]) in gone for e in self._buffer):
             if self._outage is None:
@@ -444,6 +508,7 @@ class Worker:
         _log.info("revoked %s", _describe(partitions), extra={"worker": self.name})
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._membership.joining()
         self._drop({(tp.topic, tp.partition) for tp in partitions}, "lost")
         self.metrics.forget_partitions(partitions)
         _log.warning("lost %s (session timed out?)", _describe(partitions), extra={"worker": self.name})
@@ -480,8 +545,42 @@ class Worker:
                 len(self._buffer), self.settings.shutdown_timeout_s, extra={"worker": self.name, "batch": len(self._buffer)},
             )
 
+    def _settle(self) -> None:
+        """Before leaving the group: finish a join in progress (bounded).
+
+        A member that leaves a forming generation while it is its leader wedges the group on
+        some brokers (tansu 0.6: see consumer/membership.py). So a worker leaves only from a
+        formed group: it polls (its partitions paused) for a look window with no rebalance,
+        rejoining when one begins. When a supervisor stops all its workers at once, worker
+        ``i``'s window is 2 + 4i heartbeats (1 s, 3 s, 5 s ...): they leave one after the
+        other, each seeing the previous one's leave. Messages fetched meanwhile are dropped:
+        their offsets are not committed, the next owner reads them.
+        """
+        if not self._own_consumer or self._consumer is None or BROKER_LOG.outage() is not None:
+            return
+        window = (2 + 4 * self.index) * _heartbeat_ms(self.settings) / 1000
+        now = time.monotonic()
+        deadline = now + min(_SETTLE_JOIN_S * (1 + self.index) + window, self.settings.shutdown_timeout_s)
+        look, joins = now + window, self._membership.joins
+        told = False
+        while time.monotonic() < deadline:
+            joining = self._membership.joining_since is not None
+            if self._membership.joins != joins:  # rejoined: look again from here
+                look, joins = time.monotonic() + window, self._membership.joins
+            if not joining and time.monotonic() >= look:
+                return
+            if joining and not told:
+                told = True
+                _log.info("worker %s: finishing the group join in progress before leaving", self.name,
+                          extra={"worker": self.name})
+            try:
+                self._consumer.poll(0.1)
+            except Exception:  # closing anyway
+                return
+
     def _close(self) -> None:
         self._closing = True
+        self._settle()
         try:
             if self._consumer is not None:
                 self._consumer.close()
@@ -518,6 +617,7 @@ def run_worker(
     name: str | None = None,
     metrics: ConsumerMetrics | None = None,
     handle_signals: bool | None = None,
+    index: int = 0,
 ) -> None:
     """Run one worker in this thread until ``stop_event`` is set (or SIGTERM/SIGINT).
 
@@ -526,7 +626,7 @@ def run_worker(
     Returns after a clean shutdown; raises :class:`WorkerError` when it cannot go on.
     """
     stop_event = stop_event or threading.Event()
-    worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics)
+    worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics, index=index)
     if handle_signals is None:
         handle_signals = threading.current_thread() is threading.main_thread()
     previous: dict[int, Any] = {}
@@ -556,72 +656,4 @@ def run_worker(
             signal.signal(sig, handler)
 
 
-def _process_main(settings_data: dict[str, Any], index: int, init: Callable[[], None] | None) -> None:
-    if init is not None:
-        init()
-    settings = ConsumerSettings(**settings_data)
-    try:
-        run_worker(settings, name=f"{index}:{os.getpid()}")
-    except (WorkerError, RetriableError) as exc:
-        _log.error("worker %d: %s", index, exc)
-        raise SystemExit(2) from None
-
-
-def run_worker_processes(
-    settings: ConsumerSettings,
-    workers: int,
-    *,
-    init: Callable[[], None] | None = None,
-    stop_event: threading.Event | None = None,
-) -> int:
-    """Run ``workers`` worker processes (spawned) until SIGTERM/SIGINT or ``stop_event``.
-
-    SIGTERM and SIGINT are forwarded to the workers as SIGTERM; each finishes its batch and
-    exits. Worker ``i`` serves metrics on ``settings.metrics_port + i`` (when not 0).
-    ``init`` (picklable, e.g. a logging set-up) runs first in each process. Returns 0 when
-    every worker stopped cleanly, 1 when one failed (the others are then stopped too).
-    """
-    ctx = multiprocessing.get_context("spawn")
-    procs = []
-    for i in range(workers):
-        data = settings.model_dump()
-        if settings.metrics_port:
-            data["metrics_port"] = settings.metrics_port + i
-        procs.append(ctx.Process(target=_process_main, args=(data, i, init), name=f"predstream-worker-{i}"))
-    stopping = threading.Event()
-
-    def _forward(signum: int, _frame: Any) -> None:
-        stopping.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, _forward)
-    try:
-        for p in procs:
-            p.start()
-        _log.info("started %d worker process(es): %s", workers, ", ".join(str(p.pid) for p in procs))
-        failed = False
-        signalled = False
-        while any(p.is_alive() for p in procs):
-            if (stopping.is_set() or (stop_event is not None and stop_event.is_set())) and not signalled:
-                signalled = True
-                _log.info("stopping %d worker process(es)", workers)
-                for p in procs:
-                    if p.is_alive() and p.pid:
-                        os.kill(p.pid, signal.SIGTERM)
-            for p in procs:
-                if not p.is_alive() and p.exitcode not in (0, None) and not failed:
-                    failed = True
-                    _log.error("worker process %s exited with code %s; stopping the others", p.pid, p.exitcode)
-                    stopping.set()
-            time.sleep(0.1)
-        for p in procs:
-            p.join()
-        return 0 if not failed and all(p.exitcode == 0 for p in procs) else 1
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+from .supervisor import run_worker_processes  # noqa: E402  (moved; kept importable from here)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -13,6 +14,16 @@ import typer
 F = TypeVar("F", bound=Callable[..., Any])
 
 _log = logging.getLogger("predstream.cli")
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+# Options several commands share.
+BOOTSTRAP_OPTION = typer.Option(
+    None, "--bootstrap", help="Kafka bootstrap servers (default: $PREDSTREAM_KAFKA_BOOTSTRAP or the local stack)."
+)
+KAFKA_OPTION = typer.Option(
+    None, "-X", "--kafka-option", help="librdkafka setting key=value (repeatable), e.g. -X security.protocol=SSL."
+)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -29,6 +40,13 @@ class _JsonFormatter(logging.Formatter):
             if hasattr(record, key):
                 out[key] = getattr(record, key)
         return json.dumps(out, default=str)
+
+
+def check_log_level(level: str) -> str:
+    """``level`` in upper case, or exit 2 with one line naming the levels."""
+    if level.upper() not in LOG_LEVELS:
+        raise fail(f"unknown log level {level!r} (--log-level / PREDSTREAM_LOG_LEVEL): use {', '.join(LOG_LEVELS)}")
+    return level.upper()
 
 
 def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
@@ -50,13 +68,22 @@ def fail(message: str, code: int = 2) -> "typer.Exit":
     return typer.Exit(code)
 
 
-def _one_line(exc: BaseException) -> str:
+_DB_HINTS = {
+    "42P01": "; this database has no predstream tables: run `predstream migrate` or give the right --database-url",
+    "42703": "; the table lacks a column: run `predstream migrate`",
+    "3D000": "; create the database or fix --database-url / PREDSTREAM_DATABASE_URL",
+    "28P01": "; check the user and password in --database-url / PREDSTREAM_DATABASE_URL",
+    "42501": "; the user lacks a privilege on the table",
+}
+
+
+def _one_line(exc: BaseException, urls: list[str | None]) -> str:
     from consumer.settings import redact_url
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if type(exc).__module__.startswith("psycopg"):
-        text = "database: " + text
-    return redact_url(text)
+        text = "database: " + text + _DB_HINTS.get(getattr(exc, "sqlstate", None) or "", "")
+    return redact_url(text, urls)
 
 
 def one_line_errors(func: F) -> F:
@@ -73,11 +100,12 @@ def one_line_errors(func: F) -> F:
             except (ImportError, AttributeError):
                 pass
         if "psycopg" in sys.modules:
-            known += (sys.modules["psycopg"].OperationalError,)
+            known += (sys.modules["psycopg"].Error,)
         try:
             return func(*args, **kwargs)
         except known as exc:
             _log.debug("command failed", exc_info=True)
-            raise fail(_one_line(exc)) from None
+            urls = [kwargs.get("database_url"), os.environ.get("PREDSTREAM_DATABASE_URL")]
+            raise fail(_one_line(exc, urls)) from None
 
     return wrapper  # type: ignore[return-value]

@@ -23,7 +23,7 @@ def _main(
     log_level: str = typer.Option("INFO", "--log-level", envvar="PREDSTREAM_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR."),
     json_logs: bool = typer.Option(False, "--json-logs", envvar="PREDSTREAM_JSON_LOGS", help="One JSON object per log line."),
 ) -> None:
-    _cli_common.configure_logging(log_level, json_logs)
+    _cli_common.configure_logging(_cli_common.check_log_level(log_level), json_logs)
 
 
 def _register() -> None:

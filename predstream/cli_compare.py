@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from ._cli_common import one_line_errors
+from ._cli_common import fail, one_line_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -32,12 +33,16 @@ def compare(
 
     if fmt not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
+    if plot:
+        _check_plot_path(Path(plot))
     settings = load_settings(ConsumerSettings, database_url=database_url)
     with psycopg.connect(settings.require_database_url()) as conn:
         result = compare_runs(conn, jobs, prompt_id=prompt_id, max_prompts=prompts)
     if not any(result.accuracy.values()) and not result.prompts:
-        typer.echo(f"no predictions found for {', '.join(jobs)}", err=True)
-        raise typer.Exit(1)
+        raise fail(f"no predictions found for {', '.join(jobs)}: check the job ids (and --database-url)", 1)
+    if prompt_id is not None and not result.prompts:
+        raise fail(f"no predictions for prompt_id {prompt_id!r} in {', '.join(jobs)}: the prompt ids are in "
+                   f"`predstream compare {' '.join(jobs)} --format csv`", 1)
     if fmt == "csv":
         typer.echo(report.comparison_csv(result), nl=False)
     elif fmt == "json":
@@ -45,4 +50,21 @@ def compare(
     else:
         report.print_comparison(result)
     if plot:
-        typer.echo(f"plot written to {report.plot_comparison(result, plot)}", err=True)
+        try:
+            written = report.plot_comparison(result, plot)
+        except OSError as exc:
+            raise fail(f"cannot write the plot to {plot}: {exc.strerror or exc}") from None
+        typer.echo(f"plot written to {written}", err=True)
+
+
+def _check_plot_path(path: Path) -> None:
+    """Before any work: the plot's folder must exist and be writable."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise fail(f"cannot write the plot to {path}: folder {folder} does not exist (create it or give another --plot)")
+    if path.is_dir():
+        raise fail(f"cannot write the plot to {path}: it is a folder; give a file name such as {path / 'accuracy.png'}")
+    import os
+
+    if not os.access(folder, os.W_OK):
+        raise fail(f"cannot write the plot to {path}: folder {folder} is not writable")

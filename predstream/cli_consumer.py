@@ -9,7 +9,9 @@ from typing import List, Optional
 
 import typer
 
-from ._cli_common import configure_logging, one_line_errors
+from ._cli_common import BOOTSTRAP_OPTION as _BOOTSTRAP
+from ._cli_common import KAFKA_OPTION as _KAFKA_OPT
+from ._cli_common import configure_logging, fail, one_line_errors
 
 dlq_app = typer.Typer(help="Inspect and redrive dead letters (events the consumer could not store).", no_args_is_help=True)
 
@@ -33,10 +35,12 @@ def _settings(**overrides):
     return load_settings(ConsumerSettings, **overrides)
 
 
-_BOOTSTRAP = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers (default: $PREDSTREAM_KAFKA_BOOTSTRAP or the local stack).")
 _TOPIC = typer.Option(None, "--topic", help="Topic of prediction events (default: $PREDSTREAM_TOPIC or training.predictions).")
 _GROUP = typer.Option(None, "--group", help="Consumer group (default: $PREDSTREAM_GROUP_ID or predstream-consumer).")
-_KAFKA_OPT = typer.Option(None, "-X", "--kafka-option", help="librdkafka setting key=value (repeatable), e.g. -X security.protocol=SSL.")
+_REASON_HELP = ("Only dead letters whose reason starts with this (repeatable), e.g. db-rejected or nul. "
+                "Reasons: bad-framing, unknown-schema, malformed-body, too-large:<field>, nul-character:<field>, "
+                "invalid-utf8:<field>, missing-field:<field>, wrong-type:<field>, out-of-range:<field>, "
+                "invalid:<field>, db-rejected:<SQLSTATE>.")
 
 
 @one_line_errors
@@ -76,13 +80,13 @@ def consume(
 @one_line_errors
 def dlq_list(
     limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many dead letters."),
-    reason: Optional[List[str]] = typer.Option(None, "--reason", help="Only these reasons (exact code or prefix, e.g. db-rejected); repeatable."),
+    reason: Optional[List[str]] = typer.Option(None, "--reason", help=_REASON_HELP),
     fmt: str = typer.Option("table", "--format", help="table or json."),
     bootstrap: Optional[str] = _BOOTSTRAP,
     topic: Optional[str] = _TOPIC,
     kafka_option: Optional[List[str]] = _KAFKA_OPT,
 ) -> None:
-    """List dead letters: offset, reason, error, and where each event came from."""
+    """List dead letters: offset, reason, error, where each event came from, and how often it was redriven."""
     from consumer.dlq import list_dead_letters
 
     if fmt not in ("table", "json"):
@@ -93,42 +97,56 @@ def dlq_list(
         typer.echo(json.dumps([d.as_dict() for d in letters], indent=2))
         return
     if not letters:
-        typer.echo(f"no dead letters in {settings.dlq_topic}")
+        typer.echo(f"no dead letters in {settings.dlq_topic}" + (f" with a reason starting {' or '.join(reason)}" if reason else ""))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"dead letters in {settings.dlq_topic} (first {len(letters)})")
-    for col in ("partition", "offset", "reason", "error", "original topic", "orig. partition", "orig. offset"):
+    for col in ("partition", "offset", "reason", "error", "original topic", "orig. partition", "orig. offset", "redrives"):
         table.add_column(col, overflow="fold")
     for d in letters:
         table.add_row(
             str(d.partition), str(d.offset), d.reason, d.error[:200], d.original_topic or "",
             "" if d.original_partition is None else str(d.original_partition),
             "" if d.original_offset is None else str(d.original_offset),
+            f"{d.redrive_count} (parked)" if d.parked() else str(d.redrive_count),
         )
     Console().print(table)
 
 
 @one_line_errors
 def dlq_redrive(
-    reason: Optional[List[str]] = typer.Option(None, "--reason", help="Only these reasons (exact code or prefix); repeatable. Default: all."),
+    reason: Optional[List[str]] = typer.Option(None, "--reason", help=_REASON_HELP + " Default: all."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be redriven; publish and record nothing."),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Reconsider every dead letter, not only those after the last redrive."),
+    redrive_limit: int = typer.Option(3, "--redrive-limit", min=1, help="Leave (park) a dead letter already redriven this many times."),
     bootstrap: Optional[str] = _BOOTSTRAP,
     topic: Optional[str] = _TOPIC,
     group: Optional[str] = _GROUP,
     kafka_option: Optional[List[str]] = _KAFKA_OPT,
 ) -> None:
-    """Re-publish dead letters' original events to the topic (after fixing what rejected them)."""
-    from consumer.dlq import redrive
+    """Re-publish dead letters' original events to the topic (after fixing what rejected them).
+
+    Reads up to the end of the dead-letter topic as it is when the command starts, records
+    progress as it goes, and parks (leaves) a dead letter already redriven --redrive-limit times.
+    """
+    from consumer.dlq_redrive import redrive
 
     settings = _settings(kafka_bootstrap=bootstrap, topic=topic, group_id=group, kafka_option=kafka_option)
-    result = redrive(settings, reasons=reason or None, dry_run=dry_run, from_beginning=from_beginning)
+    result = redrive(settings, reasons=reason or None, dry_run=dry_run, from_beginning=from_beginning, limit=redrive_limit)
+    if reason and result.filter_matched_nothing:
+        present = ", ".join(f"{r} ({n})" for r, n in sorted(result.seen.items()))
+        raise fail(f"--reason {' / '.join(reason)} matches none of the {result.read} dead letter(s) read; their reasons: "
+                   f"{present}. A reason matches when it starts with the text given. Nothing was redriven or recorded.", 1)
     verb = "would redrive" if dry_run else "redriven"
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(result.by_reason.items()))
-    typer.echo(f"{verb} {result.redriven} dead letter(s) to {settings.topic}" + (f" ({detail})" if detail else "")
-               + f"; skipped {result.skipped}")
+    line = (f"{verb} {result.redriven} dead letter(s) to {settings.topic}" + (f" ({detail})" if detail else "")
+            + f"; skipped {result.skipped}")
+    if result.parked:
+        line += (f"; parked {result.parked} (redriven {redrive_limit} times already: fix the cause, then "
+                 "`predstream dlq redrive --from-beginning --redrive-limit N`)")
+    typer.echo(line)
 
 
 @one_line_errors

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import typer
 
-from ._cli_common import fail, one_line_errors
+from ._cli_common import BOOTSTRAP_OPTION, KAFKA_OPTION, fail, one_line_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -27,15 +27,21 @@ def replay(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=100_000, help="Events per database transaction."),
     dlq: bool = typer.Option(False, "--dlq", help="Send invalid events to the dead-letter topic again (the live worker already did)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    bootstrap: Optional[str] = BOOTSTRAP_OPTION,
+    kafka_option: Optional[List[str]] = KAFKA_OPTION,
 ) -> None:
     """Read the topic again (without touching the live consumer group) into a database."""
     from consumer.replay import parse_offsets, parse_timestamp, replay as run_replay
     from consumer.settings import ConsumerSettings
     from schemas.settings import load_settings
+    from schemas.transport import parse_kafka_options
 
     if sum((from_beginning, from_timestamp is not None, from_offsets is not None)) > 1:
         raise fail("give one of --from-beginning, --from-timestamp, --from-offsets")
-    settings = load_settings(ConsumerSettings, database_url=database_url, topic=topic)
+    options = parse_kafka_options(kafka_option) if kafka_option else None
+    settings = load_settings(ConsumerSettings, database_url=database_url, topic=topic, kafka_bootstrap=bootstrap,
+                             kafka_options=options)
+    settings.require_bootstrap()
     settings.require_database_url()
     since = parse_timestamp(from_timestamp) if from_timestamp else None
     offsets = parse_offsets(from_offsets) if from_offsets else None

@@ -11,7 +11,6 @@ set, the addresses of a local stack started by ``predstream up`` are used (see
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,6 @@ from .transport import DEFAULT_TOPIC, parse_kafka_options
 
 __all__ = ["StreamSettings", "local_stack", "predstream_home", "load_settings"]
 
-_RDKAFKA_LOG = logging.getLogger("predstream.librdkafka")
 
 
 def predstream_home() -> Path:
@@ -114,8 +112,11 @@ class StreamSettings(BaseSettings):
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """librdkafka config: bootstrap + pass-through options + ``extra`` (options win)."""
-        # librdkafka's own log lines go through logging (predstream.librdkafka), not raw stderr
-        return {"bootstrap.servers": self.require_bootstrap(), "logger": _RDKAFKA_LOG, **extra, **self.kafka_options}
+        # librdkafka's own log lines go through logging (predstream.librdkafka), not raw
+        # stderr, with a broker outage reported once (schemas.kafka_log)
+        from .kafka_log import BROKER_LOG
+
+        return {"bootstrap.servers": self.require_bootstrap(), "logger": BROKER_LOG, **extra, **self.kafka_options}
 
     @property
     def dlq_topic(self) -> str:

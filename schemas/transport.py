@@ -45,6 +45,8 @@ class Headers:
     ORIGINAL_PARTITION = "predstream-original-partition"
     ORIGINAL_OFFSET = "predstream-original-offset"
     ORIGINAL_TIMESTAMP = "predstream-original-timestamp"  # ms since epoch
+    # times `predstream dlq redrive` re-published the event; kept on a dead letter it becomes again
+    REDRIVE_COUNT = "predstream-redrive-count"
 
 
 _SECRET_MARKERS = ("password", "secret", "sasl.jaas", "oauthbearer.config", "key.pem", "token")
