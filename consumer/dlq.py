@@ -65,7 +65,7 @@ _STALL_S = 30.0
 REASONS = (
     "bad-framing, unknown-schema, malformed-body, too-large:<field>, nul-character:<field>, "
     "invalid-utf8:<field>, missing-field:<field>, wrong-type:<field>, out-of-range:<field>, "
-    "invalid:<field>, db-rejected:<SQLSTATE>"
+    "invalid:<field>, identity-mismatch, db-rejected:<SQLSTATE>"
 )
 
 HeaderList = list[tuple[str, bytes]]

@@ -12,6 +12,7 @@ import typer
 from ._cli_common import BOOTSTRAP_OPTION as _BOOTSTRAP
 from ._cli_common import KAFKA_OPTION as _KAFKA_OPT
 from ._cli_common import configure_logging, fail, one_line_errors
+from consumer.dlq import REASONS
 
 dlq_app = typer.Typer(help="Inspect and redrive dead letters (events the consumer could not store).", no_args_is_help=True)
 
@@ -38,9 +39,7 @@ def _settings(**overrides):
 _TOPIC = typer.Option(None, "--topic", help="Topic of prediction events (default: $PREDSTREAM_TOPIC or training.predictions).")
 _GROUP = typer.Option(None, "--group", help="Consumer group (default: $PREDSTREAM_GROUP_ID or predstream-consumer).")
 _REASON_HELP = ("Only dead letters whose reason starts with this (repeatable), e.g. db-rejected or nul. "
-                "Reasons: bad-framing, unknown-schema, malformed-body, too-large:<field>, nul-character:<field>, "
-                "invalid-utf8:<field>, missing-field:<field>, wrong-type:<field>, out-of-range:<field>, "
-                "invalid:<field>, db-rejected:<SQLSTATE>.")
+                f"Reasons: {REASONS}.")
 
 
 @one_line_errors
