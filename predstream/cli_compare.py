@@ -40,6 +40,11 @@ def compare(
         result = compare_runs(conn, jobs, prompt_id=prompt_id, max_prompts=prompts)
     if not any(result.accuracy.values()) and not result.prompts:
         raise fail(f"no predictions found for {', '.join(jobs)}: check the job ids (and --database-url)", 1)
+    missing = [j for j in result.jobs if not result.accuracy.get(j)]
+    if missing:  # a typo among the job ids: say so rather than show an empty column
+        found = [j for j in result.jobs if j not in missing]
+        raise fail(f"no predictions found for {', '.join(missing)} (found: {', '.join(found)}): "
+                   "check the job ids (and --database-url)", 1)
     if prompt_id is not None and not result.prompts:
         raise fail(f"no predictions for prompt_id {prompt_id!r} in {', '.join(jobs)}: the prompt ids are in "
                    f"`predstream compare {' '.join(jobs)} --format csv`", 1)
