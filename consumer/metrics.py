@@ -20,7 +20,7 @@ from typing import Any, Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["ConsumerMetrics", "MetricsServer", "serve_metrics", "check_health"]
+__all__ = ["ConsumerMetrics", "MetricsServer", "serve_metrics", "check_health", "check_port_free"]
 
 _log = logging.getLogger("predstream.metrics")
 
@@ -144,12 +144,37 @@ def serve_metrics(
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             _log.debug("http: " + format, *args)
 
-    server = ThreadingHTTPServer((host, port), _Handler)
+    try:
+        server = ThreadingHTTPServer((host, port), _Handler)
+    except OSError as exc:
+        raise _port_error(port, exc) from None
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, name="predstream-metrics", daemon=True)
     thread.start()
     _log.info("metrics on http://%s:%d/metrics, health on /healthz", host, server.server_address[1])
     return MetricsServer(server, thread)
+
+
+def check_port_free(port: int, host: str = "0.0.0.0") -> None:
+    """Raise :class:`~consumer.errors.WorkerError` when ``host:port`` cannot be served on
+    (another process listens there), before anything else starts."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as http.server binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise _port_error(port, exc) from None
+
+
+def _port_error(port: int, exc: OSError) -> Exception:
+    from .errors import WorkerError
+
+    return WorkerError(
+        f"cannot serve metrics on port {port}: {exc.strerror or exc} (another process uses it?); "
+        "choose another --metrics-port / PREDSTREAM_METRICS_PORT, or 0 for none"
+    )
 
 
 def check_health(url: str, timeout_s: float = 5.0) -> tuple[bool, str]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .errors import RetriableError, WorkerError
+from .metrics import check_port_free
 from .settings import ConsumerSettings
 
 __all__ = ["run_worker_processes", "restart_delay"]
@@ -97,6 +98,7 @@ def run_worker_processes(
         data = settings.model_dump()
         if settings.metrics_port:
             data["metrics_port"] = settings.metrics_port + i
+            check_port_free(data["metrics_port"])  # a taken port is said at once, not crash-looped
         slots.append(_Slot(i, data))
     crashes: deque[float] = deque()  # times of deaths within the window, all slots
     stopping = threading.Event()

@@ -50,7 +50,7 @@ from schemas.kafka_log import BROKER_LOG
 from .dlq import DeadLetterWriter, Delivery
 from .errors import DatabaseUnavailableError, DeadLetterUnavailableError, RetriableError, WorkerError
 from .membership import Membership, unwedge_group
-from .metrics import ConsumerMetrics, serve_metrics
+from .metrics import ConsumerMetrics, check_port_free, serve_metrics
 from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, WriteResult
 
@@ -625,6 +625,8 @@ def run_worker(
     Signal handlers are installed only in the main thread (``handle_signals=None``).
     Returns after a clean shutdown; raises :class:`WorkerError` when it cannot go on.
     """
+    if settings.metrics_port:
+        check_port_free(settings.metrics_port)  # before the worker joins its group
     stop_event = stop_event or threading.Event()
     worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics, index=index)
     if handle_signals is None:
