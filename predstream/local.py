@@ -140,12 +140,12 @@ class LocalStack:
 
     def start(self, timeout: float = 30.0) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.start_broker(timeout)
         try:
+            self.start_broker(timeout)
             self.start_postgres(timeout)
             self._ensure_database(_DB_NAME)
-        except BaseException:
-            self.stop_broker()
+        except BaseException:  # a failure, or Ctrl-C: leave nothing running
+            self.stop()
             raise
 
     def stop(self) -> None:
