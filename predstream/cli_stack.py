@@ -18,8 +18,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_env(state: dict) -> None:
+    from schemas.transport import DEFAULT_TOPIC
+
     typer.echo(f"PREDSTREAM_KAFKA_BOOTSTRAP={state['bootstrap']}")
     typer.echo(f"PREDSTREAM_DATABASE_URL={state['database_url']}")
+    if state.get("topic", DEFAULT_TOPIC) != DEFAULT_TOPIC:  # other shells need it too
+        typer.echo(f"PREDSTREAM_TOPIC={state['topic']}")
 
 
 @one_line_errors
@@ -59,7 +63,12 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the state a
     if as_json:
         typer.echo(json.dumps(state, indent=2))
         return
-    typer.echo(f"local stack running since {state['started_at']:.0f} (pids {state['pids']})")
+    from datetime import datetime, timezone
+
+    since = datetime.fromtimestamp(state["started_at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    pids = state.get("pids", {})
+    typer.echo(f"local stack running since {since} (broker pid {pids.get('broker')}, "
+               f"PostgreSQL pid {pids.get('postgres')}; data and logs in {state['home']})")
     _print_env(state)
 
 
