@@ -303,16 +303,19 @@ def _text(data: bytes | None) -> str | None:
         return data.hex()
 
 
-def _dlq_partitions(consumer: Any, settings: ConsumerSettings, log: BrokerLog) -> list[int] | None:
-    """Partition ids of the DLQ topic, or ``None`` when it does not exist; fails fast (one
-    line) when the broker does not answer."""
+def _dlq_partitions(consumer: Any, settings: ConsumerSettings, log: BrokerLog) -> list[int]:
+    """Partition ids of the DLQ topic; fails fast (one line) when the broker does not answer
+    or the topic does not exist (a mistyped topic must not read as "no dead letters")."""
     try:
         meta = cluster_metadata(consumer, settings.require_bootstrap(), log)
     except BrokerUnreachableError as exc:
         raise DeadLetterUnavailableError(str(exc)) from None
-    info = meta.topics.get(settings.dlq_topic)
+    info = meta.topics.get(settings.dlq_topic)  # all topics were listed: asking created none
     if info is None or info.error is not None:
-        return None
+        raise DeadLetterUnavailableError(
+            f"topic {settings.dlq_topic!r} does not exist on the broker: check PREDSTREAM_TOPIC / --topic "
+            f"(the dead letters of topic T are in T.dlq)"
+        )
     return sorted(info.partitions)
 
 
