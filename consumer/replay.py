@@ -95,6 +95,8 @@ class ReplayStats:
     rejected: int = 0
     #: events of other jobs (``job_id=``)
     skipped_job: int = 0
+    #: how many events of each other job were skipped (the first 100 job ids seen)
+    other_jobs: dict[str, int] = field(default_factory=dict)
     #: messages before ``from_timestamp`` read because the broker's answer was coarse
     skipped_before: int = 0
     dead_lettered: int = 0
@@ -427,7 +429,7 @@ class _Run:
         if self.job_id is not None:
             header = _header(msg, Headers.JOB_ID)
             if header is not None and header != self.job_id:
-                self.stats.skipped_job += 1
+                self._skip_job(header)
                 return
         try:
             event = self.decoder.decode(msg.value())
@@ -438,11 +440,17 @@ class _Run:
             self._flush()
             raise ReplayError(f"{exc}; {self._resume_hint()}") from None
         if self.job_id is not None and event.job_id != self.job_id:
-            self.stats.skipped_job += 1
+            self._skip_job(event.job_id)
             return
         self.batch.append(IngestRecord(event, msg.topic(), p, offset, ts))
         if self.dead_letters is not None:  # the original bytes, should the database refuse it
             self.originals[(p, offset)] = msg
+
+    def _skip_job(self, job_id: str) -> None:
+        self.stats.skipped_job += 1
+        others = self.stats.other_jobs
+        if job_id in others or len(others) < 100:
+            others[job_id] = others.get(job_id, 0) + 1
 
     def _invalid(self, msg: Any, reason: str, error: str) -> None:
         self.stats.invalid += 1

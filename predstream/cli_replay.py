@@ -62,6 +62,11 @@ def replay(
     typer.echo(stats.summary())
     if stats.by_reason:
         typer.echo("not stored, by reason: " + ", ".join(f"{r} {n}" for r, n in sorted(stats.by_reason.items())))
+    if job is not None and stats.read == stats.skipped_job + stats.skipped_before:  # a typo in --job?
+        seen = sorted(stats.other_jobs.items(), key=lambda kv: -kv[1])[:5]
+        listed = ", ".join(f"{j!r} ({n})" for j, n in seen)
+        raise fail(f"no event of job {job!r} in what was read from {settings.topic}"
+                   + (f"; jobs there: {listed}" if seen else " (nothing was read)") + ": check --job", 1)
 
 
 @one_line_errors
