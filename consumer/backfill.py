@@ -301,6 +301,9 @@ def backfill(
     started = time.monotonic()
     files = [Path(p) for p in paths]
     for path in files:
+        if path.is_dir():
+            raise BackfillError(f"{path} is a folder: give the files in it, e.g. {path}/*.pss (a spool) "
+                                f"or {path}/*.jsonl (exports)")
         if not path.is_file():
             raise BackfillError(f"no such file: {path}")
     decoder = decoder or Decoder()
