@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ._sqlsplit import split_statements
+from ._table_names import foreign_table_problem
 from .errors import MigrationError
 
 __all__ = [
@@ -186,9 +187,19 @@ def pending_migrations(database_url: str, folder: str | Path | None = None) -> l
     """Migrations not yet applied (raises if an applied one was edited)."""
     migrations = find_migrations(folder)
     with _connect(database_url) as conn:
-        exists = conn.execute("SELECT to_regclass('predstream_migrations') IS NOT NULL").fetchone()[0]
-        applied = _check_applied(conn, migrations) if exists else set()
-    return [m for m in migrations if m.version not in applied]
+        return _pending(conn, migrations)
+
+
+def _pending(conn: Any, migrations: list[Migration]) -> list[Migration]:
+    """The migrations not applied yet; raises if an applied one was edited, or if a table a
+    pending one creates is another application's (see consumer/_table_names.py)."""
+    exists = conn.execute("SELECT to_regclass('predstream_migrations') IS NOT NULL").fetchone()[0]
+    applied = _check_applied(conn, migrations) if exists else set()
+    pending = [m for m in migrations if m.version not in applied]
+    problem = foreign_table_problem(conn, (m.sql for m in pending))
+    if problem:
+        raise MigrationError(problem)
+    return pending
 
 
 def migrate(database_url: str, folder: str | Path | None = None) -> list[str]:
@@ -200,11 +211,9 @@ def migrate(database_url: str, folder: str | Path | None = None) -> list[str]:
     with _connect(database_url) as conn:
         _take_lock(conn)
         try:
+            pending = _pending(conn, migrations)  # before anything is created or changed
             conn.execute(_CREATE_TABLE)
-            applied = _check_applied(conn, migrations)
-            for mig in migrations:
-                if mig.version in applied:
-                    continue
+            for mig in pending:
                 try:
                     if mig.transactional:
                         _apply_in_transaction(conn, mig)
