@@ -88,7 +88,10 @@ def status(
             ],
         }, indent=2))
         return
-    if not segments:
+    if not directory.is_dir():  # e.g. a relative PREDSTREAM_SPOOL_DIR from another folder
+        typer.echo(f"spool {directory}: no spool folder there; events are spooled to PREDSTREAM_SPOOL_DIR as the "
+                   "training process saw it (a relative path is relative to that process's folder)")
+    elif not segments:
         typer.echo(f"spool {directory}: empty")
     else:
         typer.echo(f"spool {directory}:")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from schemas.settings import StreamSettings, local_stack, predstream_home
 
@@ -36,6 +37,12 @@ class ProducerSettings(StreamSettings):
     #: local stack's Postgres. Optional: training never needs the database to be up (a
     #: verified local copy of each set used is kept in ``<spool_dir>/prediction-sets``).
     database_url: str | None = None
+
+    @field_validator("spool_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        # a relative folder is the working folder's: say where in full (logs, `spool status`)
+        return Path(os.path.abspath(os.path.expanduser(v)))
 
     def find_database_url(self) -> str | None:
         """The database URL from the settings, else the running local stack's, else ``None``."""
