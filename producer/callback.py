@@ -162,6 +162,8 @@ class TrainingPredictionsCallback(TrainerCallback):
     # -- Trainer events -----------------------------------------------------------
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if kwargs.get("model") is not None:
+            self.generator.check_fits(kwargs["model"])  # else every step would fail to generate
         self.job_id, self.attempt, source_id = self._settle_job(args, state)
         if self.prediction_set is not None:
             settings = self._producer_settings()

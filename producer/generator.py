@@ -10,7 +10,8 @@
   joined as ``"<role>: <content>"`` lines followed by ``"assistant: "`` (see
   :func:`join_messages`). A plain ``prompt`` is encoded as it is, with the tokenizer's
   special tokens. A prompt longer than the model's context minus ``max_new_tokens`` keeps
-  its END (left truncation).
+  its END (left truncation); a ``max_new_tokens`` that leaves no room in the context is a
+  ``ValueError`` (:meth:`Generator.check_fits`, which the callback calls at train begin).
 * Batches of ``batch_size`` prompts are LEFT-padded (the pad token, else EOS) with an
   attention mask, moved to ``model.device`` and generated under ``torch.inference_mode()``.
   The model is put in eval mode and given back in the mode it was in. Generation runs in a
@@ -97,6 +98,11 @@ class Generator:
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             return text, True
         return join_messages(messages), False
+
+    def check_fits(self, model: Any) -> None:
+        """Raise ``ValueError`` (one clear line) when ``max_new_tokens`` leaves no room for a
+        prompt in the model's context (the model would fail at every generation)."""
+        _prompt_limit(model, self.settings.max_new_tokens)
 
     def encode(self, tokenizer: Any, sample: Sample, limit: int | None = None) -> list[int]:
         """The prompt's token ids (at most ``limit``, keeping the end)."""
@@ -240,9 +246,19 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return {int(i) for i in ids}
 
 
-def _prompt_limit(model: Any, max_new_tokens: int) -> int | None:
+def _context(model: Any) -> int | None:
     config = getattr(model, "config", None)
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
-    if not isinstance(context, int) or context - max_new_tokens < 1:
+    return context if isinstance(context, int) else None
+
+
+def _prompt_limit(model: Any, max_new_tokens: int) -> int | None:
+    context = _context(model)
+    if context is None:
         return None
+    if context - max_new_tokens < 1:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} does not fit the model's context of {context} positions "
+            f"(its config's max_position_embeddings): give max_new_tokens below {context}, leaving room for the prompt"
+        )
     return context - max_new_tokens
