@@ -90,6 +90,9 @@ def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-con
             "fetch.wait.max.ms": 100,
             # broker states every few seconds: ends a broker outage's log (schemas.kafka_log)
             "statistics.interval.ms": 5000,
+            # a topic created after the worker subscribed (or new partitions) is seen within
+            # 5 s, not librdkafka's 5 min: the worker would sit in its group without partitions
+            "topic.metadata.refresh.interval.ms": 5000,
             "stats_cb": BROKER_LOG.on_stats,
         }
     )
