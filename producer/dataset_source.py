@@ -150,6 +150,8 @@ def _read_file(path: Path) -> tuple[list[Any], str]:
             f"eval dataset {path} is not UTF-8 text (line {line}, byte {exc.start}): save it as UTF-8"
         ) from None
     suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson") and text.lstrip().startswith("["):
+        _refuse_array(text, path)
     if suffix in (".jsonl", ".ndjson") or (suffix != ".json" and not text.lstrip().startswith("[")):
         return list(_jsonl_rows(text, path)), "line"
     try:
@@ -162,6 +164,20 @@ def _read_file(path: Path) -> tuple[list[Any], str]:
     if not isinstance(rows, list):
         raise DatasetError(f"eval dataset {path} must hold a JSON array of rows, not a {type(rows).__name__}")
     return rows, "item"
+
+
+def _refuse_array(text: str, path: Path) -> None:
+    """A ``.jsonl`` file that is one JSON array (a ``.json`` file misnamed) stops here, with
+    one message, rather than as a warning for every line and then "no usable rows"."""
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        return  # not an array after all: read it line by line
+    if isinstance(whole, list):
+        raise DatasetError(
+            f"eval dataset {path} holds one JSON array, not one JSON object per line: "
+            "name it .json, or write one row per line"
+        )
 
 
 def _jsonl_rows(text: str, path: Path) -> Iterator[Any]:
