@@ -49,6 +49,19 @@ def check_log_level(level: str) -> str:
     return level.upper()
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on", "t", "y"), ("", "0", "false", "no", "off", "f", "n")
+
+
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable (as pydantic reads one), or exit 2 with one line."""
+    value = os.environ.get(name, "")
+    if value.strip().lower() in _TRUE:
+        return True
+    if value.strip().lower() in _FALSE:
+        return False
+    raise fail(f"bad setting {name}: {value!r} is not a yes/no value; use true or false")
+
+
 def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
     """Install the one log handler of the process (library code only creates loggers)."""
     handler = logging.StreamHandler(sys.stderr)
