@@ -441,3 +441,32 @@ def test_up_with_a_topic_of_ones_own_prints_it_with_the_other_settings(home):
     assert {"exp.one", "exp.one.dlq"} <= topics_on(bootstrap)
     plain = predstream("up", env=env)  # the second `up` of the day, without the variable
     assert plain.returncode == 0 and "PREDSTREAM_TOPIC=exp.one" in plain.stdout.splitlines()
+
+
+def test_a_jsonl_file_that_holds_one_json_array_is_one_message_saying_to_name_it_json(database_url, tmp_path):
+    """Before: a warning for each of the file's 122 lines ("is not valid JSON"), then
+    ``no usable rows in eval dataset arr.jsonl (122 rows)``."""
+    env = _env(PREDSTREAM_DATABASE_URL=database_url)
+    rows = [{"prompt": f"{i}+{i}=", "ground_truth": str(2 * i)} for i in range(30)]
+    (tmp_path / "arr.jsonl").write_text(json.dumps(rows, indent=2))  # a .json file, misnamed
+    out = predstream("sets", "create", "a", "--from", "arr.jsonl", "--sample", "5", env=env, cwd=tmp_path)
+    line = one_error_line(out)
+    assert out.returncode == 2 and "one JSON array" in line and ".json" in line
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    (tmp_path / "arr.jsonl").rename(tmp_path / "arr.json")
+    fixed = predstream("sets", "create", "a", "--from", "arr.json", "--sample", "5", env=env, cwd=tmp_path)
+    assert fixed.returncode == 0 and "5 items" in fixed.stdout, fixed.stderr
+
+
+def test_a_typo_in_a_yes_no_setting_is_one_line_naming_it(tmp_path):
+    """Before: ``PREDSTREAM_JSON_LOGS=yes-please`` drew a 6-line usage box; the README promises
+    one line that names the setting."""
+    for value in ("yes-please", "2"):
+        out = predstream("status", env=_env(PREDSTREAM_JSON_LOGS=value))
+        line = one_error_line(out)
+        assert out.returncode == 2 and "PREDSTREAM_JSON_LOGS" in line and repr(value) in line
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    for value in ("true", "1", "yes", "False", "0", ""):
+        assert "error:" not in predstream("status", env=_env(PREDSTREAM_JSON_LOGS=value)).stderr
+    logged = predstream("--json-logs", "compare", "x", "--database-url", "postgresql://u@127.0.0.1:1/db", env=_env())
+    assert logged.returncode == 2  # the flag still takes no value
