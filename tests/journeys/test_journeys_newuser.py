@@ -405,7 +405,6 @@ def test_ctrl_c_during_up_leaves_nothing_running_and_up_then_works(home, interru
     assert wait_for(lambda: not _processes_under(home), 20, "nothing running after down")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("option", ["--kafka-port", "--pg-port"])
 def test_up_on_a_port_already_taken_says_so_and_starts_nothing(home, option):
     """Before: ``--kafka-port`` of another broker printed ``local stack up``, created the topics on
