@@ -1,6 +1,6 @@
 """Benchmark 4: replay the whole topic into an empty database, then once more.
 
-:func:`consumer.replay.replay` reads the topic loaded for the sink benchmark
+:func:`predstream.consumer.replay.replay` reads the topic loaded for the sink benchmark
 (``size.sink_events`` events, 6 partitions) from the beginning to the end into a fresh,
 migrated database. The rate counts from the call to its return (planning included). The
 second pass over the same database must add no row (every event is already stored, so
@@ -18,7 +18,7 @@ TITLE = "4. Replay into an empty database"
 
 
 def run(ctx: BenchContext) -> BenchResult:
-    from consumer.replay import replay
+    from predstream.consumer.replay import replay
 
     res = BenchResult(NAME, TITLE)
     topic, events = ctx.loaded_topic()

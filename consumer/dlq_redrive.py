@@ -29,8 +29,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from schemas.kafka_log import quiet_log
-from schemas.transport import Headers
+from predstream.schemas.kafka_log import quiet_log
+from predstream.schemas.transport import Headers
 
 from .dlq import (
     DeadLetter,

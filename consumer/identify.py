@@ -3,7 +3,7 @@
 The old writer's rows have ``event_id`` NULL (and, for prompt-only rows, ``prompt_id``
 NULL): ``compare`` cannot match them across runs, and a backfill of an export of them would
 add them a second time. :func:`identify_legacy_rows` (``predstream identify``) fills in, for
-every row with ``event_id`` NULL, what :func:`consumer.backfill.legacy_row_to_event` gives
+every row with ``event_id`` NULL, what :func:`predstream.consumer.backfill.legacy_row_to_event` gives
 the same row read from an export: ``prompt_id`` (from ``messages``/``prompt``), ``event_id``
 (of the row's identity; ``sample_source`` defaults to ``"dataset"``), ``sample_source`` and
 ``produced_at`` (``created_at`` when NULL). That function is the one rule for both, so a
@@ -40,8 +40,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from schemas.errors import InvalidEventError
-from schemas.event import PredictionEvent
+from predstream.schemas.errors import InvalidEventError
+from predstream.schemas.event import PredictionEvent
 
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError

@@ -2,14 +2,14 @@
 
 A prediction set is a named, fixed list of eval prompts (``prediction_sets`` and
 ``prediction_set_items``, ``migrations/0003_prediction_sets.sql``). The training side
-reads a set back (``producer.prediction_sets``) from the database or from the export
+reads a set back (``predstream.producer.prediction_sets``) from the database or from the export
 file this module writes, and tags its predictions ``sample_source="prediction_set"``,
 ``sample_source_id=<set_id>``.
 
 Identity: :func:`set_id_for` is ``"ps_"`` + the first 16 hex digits of the sha256 of the
 canonical JSON (sorted keys, no whitespace, UTF-8, non-ASCII as is) of
 ``[{"item_index", "source_index", "prompt_id", "ground_truth"}, ...]`` in item order, the
-same definition as ``producer.prediction_sets.prediction_set_id``: the same items give the
+same definition as ``predstream.producer.prediction_sets.prediction_set_id``: the same items give the
 same id wherever the set is built.
 
 A set never changes once created: the database refuses changes to its items
@@ -36,9 +36,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
-from schemas.prediction_set import prediction_set_document, prediction_set_id
-from schemas.prompt_id import prompt_id as compute_prompt_id
+from predstream.schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
+from predstream.schemas.prediction_set import prediction_set_document, prediction_set_id
+from predstream.schemas.prompt_id import prompt_id as compute_prompt_id
 
 from .errors import PredictionSetError
 from .settings import redact_url
@@ -102,7 +102,7 @@ class StoredSet:
 
 
 def set_id_for(items: Sequence[SetItem]) -> str:
-    """The stable id of a set with these items, in this order (:mod:`schemas.prediction_set`)."""
+    """The stable id of a set with these items, in this order (:mod:`predstream.schemas.prediction_set`)."""
     return prediction_set_id((i.item_index, i.source_index, i.prompt_id, i.ground_truth) for i in items)
 
 

@@ -4,7 +4,7 @@
 beginning, a time, or explicit offsets) to the high watermarks taken when it starts (or,
 with ``to_end``, to the end as it is when each partition is reached), decodes and
 validates each event, and stores the good ones through the worker's own
-:class:`~consumer.sink.PostgresSink`: an event replayed twice changes nothing, and an old
+:class:`~predstream.consumer.sink.PostgresSink`: an event replayed twice changes nothing, and an old
 event never overwrites a newer row.
 
 It never disturbs the live consumer group: it uses ``assign()`` with explicit offsets and
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from schemas.codec import Decoder
-from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
-from schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
-from schemas.transport import Headers
+from predstream.schemas.codec import Decoder
+from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
+from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
+from predstream.schemas.transport import Headers
 
 from .errors import ConsumerError, DatabaseUnavailableError, ReplayError
 from .settings import ConsumerSettings
@@ -311,7 +311,7 @@ def replay(
 ) -> ReplayStats:
     """Replay ``settings.topic`` into ``settings.database_url``; see the module docstring.
 
-    ``dead_letters``: a :class:`consumer.dlq.DeadLetterWriter` to dead-letter invalid and
+    ``dead_letters``: a :class:`predstream.consumer.dlq.DeadLetterWriter` to dead-letter invalid and
     rejected events again (default: count and log only). ``progress(done, total)`` is
     called as messages are read (``total`` grows with ``to_end`` as the topic does).
     Raises :class:`ReplayError` (with the offsets to resume from) when the database stays

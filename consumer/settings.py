@@ -8,8 +8,8 @@ from typing import Iterable
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.errors import ConfigError
-from schemas.settings import StreamSettings, local_stack
+from predstream.schemas.errors import ConfigError
+from predstream.schemas.settings import StreamSettings, local_stack
 
 __all__ = ["ConsumerSettings", "redact_url"]
 

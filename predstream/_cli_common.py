@@ -78,7 +78,7 @@ _DB_HINTS = {
 
 
 def _one_line(exc: BaseException, urls: list[str | None]) -> str:
-    from consumer.settings import redact_url
+    from predstream.consumer.settings import redact_url
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if type(exc).__module__.startswith("psycopg"):
@@ -91,10 +91,10 @@ def one_line_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from schemas.errors import SchemaError
+        from predstream.schemas.errors import SchemaError
 
         known: tuple[type[BaseException], ...] = (SchemaError,)
-        for mod, name in (("consumer.errors", "ConsumerError"), ("producer.errors", "ProducerError"), ("predstream.local", "LocalStackError")):
+        for mod, name in (("predstream.consumer.errors", "ConsumerError"), ("predstream.producer.errors", "ProducerError"), ("predstream.local", "LocalStackError")):
             try:
                 known += (getattr(__import__(mod, fromlist=[name]), name),)
             except (ImportError, AttributeError):

@@ -26,10 +26,10 @@ def compare(
     """Compare runs: predictions per step for the same prompt_id, and accuracy per step."""
     import psycopg
 
-    from consumer.compare import compare_runs
-    from consumer.settings import ConsumerSettings
+    from predstream.consumer.compare import compare_runs
+    from predstream.consumer.settings import ConsumerSettings
     from predstream import report
-    from schemas.settings import load_settings
+    from predstream.schemas.settings import load_settings
 
     if fmt not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")

@@ -12,7 +12,7 @@ import typer
 from ._cli_common import BOOTSTRAP_OPTION as _BOOTSTRAP
 from ._cli_common import KAFKA_OPTION as _KAFKA_OPT
 from ._cli_common import configure_logging, fail, one_line_errors
-from consumer.dlq import REASONS
+from predstream.consumer.dlq import REASONS
 
 dlq_app = typer.Typer(help="Inspect and redrive dead letters (events the consumer could not store).", no_args_is_help=True)
 
@@ -26,9 +26,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _settings(**overrides):
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
-    from schemas.transport import parse_kafka_options
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.schemas.settings import load_settings
+    from predstream.schemas.transport import parse_kafka_options
 
     options = overrides.pop("kafka_option", None)
     if options:
@@ -56,7 +56,7 @@ def consume(
     kafka_option: Optional[List[str]] = _KAFKA_OPT,
 ) -> None:
     """Consume prediction events into Postgres until SIGTERM/SIGINT (exit 0 after a clean stop)."""
-    from consumer.worker import run_worker, run_worker_processes
+    from predstream.consumer.worker import run_worker, run_worker_processes
 
     settings = _settings(
         kafka_bootstrap=bootstrap, topic=topic, group_id=group, database_url=database_url, batch_size=batch_size,
@@ -86,7 +86,7 @@ def dlq_list(
     kafka_option: Optional[List[str]] = _KAFKA_OPT,
 ) -> None:
     """List dead letters: offset, reason, error, where each event came from, and how often it was redriven."""
-    from consumer.dlq import list_dead_letters
+    from predstream.consumer.dlq import list_dead_letters
 
     if fmt not in ("table", "json"):
         raise typer.BadParameter("use --format table or --format json", param_hint="--format")
@@ -130,7 +130,7 @@ def dlq_redrive(
     Reads up to the end of the dead-letter topic as it is when the command starts, records
     progress as it goes, and parks (leaves) a dead letter already redriven --redrive-limit times.
     """
-    from consumer.dlq_redrive import redrive
+    from predstream.consumer.dlq_redrive import redrive
 
     settings = _settings(kafka_bootstrap=bootstrap, topic=topic, group_id=group, kafka_option=kafka_option)
     result = redrive(settings, reasons=reason or None, dry_run=dry_run, from_beginning=from_beginning, limit=redrive_limit)
@@ -154,7 +154,7 @@ def health(
     timeout_s: float = typer.Option(5.0, "--timeout", help="Seconds to wait for an answer."),
 ) -> None:
     """Exit 0 when the worker answers healthy (polling, database reachable), 1 otherwise."""
-    from consumer.metrics import check_health
+    from predstream.consumer.metrics import check_health
 
     ok, line = check_health(url, timeout_s)
     typer.echo(("healthy: " if ok else "unhealthy: ") + line, err=not ok)

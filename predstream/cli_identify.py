@@ -27,9 +27,9 @@ def identify(
     batches on the live table, so `compare` shows them and a backfill of their export adds nothing.
     Safe to run again (it resumes; identified rows are not touched). Exit 1 when some rows could
     not be identified (they are listed)."""
-    from consumer.identify import identify_legacy_rows
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
+    from predstream.consumer.identify import identify_legacy_rows
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.schemas.settings import load_settings
 
     settings = load_settings(ConsumerSettings, database_url=database_url)
     url = settings.require_database_url()

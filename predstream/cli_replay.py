@@ -31,10 +31,10 @@ def replay(
     kafka_option: Optional[List[str]] = KAFKA_OPTION,
 ) -> None:
     """Read the topic again (without touching the live consumer group) into a database."""
-    from consumer.replay import parse_offsets, parse_timestamp, replay as run_replay
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
-    from schemas.transport import parse_kafka_options
+    from predstream.consumer.replay import parse_offsets, parse_timestamp, replay as run_replay
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.schemas.settings import load_settings
+    from predstream.schemas.transport import parse_kafka_options
 
     if sum((from_beginning, from_timestamp is not None, from_offsets is not None)) > 1:
         raise fail("give one of --from-beginning, --from-timestamp, --from-offsets")
@@ -47,7 +47,7 @@ def replay(
     offsets = parse_offsets(from_offsets) if from_offsets else None
     dead_letters = None
     if dlq:
-        from consumer.dlq import DeadLetterWriter
+        from predstream.consumer.dlq import DeadLetterWriter
 
         dead_letters = DeadLetterWriter(settings)
     try:
@@ -72,10 +72,10 @@ def backfill(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=100_000, help="Rows per database transaction."),
 ) -> None:
     """Load spool files and old-writer exports into the database (idempotent: loading twice adds nothing)."""
-    from consumer.backfill import backfill as run_backfill
-    from consumer.settings import ConsumerSettings
-    from schemas.codec import Decoder
-    from schemas.settings import load_settings
+    from predstream.consumer.backfill import backfill as run_backfill
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.schemas.codec import Decoder
+    from predstream.schemas.settings import load_settings
 
     settings = load_settings(ConsumerSettings, database_url=database_url)
     url = settings.require_database_url()

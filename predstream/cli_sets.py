@@ -2,7 +2,7 @@
 
 ``sets create`` reads the dataset with the training side's sampler, so each item keeps the
 ``source_index`` and ``prompt_id`` a training run would give it, and stores the set with
-:mod:`consumer.prediction_sets`.
+:mod:`predstream.consumer.prediction_sets`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _url(database_url: Optional[str]) -> str:
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.schemas.settings import load_settings
 
     return load_settings(ConsumerSettings, database_url=database_url).require_database_url()
 
@@ -46,7 +46,7 @@ def create(
     database_url: Optional[str] = _DB_OPTION,
 ) -> None:
     """Create a set from rows of a dataset file (--indices or --sample N --seed S)."""
-    from consumer.prediction_sets import SetItem, create_set
+    from predstream.consumer.prediction_sets import SetItem, create_set
 
     if (indices is None) == (sample is None):
         raise fail("give either --indices 1,5,9 or --sample N (with --seed S)")
@@ -70,8 +70,8 @@ def _pick(source: Path, indices: Optional[str], sample: Optional[int], seed: int
           messages_field: str, answer_field: Optional[str]) -> list:
     """The rows to store, each checked against the event contract once, here: a row that
     training could not send is skipped with a warning (--sample) or stops the command."""
-    from producer.dataset_source import NO_ROW
-    from producer.sampler import (DEFAULT_GROUND_TRUTH_FIELDS, BadRow, RowFormat, check_dataset_id, read_dataset,
+    from predstream.producer.dataset_source import NO_ROW
+    from predstream.producer.sampler import (DEFAULT_GROUND_TRUTH_FIELDS, BadRow, RowFormat, check_dataset_id, read_dataset,
                                   row_to_sample, sample_dataset)
 
     fmt = RowFormat(prompt_field=prompt_field, messages_field=messages_field,
@@ -119,7 +119,7 @@ def list_(
     database_url: Optional[str] = _DB_OPTION,
 ) -> None:
     """List the stored sets."""
-    from consumer.prediction_sets import list_sets
+    from predstream.consumer.prediction_sets import list_sets
 
     sets = list_sets(_url(database_url))
     if as_json:
@@ -146,7 +146,7 @@ def show(
     database_url: Optional[str] = _DB_OPTION,
 ) -> None:
     """Show a set and its items."""
-    from consumer.prediction_sets import get_set
+    from predstream.consumer.prediction_sets import get_set
 
     stored = get_set(_url(database_url), name)
     if as_json:
@@ -172,7 +172,7 @@ def export(
     database_url: Optional[str] = _DB_OPTION,
 ) -> None:
     """Write a set to a JSON file."""
-    from consumer.prediction_sets import export_set
+    from predstream.consumer.prediction_sets import export_set
 
     stored = export_set(_url(database_url), name, path)
     typer.echo(f"wrote set {stored.name!r} ({stored.set_id}, {stored.item_count} items) to {path}")
@@ -186,7 +186,7 @@ def delete(
     database_url: Optional[str] = _DB_OPTION,
 ) -> None:
     """Delete a set (predictions already made with it keep their set_id)."""
-    from consumer.prediction_sets import delete_set
+    from predstream.consumer.prediction_sets import delete_set
 
     if not yes and not typer.confirm(f"delete prediction set {name!r}?"):
         raise typer.Exit(1)

@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _settings(spool_dir: Optional[Path], topic: Optional[str] = None, kafka_bootstrap: Optional[str] = None):
-    from producer.settings import ProducerSettings
-    from schemas.settings import load_settings
+    from predstream.producer.settings import ProducerSettings
+    from predstream.schemas.settings import load_settings
 
     return load_settings(ProducerSettings, spool_dir=spool_dir, topic=topic, kafka_bootstrap=kafka_bootstrap)
 
@@ -41,7 +41,7 @@ def drain(
 ) -> None:
     """Re-send every spooled event to Kafka; a segment is deleted once all its events are
     acknowledged. Exit 1 when some events are still spooled afterwards."""
-    from producer.publisher import drain_spool
+    from predstream.producer.publisher import drain_spool
 
     settings = _settings(spool_dir, topic, bootstrap)
     settings.require_bootstrap()
@@ -68,7 +68,7 @@ def status(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Segments, records and bytes in the spool, and any damaged tails."""
-    from producer.spool import spool_status
+    from predstream.producer.spool import spool_status
 
     directory = _settings(spool_dir).spool_dir
     segments = spool_status(directory)

@@ -29,9 +29,9 @@ def up(
     pg_port: int = typer.Option(0, help="PostgreSQL port (0: any free port)."),
 ) -> None:
     """Start the embedded broker and PostgreSQL, create the topics, apply the migrations."""
-    from consumer.settings import ConsumerSettings
+    from predstream.consumer.settings import ConsumerSettings
     from predstream import local
-    from schemas.settings import load_settings
+    from predstream.schemas.settings import load_settings
 
     settings = load_settings(ConsumerSettings)
     state = local.up(topic=settings.topic, partitions=partitions, kafka_port=kafka_port, pg_port=pg_port)
@@ -70,9 +70,9 @@ def migrate(
     dry_run: bool = typer.Option(False, "--dry-run", help="List pending migrations; apply nothing."),
 ) -> None:
     """Apply pending SQL migrations, each once, in order, under an advisory lock."""
-    from consumer import migrate as m
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
+    from predstream.consumer import migrate as m
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.schemas.settings import load_settings
 
     settings = load_settings(ConsumerSettings, database_url=database_url, migrations_dir=migrations_dir)
     url = settings.require_database_url()

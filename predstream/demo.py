@@ -64,10 +64,10 @@ class DemoResult:
 
 def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     """(bootstrap, database_url, topic) of the services to use; starts some if needed."""
-    from consumer.migrate import migrate
-    from consumer.settings import ConsumerSettings
+    from predstream.consumer.migrate import migrate
+    from predstream.consumer.settings import ConsumerSettings
     from predstream.local import LocalStack, create_topics
-    from schemas.settings import load_settings, local_stack, predstream_home
+    from predstream.schemas.settings import load_settings, local_stack, predstream_home
 
     settings = load_settings(ConsumerSettings)
     if settings.kafka_bootstrap and settings.database_url:
@@ -97,7 +97,7 @@ def _train(job_id: str, lr: float, plan: DemoPlan, eval_file: Path, out: Path, p
     from transformers import Trainer, TrainingArguments
 
     from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer
-    from producer.callback import TrainingPredictionsCallback
+    from predstream.producer.callback import TrainingPredictionsCallback
 
     tok = build_tokenizer()
     model = build_model(tok, n_layer=2, seed=0)
@@ -182,12 +182,12 @@ def stack_is_temporary(stack: ExitStack) -> bool:
 
 def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output", console: Console | None = None) -> DemoResult:
     """Run the demo; return the jobs, row counts, plot path and comparison."""
-    from consumer.compare import compare_runs
-    from consumer.settings import ConsumerSettings
-    from consumer.worker import run_worker
+    from predstream.consumer.compare import compare_runs
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.consumer.worker import run_worker
     from predstream import report
     from predstream.tinymodel import addition_rows
-    from producer.settings import ProducerSettings
+    from predstream.producer.settings import ProducerSettings
 
     plan = plan or DemoPlan()
     console = console or Console()

@@ -8,7 +8,7 @@
 
 ``predstream up`` calls :func:`up`, which starts both in the background, creates the topics,
 applies the migrations, and writes ``$PREDSTREAM_HOME/stack.json`` so other commands find the
-stack (:func:`schemas.settings.local_stack`). The test suite uses :class:`LocalStack`
+stack (:func:`predstream.schemas.settings.local_stack`). The test suite uses :class:`LocalStack`
 directly, in a temporary folder, with its own ports.
 """
 
@@ -27,7 +27,7 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-from schemas.settings import local_stack, predstream_home
+from predstream.schemas.settings import local_stack, predstream_home
 
 __all__ = ["LocalStack", "LocalStackError", "up", "down", "status", "create_topics", "free_port"]
 
@@ -283,7 +283,7 @@ def _state_path() -> Path:
 
 def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0, timeout: float = 30.0) -> dict[str, Any]:
     """Start the local stack in the background (or find the running one) and return its state."""
-    from consumer.migrate import migrate
+    from predstream.consumer.migrate import migrate
 
     running = local_stack()
     if running:

@@ -9,7 +9,7 @@
 * :mod:`.publisher` / :mod:`.spool` — hand events to Kafka without blocking; spool on outage
 * :mod:`.registry` — Confluent framing through a schema registry; its outages spool too
 
-``import producer`` needs neither torch, transformers nor psycopg. The names that need
+``import predstream.producer`` needs neither torch, transformers nor psycopg. The names that need
 torch/transformers (``Generator``, ``Generation``, ``TrainingPredictionsCallback``) are
 imported on first use and raise an ``ImportError`` that says
 ``pip install 'predstream[train]'`` when the extra is missing.
@@ -81,7 +81,7 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'producer' has no attribute {name!r}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(module, __name__), name)
     globals()[name] = value
     return value

@@ -9,7 +9,7 @@
 What happens when:
 
 * ``on_train_begin``: the job id is settled (below), the samples are drawn
-  (:func:`producer.sampler.sample_dataset`, or :func:`producer.set_copies.load_set_for_training`
+  (:func:`predstream.producer.sampler.sample_dataset`, or :func:`predstream.producer.set_copies.load_set_for_training`
   for ``prediction_set=``: a file, or a set read from ``settings.database_url`` /
   ``PREDSTREAM_DATABASE_URL`` / the local stack, with a verified local copy used when the
   database does not answer), and the publisher is created from ``settings`` (default:
@@ -30,7 +30,7 @@ What happens when:
 
 Job id and attempt: rank 0 settles them and broadcasts them to the other ranks, so all
 ranks of a run share them. A new job id is ``<run_name or output_dir's name>-<UTC
-time>-<6 hex>``, written to ``<output_dir>/predstream-job.json`` (:mod:`producer.jobfile`).
+time>-<6 hex>``, written to ``<output_dir>/predstream-job.json`` (:mod:`predstream.producer.jobfile`).
 A run resumed from a checkpoint (``state.global_step > 0`` at train begin) reuses the job id
 in that file, so a step it regenerates lands on the same rows; a fresh run in the same
 folder gets a new id. Pass ``job_id=`` to choose it yourself (then every rank must pass the
@@ -42,7 +42,7 @@ reuses it, so the same rows come back under the same ``event_id`` even when the 
 given under another path or the checkout moved.
 
 Distributed: every rank takes part; rank ``r`` of ``W`` generates ``samples[r::W]`` and
-publishes its own events (see :class:`producer.recorder.PredictionRecorder`).
+publishes its own events (see :class:`predstream.producer.recorder.PredictionRecorder`).
 
 The tokenizer is the Trainer's ``processing_class`` (a processor's ``.tokenizer`` is
 used), or ``tokenizer=`` given here.
@@ -64,7 +64,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_imports
         "pip install 'predstream[train]'"
     ) from exc
 
-from schemas import MAX_JOB_ID_CHARS, GenerationSettings, load_settings
+from predstream.schemas import MAX_JOB_ID_CHARS, GenerationSettings, load_settings
 
 from .generator import Generator
 from .jobfile import JOB_FILE, settle_dataset_id, settle_job
@@ -296,7 +296,7 @@ class TrainingPredictionsCallback(TrainerCallback):
 
     def _dataset_id(self, args: Any) -> str | None:
         """``dataset_id=`` if given, else the id kept in the job file since the job's first
-        start (:func:`producer.jobfile.settle_dataset_id`); ``None`` for a prediction set."""
+        start (:func:`predstream.producer.jobfile.settle_dataset_id`); ``None`` for a prediction set."""
         if self.dataset_id is not None or self.dataset is None:
             return self.dataset_id
         out = getattr(args, "output_dir", None) or "trainer_output"

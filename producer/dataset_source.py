@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from schemas import MAX_JOB_ID_CHARS
+from predstream.schemas import MAX_JOB_ID_CHARS
 
 from .errors import DatasetError
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from schemas.codec import (
+from predstream.schemas.codec import (
     CONFLUENT_MAGIC,
     SCHEMA_VERSIONS,
     SINGLE_OBJECT_MAGIC,
@@ -27,7 +27,7 @@ from schemas.codec import (
     parse_frame,
     schema_fingerprint,
 )
-from schemas.errors import FramingError, RegistryUnavailableError, UnknownSchemaError
+from predstream.schemas.errors import FramingError, RegistryUnavailableError, UnknownSchemaError
 
 __all__ = ["RegistryFraming", "schema_header"]
 

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.settings import StreamSettings, local_stack, predstream_home
+from predstream.schemas.settings import StreamSettings, local_stack, predstream_home
 
 __all__ = ["ProducerSettings"]
 

@@ -1,12 +1,12 @@
 """Identities are verified, not trusted.
 
-An event carries two identities: ``prompt_id`` (:func:`schemas.prompt_id` of its ``messages``
-and ``prompt``) and ``event_id`` (:func:`schemas.event.event_id` of its job, step, sample
+An event carries two identities: ``prompt_id`` (:func:`predstream.schemas.prompt_id` of its ``messages``
+and ``prompt``) and ``event_id`` (:func:`predstream.schemas.event.event_id` of its job, step, sample
 and ``prompt_id``). The consumer, replay and backfill store an event on the row its
 ``event_id`` names, and compare runs by ``prompt_id``. So both are recomputed from the
 event's own fields before it is stored (:func:`check_identity`, called by
-:meth:`schemas.codec.Decoder.decode` and by backfill for exported rows); a mismatch is an
-:class:`~schemas.errors.InvalidEventError` with reason ``identity-mismatch``. No producer
+:meth:`predstream.schemas.codec.Decoder.decode` and by backfill for exported rows); a mismatch is an
+:class:`~predstream.schemas.errors.InvalidEventError` with reason ``identity-mismatch``. No producer
 can then take another job's row with a borrowed ``event_id``, nor poison comparisons with a
 ``prompt_id`` that is not its prompt's.
 

@@ -1,6 +1,6 @@
 """Which rows a seeded sample takes: a keyed hash of ``(seed, prompt_id)``, smallest first.
 
-The rule (``producer.sampler.sample_dataset`` applies it; any other trainer can too):
+The rule (``predstream.producer.sampler.sample_dataset`` applies it; any other trainer can too):
 
 1. Every usable row gets the rank ``HMAC-SHA256(key=utf8(decimal(seed)), msg=ascii(prompt_id))``:
    the key is the seed written in base 10 (``"7"``, ``"-3"``, ``"0"``: no ``+``, no leading

@@ -12,9 +12,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 
-from schemas.codec import SingleObjectEncoder
-from schemas.event import PredictionEvent
-from schemas.transport import Headers, message_key
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.transport import Headers, message_key
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 
@@ -91,7 +91,7 @@ def rows_reach(database_url: str, n: int) -> Callable[[], bool]:
 @contextlib.contextmanager
 def worker_thread(settings, **kwargs: Any) -> Iterator[Any]:
     """Run a Worker in a thread; yield it; stop it (clean shutdown) on exit."""
-    from consumer.worker import Worker
+    from predstream.consumer.worker import Worker
 
     stop = threading.Event()
     worker = Worker(settings, stop_event=stop, **kwargs)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from _consumer_kit import consumer_env
-from schemas.codec import SingleObjectEncoder
-from schemas.event import PredictionEvent
-from schemas.transport import Headers, message_key
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.transport import Headers, message_key
 
 T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

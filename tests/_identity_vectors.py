@@ -15,8 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from schemas.prompt_id import PromptIdError, canonical_messages, prompt_id  # noqa: E402
-from schemas.sample_rank import sample_rank  # noqa: E402
+from predstream.schemas.prompt_id import PromptIdError, canonical_messages, prompt_id  # noqa: E402
+from predstream.schemas.sample_rank import sample_rank  # noqa: E402
 
 U = "user"
 PROMPT_ID_VECTORS = [

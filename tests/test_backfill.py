@@ -11,13 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from _consumer_kit import make_event
-from consumer.backfill import BackfillError, backfill, file_kind, legacy_row_to_event
-from consumer.sink import IngestRecord, PostgresSink
-from schemas.codec import SingleObjectEncoder
-from schemas.errors import InvalidEventError
-from schemas.event import event_id
-from schemas.prompt_id import prompt_id
-from schemas.spoolfile import SPOOL_HEADER, encode_record
+from predstream.consumer.backfill import BackfillError, backfill, file_kind, legacy_row_to_event
+from predstream.consumer.sink import IngestRecord, PostgresSink
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.errors import InvalidEventError
+from predstream.schemas.event import event_id
+from predstream.schemas.prompt_id import prompt_id
+from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record
 
 CREATED = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -151,7 +151,7 @@ def test_backfill_of_a_spool_file_with_a_truncated_tail_loads_the_good_records(t
 
 @pytest.mark.integration
 def test_backfill_loads_the_segments_the_training_sides_spool_wrote(tmp_path, database_url):
-    from producer.spool import Spool, list_segments
+    from predstream.producer.spool import Spool, list_segments
 
     enc = SingleObjectEncoder()
     events = [make_event(i, job="outage") for i in range(25)]

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
-from producer import TrainingPredictionsCallback  # noqa: E402
-from producer.callback import JOB_FILE  # noqa: E402
-from schemas import Decoder, prompt_id  # noqa: E402
+from predstream.producer import TrainingPredictionsCallback  # noqa: E402
+from predstream.producer.callback import JOB_FILE  # noqa: E402
+from predstream.schemas import Decoder, prompt_id  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -165,7 +165,7 @@ def test_every_event_carries_the_attempt_of_the_run(tmp_path):
 
 
 def test_a_custom_loop_sets_the_attempt_on_the_recorder():
-    from producer import Generator, PredictionRecorder, sample_dataset
+    from predstream.producer import Generator, PredictionRecorder, sample_dataset
 
     samples = sample_dataset(addition_rows(10), 2, seed=1)
     with pytest.raises(ValueError, match="attempt"):
@@ -207,7 +207,7 @@ def test_callback_needs_exactly_one_source_and_something_to_do():
 
 
 def test_callback_with_a_prediction_set_file_records_its_items_by_item_index(tmp_path):
-    from producer import prediction_set_from_samples, sample_dataset, write_prediction_set_file
+    from predstream.producer import prediction_set_from_samples, sample_dataset, write_prediction_set_file
 
     pset = prediction_set_from_samples("adds-3", sample_dataset(addition_rows(30), 3, seed=9))
     path = write_prediction_set_file(pset, tmp_path / "adds-3.json")

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from consumer.compare import compare_runs
+from predstream.consumer.compare import compare_runs
 from predstream.cli import app
 from predstream.report import plot_comparison
-from schemas import prompt_id
+from predstream.schemas import prompt_id
 
 pytestmark = pytest.mark.integration
 

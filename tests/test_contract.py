@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import (
+from predstream.schemas import (
     SCHEMA_VERSIONS,
     ConfluentEncoder,
     Decoder,
@@ -26,7 +26,7 @@ from schemas import (
     load_schema,
     prompt_id,
 )
-from schemas.codec import load_schema_text, schema_fingerprint
+from predstream.schemas.codec import load_schema_text, schema_fingerprint
 
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=200)
 
@@ -42,7 +42,7 @@ def _event(**over) -> PredictionEvent:
 
 
 def test_prompt_id_matches_every_shipped_vector():
-    doc = json.loads(resources.files("schemas").joinpath("prompt_id_vectors.json").read_text())
+    doc = json.loads(resources.files("predstream.schemas").joinpath("prompt_id_vectors.json").read_text())
     assert len(doc["vectors"]) >= 10
     for v in doc["vectors"]:
         assert prompt_id(v["messages"], v["prompt"]) == v["prompt_id"], v["name"]

@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from producer.dataset_source import bounded_id, dataset_id, read_dataset
-from producer.errors import DatasetError
-from producer.sampler import sample_dataset
-from schemas import MAX_JOB_ID_CHARS, MAX_TEXT_CHARS, PredictionEvent
+from predstream.producer.dataset_source import bounded_id, dataset_id, read_dataset
+from predstream.producer.errors import DatasetError
+from predstream.producer.sampler import sample_dataset
+from predstream.schemas import MAX_JOB_ID_CHARS, MAX_TEXT_CHARS, PredictionEvent
 
 
 def _write_jsonl(path, rows) -> None:

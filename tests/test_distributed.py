@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from schemas import event_id  # noqa: E402
+from predstream.schemas import event_id  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]
 
@@ -88,7 +88,7 @@ def _one_process_event_ids(job_id: str, steps) -> list[str]:
 
 def test_two_ranks_with_the_recorder_publish_the_one_process_events_once_each(kafka_bootstrap, topic, tmp_path):
     from predstream.tinymodel import build_model, build_tokenizer
-    from producer import Generator, PredictionRecorder
+    from predstream.producer import Generator, PredictionRecorder
 
     results = _run_ranks("recorder", kafka_bootstrap, topic, tmp_path)
     n = worker.N_SAMPLES * len(worker.STEPS)

@@ -98,8 +98,8 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
-    from producer import Publisher, TrainingPredictionsCallback
-    from producer.settings import ProducerSettings
+    from predstream.producer import Publisher, TrainingPredictionsCallback
+    from predstream.producer.settings import ProducerSettings
 
     n_samples, every, max_steps, down_at, up_at = 8, 4, 40, 10, 26
     settings = settings_for(broker)

@@ -15,10 +15,10 @@ import pytest
 
 from _consumer_kit import worker_thread
 from _fault_kit import audit, frames, small_events, wait_until
-from producer.publisher import drain_spool
-from producer.settings import ProducerSettings
-from producer.spool import Spool, list_segments
-from schemas.spoolfile import read_spool
+from predstream.producer.publisher import drain_spool
+from predstream.producer.settings import ProducerSettings
+from predstream.producer.spool import Spool, list_segments
+from predstream.schemas.spoolfile import read_spool
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from _consumer_kit import count_rows, make_event, produce, wait_for, worker_thread
 from _mutations import mutated
-from consumer.dlq import list_dead_letters
-from schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
-from schemas.errors import DecodeError, InvalidEventError
-from schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
-from schemas.prompt_id import prompt_id
+from predstream.consumer.dlq import list_dead_letters
+from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
+from predstream.schemas.errors import DecodeError, InvalidEventError
+from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
+from predstream.schemas.prompt_id import prompt_id
 
 ENC = SingleObjectEncoder()
 DEC = Decoder()

@@ -13,15 +13,15 @@ import pytest
 from psycopg.rows import dict_row
 from typer.testing import CliRunner
 
-from consumer.backfill import backfill, legacy_row_to_event
-from consumer.compare import compare_runs
-from consumer.errors import IdentifyError
-from consumer.identify import identify_legacy_rows
-from consumer.migrate import find_migrations, migrate
-from consumer.sink import IngestRecord, PostgresSink
+from predstream.consumer.backfill import backfill, legacy_row_to_event
+from predstream.consumer.compare import compare_runs
+from predstream.consumer.errors import IdentifyError
+from predstream.consumer.identify import identify_legacy_rows
+from predstream.consumer.migrate import find_migrations, migrate
+from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.cli import app
-from schemas.event import PredictionEvent
-from schemas.prompt_id import prompt_id
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.prompt_id import prompt_id
 
 pytestmark = pytest.mark.integration
 

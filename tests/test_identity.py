@@ -11,13 +11,13 @@ import pytest
 
 from _consumer_kit import T0, count_rows, make_event, produce, wait_for, worker_thread
 from _contract_kit import frame_0_1, record_0_1
-from consumer.backfill import backfill
-from consumer.dlq import list_dead_letters
-from consumer.replay import replay
-from schemas import identity
-from schemas.codec import Decoder, SingleObjectEncoder
-from schemas.errors import InvalidEventError
-from schemas.identity import IDENTITY_MISMATCH, check_identity
+from predstream.consumer.backfill import backfill
+from predstream.consumer.dlq import list_dead_letters
+from predstream.consumer.replay import replay
+from predstream.schemas import identity
+from predstream.schemas.codec import Decoder, SingleObjectEncoder
+from predstream.schemas.errors import InvalidEventError
+from predstream.schemas.identity import IDENTITY_MISMATCH, check_identity
 
 DEC = Decoder()
 ENC = SingleObjectEncoder()
@@ -108,7 +108,7 @@ def test_the_memory_of_verified_prompts_is_bounded(monkeypatch):
 
 def test_an_exported_row_with_a_wrong_prompt_id_is_refused_by_backfill(tmp_path, monkeypatch):
     """No database needed to refuse it: the row is checked before the write."""
-    from consumer.backfill import legacy_row_to_event
+    from predstream.consumer.backfill import legacy_row_to_event
 
     row = {"job_id": "old", "step": 1, "sample_index": 0, "prompt": "2+2=", "prediction": "4",
            "created_at": "2026-01-01T00:00:00Z", "prompt_id": make_event(9).prompt_id}
@@ -162,7 +162,7 @@ def test_backfill_refuses_a_line_whose_prompt_id_is_not_its_prompts_and_loads_th
     (problem,) = report.problems
     assert (problem.where, problem.reason) == ("line 2", "identity-mismatch") and "prompt_id" in problem.message
     assert count_rows(database_url) == 1
-    from schemas.spoolfile import SPOOL_HEADER, encode_record
+    from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record
 
     spool = tmp_path / "seg.spool"
     spool.write_bytes(SPOOL_HEADER + encode_record(ENC.encode(make_event(5, job="spooled"))) + encode_record(spool_frame))

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from schemas import Decoder, PredictionEvent, SingleObjectEncoder, message_key
+from predstream.schemas import Decoder, PredictionEvent, SingleObjectEncoder, message_key
 
 pytestmark = pytest.mark.integration
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from consumer.errors import MigrationError
-from consumer import migrate as migrate_module
-from consumer._sqlsplit import split_statements
-from consumer.migrate import SUPERSEDED_CHECKSUMS, find_migrations, migrate, pending_migrations
+from predstream.consumer.errors import MigrationError
+from predstream.consumer import migrate as migrate_module
+from predstream.consumer._sqlsplit import split_statements
+from predstream.consumer.migrate import SUPERSEDED_CHECKSUMS, find_migrations, migrate, pending_migrations
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import time
 import psycopg
 import pytest
 
-from consumer.migrate import find_migrations, migrate
+from predstream.consumer.migrate import find_migrations, migrate
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -123,7 +123,7 @@ def test_a_concurrent_build_cancelled_midway_is_finished_by_the_next_migrate(emp
     """The build of the UNIQUE (event_id) index is cancelled while it runs (as a DBA's
     pg_cancel_backend or a lost session would): Postgres leaves the index INVALID; the next
     `migrate` drops and rebuilds it, attaches the constraint and records 0007 once."""
-    from consumer.errors import MigrationError
+    from predstream.consumer.errors import MigrationError
 
     url = empty_database_url
     base = tmp_path / "base"

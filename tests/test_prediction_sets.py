@@ -1,5 +1,5 @@
 """Prediction sets: created from dataset files, stored in a real Postgres, exported, and read
-back by the training side (``producer.prediction_sets``) from the file and from the database."""
+back by the training side (``predstream.producer.prediction_sets``) from the file and from the database."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from consumer.prediction_sets import (
+from predstream.consumer.prediction_sets import (
     PredictionSetError,
     SetItem,
     create_set,
@@ -20,10 +20,10 @@ from consumer.prediction_sets import (
     set_id_for,
 )
 from predstream.cli import app
-from producer.errors import PredictionSetError as ProducerSetError
-from producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
-from producer.sampler import sample_dataset
-from schemas.prompt_id import prompt_id
+from predstream.producer.errors import PredictionSetError as ProducerSetError
+from predstream.producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
+from predstream.producer.sampler import sample_dataset
+from predstream.schemas.prompt_id import prompt_id
 
 
 def _dataset(path: Path) -> Path:
@@ -258,7 +258,7 @@ def test_an_edited_export_file_is_refused_with_the_set_name_and_what_to_do(tmp_p
 def test_the_training_side_finds_the_database_in_its_settings_or_the_running_local_stack(tmp_path, monkeypatch):
     import os
 
-    from producer.settings import ProducerSettings
+    from predstream.producer.settings import ProducerSettings
 
     monkeypatch.setenv("PREDSTREAM_HOME", str(tmp_path))  # no local stack here
     assert ProducerSettings().find_database_url() is None
@@ -275,7 +275,7 @@ def test_the_training_side_finds_the_database_in_its_settings_or_the_running_loc
 def test_a_set_read_from_the_database_leaves_a_verified_copy_that_serves_when_no_database_is_configured(
     tmp_path, database_url, caplog
 ):
-    from producer.set_copies import load_set_for_training
+    from predstream.producer.set_copies import load_set_for_training
 
     stored = _stored_set(database_url)
     copies = tmp_path / "copies"

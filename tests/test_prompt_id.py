@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.sampler import sample_dataset
-from schemas import Decoder, InvalidEventError, PredictionEvent, SingleObjectEncoder, prompt_id
-from schemas.prompt_id import PromptIdError
+from predstream.producer.sampler import sample_dataset
+from predstream.schemas import Decoder, InvalidEventError, PredictionEvent, SingleObjectEncoder, prompt_id
+from predstream.schemas.prompt_id import PromptIdError
 
-_VECTORS = json.loads(resources.files("schemas").joinpath("prompt_id_vectors.json").read_text(encoding="utf-8"))
+_VECTORS = json.loads(resources.files("predstream.schemas").joinpath("prompt_id_vectors.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("vector", _VECTORS["refused"], ids=lambda v: v["name"])

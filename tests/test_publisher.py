@@ -15,15 +15,15 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from typer.testing import CliRunner
 
-import producer.publisher as publisher_module
-from producer.errors import PublisherClosedError
-from producer.publisher import Publisher, drain_spool
-from producer.settings import ProducerSettings
-from producer.spool import Spool, list_segments
-from schemas.codec import Decoder, SingleObjectEncoder
-from schemas.event import PredictionEvent
-from schemas.spoolfile import read_spool
-from schemas.transport import Headers
+import predstream.producer.publisher as publisher_module
+from predstream.producer.errors import PublisherClosedError
+from predstream.producer.publisher import Publisher, drain_spool
+from predstream.producer.settings import ProducerSettings
+from predstream.producer.spool import Spool, list_segments
+from predstream.schemas.codec import Decoder, SingleObjectEncoder
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.spoolfile import read_spool
+from predstream.schemas.transport import Headers
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,14 +11,14 @@ from typer.testing import CliRunner
 
 from _registry_double import RegistryDouble
 from predstream.cli import app
-from producer.publisher import Publisher, drain_spool
-from producer.registry import RegistryFraming
-from producer.settings import ProducerSettings
-from producer.spool import list_segments
-from schemas.codec import ConfluentEncoder, Decoder, SingleObjectEncoder
-from schemas.event import PredictionEvent
-from schemas.spoolfile import read_spool
-from schemas.transport import Headers
+from predstream.producer.publisher import Publisher, drain_spool
+from predstream.producer.registry import RegistryFraming
+from predstream.producer.settings import ProducerSettings
+from predstream.producer.spool import list_segments
+from predstream.schemas.codec import ConfluentEncoder, Decoder, SingleObjectEncoder
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.spoolfile import read_spool
+from predstream.schemas.transport import Headers
 
 pytestmark = pytest.mark.timeout(120)
 

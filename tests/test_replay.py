@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 
 from _consumer_kit import T0, make_event, rows_reach, wait_for, worker_thread
 from conftest import make_topic
-from consumer.replay import ReplayError, parse_offsets, parse_timestamp, replay
-from consumer.settings import ConsumerSettings
-from consumer.sink import IngestRecord, PostgresSink
-from schemas.codec import SingleObjectEncoder
-from schemas.transport import Headers, message_key
+from predstream.consumer.replay import ReplayError, parse_offsets, parse_timestamp, replay
+from predstream.consumer.settings import ConsumerSettings
+from predstream.consumer.sink import IngestRecord, PostgresSink
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.transport import Headers, message_key
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ def _committed(kafka_bootstrap: str, topic: str, group: str, partitions: int = 6
 def test_replay_into_an_empty_database_reproduces_the_live_table_and_leaves_the_live_group_alone(
     kafka_bootstrap, loaded, database_url, empty_database_url
 ):
-    from consumer.migrate import migrate
+    from predstream.consumer.migrate import migrate
 
     live = _settings(kafka_bootstrap, loaded.name, database_url, group_id="live-" + uuid.uuid4().hex[:8])
     with worker_thread(live):
@@ -252,7 +252,7 @@ def test_replay_with_to_end_also_reads_what_arrives_meanwhile(kafka_bootstrap, t
 
 
 def test_replay_with_dlq_sends_invalid_events_to_the_dead_letter_topic(kafka_bootstrap, loaded, database_url):
-    from consumer.dlq import DeadLetterWriter, list_dead_letters
+    from predstream.consumer.dlq import DeadLetterWriter, list_dead_letters
 
     dlq_topic = make_topic(kafka_bootstrap)  # a fresh pair, so the live test's dead letters don't count
     settings = _settings(kafka_bootstrap, loaded.name, database_url)
@@ -305,7 +305,7 @@ def test_replay_start_points_parse_or_explain():
 
 
 def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_bytes(kafka_bootstrap, topic, database_url):
-    from consumer.dlq import DeadLetterWriter, list_dead_letters
+    from predstream.consumer.dlq import DeadLetterWriter, list_dead_letters
 
     enc = SingleObjectEncoder()
     events = [make_event(i, job="job-r") for i in range(4)] + [make_event(9, job="job-r", epoch=1e12)]  # INTEGER overflow

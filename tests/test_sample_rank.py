@@ -9,11 +9,11 @@ from math import comb
 
 import pytest
 
-from producer.sampler import sample_dataset
-from schemas import prompt_id
-from schemas.sample_rank import sample_rank
+from predstream.producer.sampler import sample_dataset
+from predstream.schemas import prompt_id
+from predstream.schemas.sample_rank import sample_rank
 
-_DOC = json.loads(resources.files("schemas").joinpath("sample_vectors.json").read_text(encoding="utf-8"))
+_DOC = json.loads(resources.files("predstream.schemas").joinpath("sample_vectors.json").read_text(encoding="utf-8"))
 
 
 def test_every_rank_vector_is_reproduced():

@@ -8,15 +8,15 @@ import os
 
 import pytest
 
-from producer.errors import DatasetError, PredictionSetError
-from producer.prediction_sets import (
+from predstream.producer.errors import DatasetError, PredictionSetError
+from predstream.producer.prediction_sets import (
     load_prediction_set,
     prediction_set_from_samples,
     read_prediction_set_file,
     write_prediction_set_file,
 )
-from producer.sampler import RowFormat, sample_dataset
-from schemas import prompt_id
+from predstream.producer.sampler import RowFormat, sample_dataset
+from predstream.schemas import prompt_id
 
 
 def _rows(n: int = 40) -> list[dict]:

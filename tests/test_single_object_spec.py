@@ -27,11 +27,11 @@ from _contract_kit import (
     spec_canonical_form,
     spec_header,
 )
-from producer.publisher import _frame_headers
-from schemas import GenerationSettings
-from schemas.codec import SCHEMA_VERSIONS, Decoder, SingleObjectEncoder, parse_frame, single_object_header
-from schemas.errors import UnknownSchemaError
-from schemas.transport import Headers
+from predstream.producer.publisher import _frame_headers
+from predstream.schemas import GenerationSettings
+from predstream.schemas.codec import SCHEMA_VERSIONS, Decoder, SingleObjectEncoder, parse_frame, single_object_header
+from predstream.schemas.errors import UnknownSchemaError
+from predstream.schemas.transport import Headers
 
 DATA = Path(__file__).parent / "data" / "apache_avro"
 ROOT = Path(__file__).resolve().parent.parent

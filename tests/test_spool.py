@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from producer.errors import SpoolError
-from producer.spool import Spool, claim, list_segments, spool_status
-from schemas.spoolfile import SPOOL_HEADER, encode_record, read_spool
+from predstream.producer.errors import SpoolError
+from predstream.producer.spool import Spool, claim, list_segments, spool_status
+from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record, read_spool
 
 
 def frames(n: int, size: int = 50, tag: str = "e") -> list[bytes]:
@@ -129,7 +129,7 @@ def test_batch_fsync_happens_at_least_every_100ms_during_a_long_burst(tmp_path, 
     calls = []
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd))
     clock = [1000.0]
-    monkeypatch.setattr("producer.spool.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("predstream.producer.spool.time.monotonic", lambda: clock[0])
     spool = Spool(tmp_path, max_bytes=1 << 20, fsync="batch")
     spool.append(b"first")  # opens the segment: header fsync + folder fsync
     opened = len(calls)

@@ -19,7 +19,7 @@ def main() -> None:
     from transformers import Trainer, TrainingArguments
 
     from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
-    from producer import TrainingPredictionsCallback
+    from predstream.producer import TrainingPredictionsCallback
 
     tok = build_tokenizer()
     args = TrainingArguments(

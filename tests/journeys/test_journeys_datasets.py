@@ -22,9 +22,9 @@ pytest.importorskip("transformers")
 
 from predstream.cli import app  # noqa: E402
 from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
-from producer import TrainingPredictionsCallback  # noqa: E402
-from producer.errors import DatasetError  # noqa: E402
-from schemas import MAX_JOB_ID_CHARS, Decoder  # noqa: E402
+from predstream.producer import TrainingPredictionsCallback  # noqa: E402
+from predstream.producer.errors import DatasetError  # noqa: E402
+from predstream.schemas import MAX_JOB_ID_CHARS, Decoder  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]
 
@@ -110,7 +110,7 @@ def test_a_lone_surrogate_row_is_skipped_at_train_begin_and_every_step_records_t
 
 
 def test_sets_create_skips_a_lone_surrogate_row_with_a_warning_and_refuses_it_by_index(tmp_path, database_url):
-    from consumer.prediction_sets import get_set, list_sets
+    from predstream.consumer.prediction_sets import get_set, list_sets
 
     data = _eval_file(tmp_path / "eval.jsonl", '{"prompt": "bad \\ud800"}')
     sampled = _cli("sets", "create", "all", "--from", str(data), "--sample", "20", "--database-url", database_url)
@@ -193,7 +193,7 @@ def test_a_jsonl_file_with_a_byte_order_mark_keeps_row_0(producer_settings, kafk
 
 
 def test_sets_create_reads_a_json_array_with_a_byte_order_mark(tmp_path, database_url):
-    from consumer.prediction_sets import get_set
+    from predstream.consumer.prediction_sets import get_set
 
     data = tmp_path / "eval.json"
     data.write_bytes(b"\xef\xbb\xbf" + json.dumps(addition_rows(3, seed=1)).encode())
@@ -218,7 +218,7 @@ def test_a_role_over_64_characters_is_skipped_at_train_begin_and_nothing_is_drop
 
 
 def test_a_null_in_a_json_array_is_named_in_a_warning(tmp_path, database_url):
-    from consumer.prediction_sets import get_set
+    from predstream.consumer.prediction_sets import get_set
 
     data = tmp_path / "eval.json"
     data.write_text(json.dumps([{"prompt": "1+1="}, None, {"prompt": "2+2="}]))

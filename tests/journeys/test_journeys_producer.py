@@ -25,9 +25,9 @@ from _registry_double import RegistryDouble  # noqa: E402
 from predstream.cli import app  # noqa: E402
 from predstream.local import free_port  # noqa: E402
 from predstream.tinymodel import addition_rows, build_model, build_tokenizer, collate, TokenizedTask  # noqa: E402
-from producer import ProducerSettings, Publisher, TrainingPredictionsCallback  # noqa: E402
-from producer.errors import PredictionSetError  # noqa: E402
-from schemas import Decoder, PredictionEvent  # noqa: E402
+from predstream.producer import ProducerSettings, Publisher, TrainingPredictionsCallback  # noqa: E402
+from predstream.producer.errors import PredictionSetError  # noqa: E402
+from predstream.schemas import Decoder, PredictionEvent  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]
 
