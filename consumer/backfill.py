@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "backfill", "legacy_row_to_event", "file_kind"]
 
-_log = logging.getLogger("predstream.backfill")
+_log = logging.getLogger(__name__)
 
 _WRITE_ATTEMPTS = 4
 _MAX_WARNINGS = 20

@@ -45,7 +45,7 @@ __all__ = [
     "RedriveResult",
 ]
 
-_log = logging.getLogger("predstream.dlq")
+_log = logging.getLogger(__name__)
 
 _DLQ_HEADERS = frozenset(
     {

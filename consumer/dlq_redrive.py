@@ -50,7 +50,7 @@ from .settings import ConsumerSettings
 
 __all__ = ["REDRIVE_LIMIT", "RedriveResult", "redrive", "redrive_group"]
 
-_log = logging.getLogger("predstream.dlq")
+_log = logging.getLogger(__name__)
 
 #: A dead letter redriven this many times already is parked (left on the DLQ).
 REDRIVE_LIMIT = 3

@@ -49,7 +49,7 @@ from .settings import redact_url
 
 __all__ = ["Duplicate", "RowProblem", "IdentifyReport", "identify_legacy_rows", "LegacyRowMatcher"]
 
-_log = logging.getLogger("predstream.identify")
+_log = logging.getLogger(__name__)
 
 #: One identify batch (or backfill match) at a time per database: a transaction advisory lock.
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"predstream.identify").digest()[:8], "big", signed=True)

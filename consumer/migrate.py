@@ -56,7 +56,7 @@ __all__ = [
     "SUPERSEDED_CHECKSUMS",
 ]
 
-_log = logging.getLogger("predstream.migrate")
+_log = logging.getLogger(__name__)
 
 #: Advisory lock key: the first 8 bytes of sha256("predstream.migrate") as a signed bigint.
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"predstream.migrate").digest()[:8], "big", signed=True)

@@ -55,7 +55,7 @@ __all__ = [
     "delete_set",
 ]
 
-_log = logging.getLogger("predstream.prediction_sets")
+_log = logging.getLogger(__name__)
 
 _ITEM_COLUMNS = ("item_index", "source_index", "prompt_id", "prompt", "messages", "ground_truth")
 _HEAD_COLUMNS = ("set_id", "name", "description", "source", "seed", "item_count", "created_at")

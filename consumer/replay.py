@@ -57,7 +57,7 @@ __all__ = [
     "high_watermarks",
 ]
 
-_log = logging.getLogger("predstream.replay")
+_log = logging.getLogger(__name__)
 
 #: Write attempts per batch while the database is unavailable (then stop with resume offsets).
 _WRITE_ATTEMPTS = 4

@@ -55,7 +55,7 @@ from .settings import redact_url
 
 __all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS", "NEWER_WHERE", "row_values"]
 
-_log = logging.getLogger("predstream.sink")
+_log = logging.getLogger(__name__)
 
 _STAGING = "_predstream_staging"
 

@@ -56,7 +56,7 @@ from .sink import IngestRecord, PostgresSink, WriteResult
 
 __all__ = ["Worker", "run_worker", "run_worker_processes", "consumer_config"]
 
-_log = logging.getLogger("predstream.worker")
+_log = logging.getLogger(__name__)
 
 _RETRIABLE = (RetriableError, RegistryUnavailableError)
 _FIRST_BACKOFF_S = 0.5

@@ -13,7 +13,7 @@ import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_log = logging.getLogger("predstream.cli")
+_log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -29,7 +29,7 @@ from rich.console import Console
 
 __all__ = ["DemoPlan", "DemoResult", "run_demo"]
 
-_log = logging.getLogger("predstream.demo")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

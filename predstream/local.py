@@ -31,7 +31,7 @@ from predstream.schemas.settings import local_stack, predstream_home
 
 __all__ = ["LocalStack", "LocalStackError", "up", "down", "status", "create_topics", "free_port"]
 
-_log = logging.getLogger("predstream.local")
+_log = logging.getLogger(__name__)
 
 _PG_USER = "embedded_postgres"  # system user the server runs as when we are root
 _DB_NAME = "predstream"

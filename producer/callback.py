@@ -75,7 +75,7 @@ from .settings import ProducerSettings
 
 __all__ = ["TrainingPredictionsCallback", "JOB_FILE"]
 
-_log = logging.getLogger("predstream.callback")
+_log = logging.getLogger(__name__)
 
 
 class TrainingPredictionsCallback(TrainerCallback):

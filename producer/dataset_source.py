@@ -42,7 +42,7 @@ from .errors import DatasetError
 
 __all__ = ["NO_ROW", "DatasetRows", "read_dataset", "dataset_id", "bounded_id"]
 
-_log = logging.getLogger("predstream.sampler")
+_log = logging.getLogger(__name__)
 
 
 class _NoRow:

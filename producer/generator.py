@@ -45,7 +45,7 @@ from .sampler import Sample
 
 __all__ = ["Generator", "Generation", "join_messages", "generation_settings"]
 
-_log = logging.getLogger("predstream.generator")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from .spool import Spool, claim, list_segments
 
 __all__ = ["Publisher", "PublishReport", "PublisherStats", "DrainReport", "drain_spool"]
 
-_log = logging.getLogger("predstream.publisher")
+_log = logging.getLogger(__name__)
 _rdkafka_log = logging.getLogger("predstream.librdkafka")
 
 #: Pause of the sender when it has nothing to do (also the delivery-report latency).

@@ -38,7 +38,7 @@ from .sampler import Sample
 
 __all__ = ["PredictionRecorder", "EventSink", "distributed_rank"]
 
-_log = logging.getLogger("predstream.recorder")
+_log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):

@@ -31,7 +31,7 @@ from predstream.schemas.errors import FramingError, RegistryUnavailableError, Un
 
 __all__ = ["RegistryFraming", "schema_header"]
 
-_log = logging.getLogger("predstream.registry")
+_log = logging.getLogger(__name__)
 
 #: Client defaults: one short try per call (the publisher retries on its own schedule, and a
 #: call must not hold up close() at interpreter exit). ``PREDSTREAM_SCHEMA_REGISTRY_OPTIONS`` wins.

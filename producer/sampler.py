@@ -61,7 +61,7 @@ __all__ = [
     "row_to_sample", "check_dataset_id", "BadRow",
 ]
 
-_log = logging.getLogger("predstream.sampler")
+_log = logging.getLogger(__name__)
 
 #: Fields tried, in order, for the reference answer.
 DEFAULT_GROUND_TRUTH_FIELDS = ("ground_truth", "answer", "completion", "response")

@@ -28,7 +28,7 @@ from .prediction_sets import PredictionSet, fetch_prediction_set, read_predictio
 
 __all__ = ["load_set_for_training", "write_local_copy", "find_local_copy"]
 
-_log = logging.getLogger("predstream.prediction_sets")
+_log = logging.getLogger(__name__)
 
 
 def _is_file(name_or_path: str | os.PathLike[str]) -> bool:

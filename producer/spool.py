@@ -62,7 +62,7 @@ __all__ = [
     "SEGMENT_GLOB",
 ]
 
-_log = logging.getLogger("predstream.spool")
+_log = logging.getLogger(__name__)
 
 SEGMENT_GLOB = "spool-*.pss"
 FsyncPolicy = Literal["batch", "always", "never"]

@@ -55,7 +55,7 @@ def test_jsonl_source_index_counts_every_line_including_blank_and_broken_ones(tm
     ]
     path = tmp_path / "eval.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with caplog.at_level(logging.WARNING, logger="predstream.sampler"):
+    with caplog.at_level(logging.WARNING, logger="predstream.producer"):
         samples = sample_dataset(path, 10, seed=1)
     assert [(s.source_index, s.prompt) for s in samples] == [(0, "zero"), (3, "three"), (5, "five")]
     assert samples[1].ground_truth == "3"
@@ -84,7 +84,7 @@ def test_prompt_and_answer_fields_are_configurable():
 
 def test_unusable_rows_are_skipped_and_an_empty_dataset_is_a_clear_error(caplog):
     rows = [{"text": "no prompt"}, {"prompt": 3}, {"prompt": "ok"}, {"prompt": "nul\x00"}]
-    with caplog.at_level(logging.WARNING, logger="predstream.sampler"):
+    with caplog.at_level(logging.WARNING, logger="predstream.producer"):
         samples = sample_dataset(rows, 4, seed=0)
     assert [s.source_index for s in samples] == [2]
     assert "row 0 has no prompt" in caplog.text

@@ -49,7 +49,7 @@ def test_segments_rotate_by_size_and_keep_the_order(tmp_path):
 def test_a_full_spool_refuses_new_events_with_one_warning_per_episode(tmp_path, caplog):
     record = len(encode_record(frames(1)[0]))
     spool = Spool(tmp_path, max_bytes=len(SPOOL_HEADER) + 10 * record)
-    caplog.set_level(logging.INFO, logger="predstream.spool")
+    caplog.set_level(logging.INFO, logger="predstream.producer.spool")
     results = [spool.append(f) for f in frames(25)]
     assert results == [True] * 10 + [False] * 15
     assert spool.dropped == 15 and spool.appended == 10
@@ -75,7 +75,7 @@ def test_a_truncated_tail_is_reported_and_the_good_records_kept(tmp_path, caplog
     (segment,) = list_segments(tmp_path)
     full = segment.read_bytes()
     segment.write_bytes(full[:-7])  # a crash in the middle of the last append
-    caplog.set_level(logging.WARNING, logger="predstream.spool")
+    caplog.set_level(logging.WARNING, logger="predstream.producer.spool")
 
     c = claim(segment)
     assert c is not None
