@@ -25,7 +25,7 @@ def run(ctx: BenchContext) -> BenchResult:
         from predstream.tinymodel import addition_rows, build_model, build_tokenizer
         from predstream.producer.generator import Generator
         from predstream.producer.sampler import Sample
-        from predstream.schemas import prompt_id
+        from predstream.schemas import compute_prompt_id
     except ImportError as exc:
         raise RuntimeError(f"the generation benchmark needs the train extra: {exc}") from None
 
@@ -33,7 +33,7 @@ def run(ctx: BenchContext) -> BenchResult:
     size = ctx.size
     tokenizer = build_tokenizer()
     rows = addition_rows(size.gen_prompts, seed=5)
-    samples = [Sample(sample_index=i, source_index=i, prompt_id=prompt_id(None, r["prompt"]), prompt=r["prompt"],
+    samples = [Sample(sample_index=i, source_index=i, prompt_id=compute_prompt_id(None, r["prompt"]), prompt=r["prompt"],
                       messages=None, ground_truth=r["ground_truth"], sample_source_id="bench")
                for i, r in enumerate(rows)]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

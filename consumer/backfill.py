@@ -1,6 +1,6 @@
 """Backfill: load spool files and exports of the old writer's rows straight into Postgres.
 
-:func:`backfill` takes files of two kinds, told apart by their first bytes:
+:func:`run_backfill` takes files of two kinds, told apart by their first bytes:
 
 * **spool files** (``b"PSSPOOL1\\n"`` header, :mod:`predstream.schemas.spoolfile`): encoded events the
   producer kept while Kafka was unreachable. Each frame is decoded like a Kafka message.
@@ -49,7 +49,7 @@ from .sink import IngestRecord, PostgresSink, WriteResult
 if TYPE_CHECKING:
     from .identify import LegacyRowMatcher
 
-__all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "backfill", "legacy_row_to_event", "file_kind"]
+__all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "run_backfill", "legacy_row_to_event", "file_kind"]
 
 _log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _items(path: Path, kind: str, decoder: Decoder, report: FileReport) -> Itera
 # -- the load ---------------------------------------------------------------------------
 
 
-def backfill(
+def run_backfill(
     paths: Sequence[str | Path],
     database_url: str,
     *,

@@ -48,7 +48,7 @@ from .errors import MigrationError
 
 __all__ = [
     "Migration",
-    "migrate",
+    "apply_migrations",
     "pending_migrations",
     "find_migrations",
     "default_migrations_dir",
@@ -191,7 +191,7 @@ def pending_migrations(database_url: str, folder: str | Path | None = None) -> l
     return [m for m in migrations if m.version not in applied]
 
 
-def migrate(database_url: str, folder: str | Path | None = None) -> list[str]:
+def apply_migrations(database_url: str, folder: str | Path | None = None) -> list[str]:
     """Apply pending migrations in order; return the names applied (empty when up to date)."""
     import psycopg
 

@@ -38,7 +38,7 @@ from typing import Any, Mapping, Sequence
 
 from predstream.schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
 from predstream.schemas.prediction_set import prediction_set_document, prediction_set_id
-from predstream.schemas.prompt_id import prompt_id as compute_prompt_id
+from predstream.schemas.prompt_id import compute_prompt_id
 
 from .errors import PredictionSetError
 from .settings import redact_url

@@ -1,6 +1,6 @@
 """Replay: read the topic again into a (new or repaired) database, beside the live consumers.
 
-:func:`replay` reads the partitions of ``settings.topic`` from a start point (the
+:func:`run_replay` reads the partitions of ``settings.topic`` from a start point (the
 beginning, a time, or explicit offsets) to the high watermarks taken when it starts (or,
 with ``to_end``, to the end as it is when each partition is reached), decodes and
 validates each event, and stores the good ones through the worker's own
@@ -49,7 +49,7 @@ __all__ = [
     "ReplayError",
     "ReplayStats",
     "PartitionRange",
-    "replay",
+    "run_replay",
     "plan_replay",
     "parse_offsets",
     "parse_timestamp",
@@ -296,7 +296,7 @@ def plan_replay(
 # -- the replay ----------------------------------------------------------------------------
 
 
-def replay(
+def run_replay(
     settings: ConsumerSettings,
     *,
     from_timestamp: datetime | None = None,

@@ -31,7 +31,7 @@ def replay(
     kafka_option: Optional[List[str]] = KAFKA_OPTION,
 ) -> None:
     """Read the topic again (without touching the live consumer group) into a database."""
-    from predstream.consumer.replay import parse_offsets, parse_timestamp, replay as run_replay
+    from predstream.consumer.replay import parse_offsets, parse_timestamp, run_replay
     from predstream.consumer.settings import ConsumerSettings
     from predstream.schemas.settings import load_settings
     from predstream.schemas.transport import parse_kafka_options
@@ -72,7 +72,7 @@ def backfill(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=100_000, help="Rows per database transaction."),
 ) -> None:
     """Load spool files and old-writer exports into the database (idempotent: loading twice adds nothing)."""
-    from predstream.consumer.backfill import backfill as run_backfill
+    from predstream.consumer.backfill import run_backfill
     from predstream.consumer.settings import ConsumerSettings
     from predstream.schemas.codec import Decoder
     from predstream.schemas.settings import load_settings

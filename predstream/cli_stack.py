@@ -80,5 +80,5 @@ def migrate(
         pending = m.pending_migrations(url, settings.migrations_dir)
         typer.echo("\n".join(p.name for p in pending) if pending else "nothing to apply")
         return
-    applied = m.migrate(url, settings.migrations_dir)
+    applied = m.apply_migrations(url, settings.migrations_dir)
     typer.echo("applied: " + ", ".join(applied) if applied else "nothing to apply: the database is up to date")

@@ -64,7 +64,7 @@ class DemoResult:
 
 def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     """(bootstrap, database_url, topic) of the services to use; starts some if needed."""
-    from predstream.consumer.migrate import migrate
+    from predstream.consumer.migrate import apply_migrations
     from predstream.consumer.settings import ConsumerSettings
     from predstream.local import LocalStack, create_topics
     from predstream.schemas.settings import load_settings, local_stack, predstream_home
@@ -73,7 +73,7 @@ def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     if settings.kafka_bootstrap and settings.database_url:
         console.print(f"[bold]services[/bold]: the configured Kafka ({settings.kafka_bootstrap}) and Postgres")
         create_topics(settings.kafka_bootstrap, {settings.topic: 6, settings.dlq_topic: 1}, config=settings.kafka_options)
-        migrate(settings.database_url, settings.migrations_dir)
+        apply_migrations(settings.database_url, settings.migrations_dir)
         return settings.kafka_bootstrap, settings.database_url, settings.topic
     running = local_stack()
     if running:
@@ -89,7 +89,7 @@ def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     stack.temporary_services = True  # type: ignore[attr-defined]
     topic = settings.topic
     create_topics(local.bootstrap, {topic: 6, topic + ".dlq": 1})
-    migrate(local.database_url())
+    apply_migrations(local.database_url())
     return local.bootstrap, local.database_url(), topic
 
 

@@ -283,7 +283,7 @@ def _state_path() -> Path:
 
 def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0, timeout: float = 30.0) -> dict[str, Any]:
     """Start the local stack in the background (or find the running one) and return its state."""
-    from predstream.consumer.migrate import migrate
+    from predstream.consumer.migrate import apply_migrations
 
     running = local_stack()
     if running:
@@ -297,7 +297,7 @@ def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0
     stack.start(timeout)
     try:
         create_topics(stack.bootstrap, {topic: partitions, topic + ".dlq": 1}, timeout)
-        applied = migrate(stack.database_url())
+        applied = apply_migrations(stack.database_url())
     except BaseException:
         stack.stop()
         raise

@@ -17,7 +17,7 @@ Two homes, same content:
                 "ground_truth": "…" | null}, …]}
 
   ``description`` is optional. Items are read in ``item_index`` order; indices must be
-  unique and each ``prompt_id`` must equal ``predstream.schemas.prompt_id(messages, prompt)``.
+  unique and each ``prompt_id`` must equal ``predstream.schemas.compute_prompt_id(messages, prompt)``.
 
 A set never changes once created (migration 0010 makes the database refuse changes to its
 items). Every loader (file, database, the training side's local copy) recomputes ``set_id``
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from predstream.schemas import prompt_id as compute_prompt_id
+from predstream.schemas import compute_prompt_id
 from predstream.schemas.prediction_set import prediction_set_document as _document
 from predstream.schemas.prediction_set import prediction_set_id as _set_id
 

@@ -49,9 +49,9 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterator, Mapping, Sequence
 
-from predstream.schemas import MAX_EVENT_BYTES, MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent, SingleObjectEncoder, prompt_id
+from predstream.schemas import MAX_EVENT_BYTES, MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent, SingleObjectEncoder, compute_prompt_id
 from predstream.schemas.prompt_id import PromptIdError, prompt_messages
-from predstream.schemas.sample_rank import sample_rank
+from predstream.schemas.sample_rank import compute_sample_rank
 
 from .dataset_source import NO_ROW, DatasetRows, dataset_id, read_dataset
 from .errors import DatasetError
@@ -153,7 +153,7 @@ def row_to_sample(
         sample_source_id=sample_source_id,
     )
     try:  # the id of exactly what the event will carry
-        sample = replace(sample, prompt_id=prompt_id(sample.messages_list(), sample.prompt))
+        sample = replace(sample, prompt_id=compute_prompt_id(sample.messages_list(), sample.prompt))
     except PromptIdError as exc:
         raise BadRow(str(exc)) from None
     _check_contract(sample)
@@ -284,7 +284,7 @@ def _ranked(source: DatasetRows, seed: int, fmt: RowFormat, tally: _Tally) -> It
         except BadRow as exc:
             tally.skip(index, exc)
             continue
-        yield sample_rank(seed, sample.prompt_id), index, sample
+        yield compute_sample_rank(seed, sample.prompt_id), index, sample
 
 
 def sample_dataset(

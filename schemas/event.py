@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from pydantic_core import PydanticCustomError
 
 from .errors import InvalidEventError
-from .prompt_id import prompt_id as compute_prompt_id
+from .prompt_id import compute_prompt_id
 
 __all__ = [
     "ChatMessage",

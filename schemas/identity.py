@@ -24,7 +24,7 @@ from typing import Optional
 
 from .errors import InvalidEventError
 from .event import PredictionEvent, event_id
-from .prompt_id import prompt_id
+from .prompt_id import compute_prompt_id
 
 __all__ = ["IDENTITY_MISMATCH", "check_identity"]
 
@@ -50,7 +50,7 @@ def check_identity(event: PredictionEvent) -> PredictionEvent:
     messages = event.messages
     content: _Content = (event.prompt, None if messages is None else tuple((m.role, m.content) for m in messages))
     if _verified.get(carried) != content:
-        computed = prompt_id(event.messages_as_dicts(), event.prompt)
+        computed = compute_prompt_id(event.messages_as_dicts(), event.prompt)
         if computed != carried:
             raise _mismatch("prompt_id", carried, computed, "its messages and prompt")
         _remember(carried, content)

@@ -25,10 +25,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["sample_rank"]
+__all__ = ["compute_sample_rank"]
 
 
-def sample_rank(seed: int, prompt_id: str) -> str:
+def compute_sample_rank(seed: int, prompt_id: str) -> str:
     """The rank of a row with ``prompt_id`` in a sample drawn with ``seed`` (64 hex digits)."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, not {type(seed).__name__}")

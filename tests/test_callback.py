@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from predstream.producer import TrainingPredictionsCallback  # noqa: E402
 from predstream.producer.callback import JOB_FILE  # noqa: E402
-from predstream.schemas import Decoder, prompt_id  # noqa: E402
+from predstream.schemas import Decoder, compute_prompt_id  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -121,7 +121,7 @@ def test_trainer_streams_predictions_that_change_as_the_model_learns(producer_se
     by_prompt = defaultdict(dict)
     for e in events:
         source_index, row = rows_by_prompt[e.prompt]
-        assert e.prompt_id == prompt_id(None, row["prompt"])
+        assert e.prompt_id == compute_prompt_id(None, row["prompt"])
         assert e.source_index == source_index and e.ground_truth == row["ground_truth"]
         assert 0 <= e.sample_index < 6
         assert (e.sample_source, e.sample_source_id) == ("dataset", "addition-eval")

@@ -23,8 +23,8 @@ from predstream.schemas import (
     PredictionEvent,
     SingleObjectEncoder,
     UnknownSchemaError,
+    compute_prompt_id,
     load_schema,
-    prompt_id,
 )
 from predstream.schemas.codec import load_schema_text, schema_fingerprint
 
@@ -45,23 +45,23 @@ def test_prompt_id_matches_every_shipped_vector():
     doc = json.loads(resources.files("predstream.schemas").joinpath("prompt_id_vectors.json").read_text())
     assert len(doc["vectors"]) >= 10
     for v in doc["vectors"]:
-        assert prompt_id(v["messages"], v["prompt"]) == v["prompt_id"], v["name"]
+        assert compute_prompt_id(v["messages"], v["prompt"]) == v["prompt_id"], v["name"]
         import hashlib
 
         assert hashlib.sha256(bytes.fromhex(v["hashed_text_utf8_hex"])).hexdigest() == v["prompt_id"], v["name"]
 
 
 def test_prompt_id_ignores_key_order_but_not_content():
-    a = prompt_id([{"role": "user", "content": "hi"}], None)
-    b = prompt_id([{"content": "hi", "role": "user"}], None)
+    a = compute_prompt_id([{"role": "user", "content": "hi"}], None)
+    b = compute_prompt_id([{"content": "hi", "role": "user"}], None)
     assert a == b
-    assert a != prompt_id([{"role": "user", "content": "hi "}], None)
-    assert prompt_id(None, "x") != prompt_id([], "x")  # no messages is not an empty list
+    assert a != compute_prompt_id([{"role": "user", "content": "hi "}], None)
+    assert compute_prompt_id(None, "x") != compute_prompt_id([], "x")  # no messages is not an empty list
 
 
 def test_prompt_id_needs_a_prompt():
     with pytest.raises(ValueError):
-        prompt_id(None, None)
+        compute_prompt_id(None, None)
 
 
 # -- validation --------------------------------------------------------------------

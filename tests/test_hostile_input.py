@@ -23,7 +23,7 @@ from predstream.consumer.dlq import list_dead_letters
 from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
 from predstream.schemas.errors import DecodeError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
-from predstream.schemas.prompt_id import prompt_id
+from predstream.schemas.prompt_id import compute_prompt_id
 
 ENC = SingleObjectEncoder()
 DEC = Decoder()
@@ -48,7 +48,7 @@ def _frame_with_ids(i: int = 0, **fields: Any) -> bytes:
     an honest producer would), where they can be."""
     r = _record(i, **fields)
     try:
-        r["prompt_id"] = prompt_id(r["messages"], r["prompt"])
+        r["prompt_id"] = compute_prompt_id(r["messages"], r["prompt"])
         r["event_id"] = event_id(**{k: r[k] for k in ("job_id", "step", "sample_source", "sample_source_id",
                                                        "source_index", "sample_index", "prompt_id", "sequence_index")})
     except (ValueError, TypeError):

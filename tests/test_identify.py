@@ -13,15 +13,15 @@ import pytest
 from psycopg.rows import dict_row
 from typer.testing import CliRunner
 
-from predstream.consumer.backfill import backfill, legacy_row_to_event
+from predstream.consumer.backfill import run_backfill, legacy_row_to_event
 from predstream.consumer.compare import compare_runs
 from predstream.consumer.errors import IdentifyError
 from predstream.consumer.identify import identify_legacy_rows
-from predstream.consumer.migrate import find_migrations, migrate
+from predstream.consumer.migrate import find_migrations, apply_migrations
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.cli import app
 from predstream.schemas.event import PredictionEvent
-from predstream.schemas.prompt_id import prompt_id
+from predstream.schemas.prompt_id import compute_prompt_id
 
 pytestmark = pytest.mark.integration
 
@@ -110,7 +110,7 @@ def test_compare_shows_the_old_rows_once_identified(database_url):
     identify_legacy_rows(database_url)
     with psycopg.connect(database_url) as conn:
         result = compare_runs(conn, ["old-run", "new-run"])
-    assert [p.prompt_id for p in result.prompts] == sorted(prompt_id(None, p) for p, _ in _PROMPTS[:3])
+    assert [p.prompt_id for p in result.prompts] == sorted(compute_prompt_id(None, p) for p, _ in _PROMPTS[:3])
     history = next(p for p in result.prompts if p.prompt == "0+0=")
     assert history.predictions == {"old-run": {100: ("guess 100 0", False), 200: ("guess 200 0", False)},
                                    "new-run": {100: ("0", True)}}
@@ -123,7 +123,7 @@ def test_backfill_of_the_old_tables_export_into_the_same_database_adds_nothing(d
     if identify_first:
         identify_legacy_rows(database_url)
     for _ in range(2):
-        report = backfill([export], database_url, batch_size=3)
+        report = run_backfill([export], database_url, batch_size=3)
         assert report.ok, report.problems
         assert (report.total("inserted"), report.total("updated"), report.total("unchanged")) == (0, 0, 10)
         assert len(_table(database_url)) == 10
@@ -142,7 +142,7 @@ def test_two_copies_of_a_prediction_point_keep_the_newest_and_report_the_other(d
         rows = {r["id"]: r for r in _table(database_url)}
         assert rows[ids[3]]["event_id"] and rows[ids[1]]["event_id"]
         assert rows[ids[0]]["event_id"] is rows[ids[2]]["event_id"] is None
-        assert rows[ids[0]]["prompt_id"] == rows[ids[3]]["prompt_id"] == prompt_id(None, _PROMPTS[0][0])
+        assert rows[ids[0]]["prompt_id"] == rows[ids[3]]["prompt_id"] == compute_prompt_id(None, _PROMPTS[0][0])
         assert sorted((d.id, d.kept_id) for d in report.duplicates) == [(ids[0], ids[3]), (ids[2], ids[3])]
 
 
@@ -176,6 +176,6 @@ def test_identify_on_a_database_not_migrated_says_to_migrate(empty_database_url,
     for mig in find_migrations():
         if mig.version <= 5:
             (base / mig.path.name).write_text(mig.sql)
-    migrate(empty_database_url, base)
+    apply_migrations(empty_database_url, base)
     with pytest.raises(IdentifyError, match=r"not migrated .*run `predstream migrate` first"):
         identify_legacy_rows(empty_database_url)

@@ -23,7 +23,7 @@ from predstream.cli import app
 from predstream.producer.errors import PredictionSetError as ProducerSetError
 from predstream.producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
 from predstream.producer.sampler import sample_dataset
-from predstream.schemas.prompt_id import prompt_id
+from predstream.schemas.prompt_id import compute_prompt_id
 
 
 def _dataset(path: Path) -> Path:
@@ -73,7 +73,7 @@ def test_sets_create_from_indices_then_list_show_export_and_training_reads_the_s
     assert stored.items[0].prompt == "9 + 9 =" and stored.items[0].ground_truth == "18"
     chat = stored.items[2]
     assert chat.messages_list() == [{"role": "user", "content": "say hi"}] and chat.ground_truth == "hi"
-    assert chat.prompt_id == prompt_id([{"role": "user", "content": "say hi"}], None)
+    assert chat.prompt_id == compute_prompt_id([{"role": "user", "content": "say hi"}], None)
     assert (stored.source, stored.seed, stored.description) == (str(data), None, "three picked by hand")
 
     listed = _cli("sets", "list", "--json", "--database-url", database_url)
@@ -183,7 +183,7 @@ def test_inconsistent_items_are_refused_before_touching_the_database():
     url = "postgresql://unused@127.0.0.1:1/x"
     good = make_items([{"prompt": "a"}])
     with pytest.raises(PredictionSetError, match="does not match its prompt"):
-        create_set(url, "x", [SetItem(0, prompt_id(None, "other"), prompt="a")])
+        create_set(url, "x", [SetItem(0, compute_prompt_id(None, "other"), prompt="a")])
     with pytest.raises(PredictionSetError, match="numbered 0..N-1"):
         create_set(url, "x", [SetItem(1, good[0].prompt_id, prompt="a")])
     with pytest.raises(PredictionSetError, match="at least one item"):
@@ -289,7 +289,7 @@ def test_a_set_read_from_the_database_leaves_a_verified_copy_that_serves_when_no
 
     path = copies / f"{stored.set_id}.json"
     doc = json.loads(path.read_text(encoding="utf-8"))
-    doc["items"][0]["prompt"], doc["items"][0]["prompt_id"] = "1 + 2 =", prompt_id(None, "1 + 2 =")
+    doc["items"][0]["prompt"], doc["items"][0]["prompt_id"] = "1 + 2 =", compute_prompt_id(None, "1 + 2 =")
     path.write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(ProducerSetError) as caught:
         load_set_for_training("fixed", database_url=None, copies_dir=copies)

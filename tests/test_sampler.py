@@ -16,7 +16,7 @@ from predstream.producer.prediction_sets import (
     write_prediction_set_file,
 )
 from predstream.producer.sampler import RowFormat, sample_dataset
-from predstream.schemas import prompt_id
+from predstream.schemas import compute_prompt_id
 
 
 def _rows(n: int = 40) -> list[dict]:
@@ -40,7 +40,7 @@ def test_same_dataset_and_seed_pick_the_same_prompts_twice(tmp_path):
     assert _identity(sample_dataset(path, 8, seed=8)) != _identity(first)
     for s in first:
         assert s.prompt == f"{s.source_index}+{s.source_index}="
-        assert s.prompt_id == prompt_id(None, s.prompt)
+        assert s.prompt_id == compute_prompt_id(None, s.prompt)
         assert s.ground_truth == str(2 * s.source_index)
 
 
@@ -70,7 +70,7 @@ def test_chat_rows_drop_the_trailing_assistant_answer_from_the_prompt():
     a, b = sample_dataset(rows, 2, seed=0, dataset_id="chat-v1")
     assert a.messages_list() == [{"role": "user", "content": "2+2?"}]
     assert a.ground_truth == "4"
-    assert a.prompt_id == prompt_id([{"role": "user", "content": "2+2?"}], None)
+    assert a.prompt_id == compute_prompt_id([{"role": "user", "content": "2+2?"}], None)
     assert b.messages_list()[0] == {"role": "system", "content": "be brief"}  # reduced to role/content
     assert b.ground_truth is None and a.sample_source_id == "chat-v1"
 
