@@ -12,6 +12,7 @@ This package never imports torch, transformers or the producer side.
 """
 
 from .dlq import (
+    REASONS,
     DeadLetter,
     DeadLetterWriter,
     RedriveResult,
@@ -34,15 +35,23 @@ from .errors import (
     WorkerError,
 )
 from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
-from .prediction_sets import create_set, delete_set, export_set, get_set, list_sets
+from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
 from .migrate import apply_migrations, pending_migrations
-from .replay import ReplayStats, run_replay
+from .identify import IdentifyReport, identify_legacy_rows
+from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
 from .settings import ConsumerSettings, redact_url
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .worker import Worker, consumer_config, run_worker, run_worker_processes
 
 __all__ = [
     "run_replay",
+    "parse_offsets",
+    "parse_timestamp",
+    "identify_legacy_rows",
+    "IdentifyReport",
+    "SetItem",
+    "StoredSet",
+    "REASONS",
     "run_backfill",
     "apply_migrations",
     "pending_migrations",

@@ -37,10 +37,21 @@ from .prediction_sets import (
     read_prediction_set_file,
     write_prediction_set_file,
 )
-from .publisher import Publisher, PublishReport
+from .dataset_source import NO_ROW
+from .publisher import Publisher, PublishReport, drain_spool
 from .recorder import PredictionRecorder, distributed_rank
-from .sampler import DEFAULT_GROUND_TRUTH_FIELDS, RowFormat, Sample, sample_dataset
+from .sampler import (
+    DEFAULT_GROUND_TRUTH_FIELDS,
+    BadRow,
+    RowFormat,
+    Sample,
+    check_dataset_id,
+    read_dataset,
+    row_to_sample,
+    sample_dataset,
+)
 from .settings import ProducerSettings
+from .spool import spool_status
 
 __all__ = [
     "ProducerSettings",
@@ -50,6 +61,13 @@ __all__ = [
     "RowFormat",
     "DEFAULT_GROUND_TRUTH_FIELDS",
     "sample_dataset",
+    "read_dataset",
+    "row_to_sample",
+    "check_dataset_id",
+    "BadRow",
+    "NO_ROW",
+    "drain_spool",
+    "spool_status",
     "PredictionSet",
     "load_prediction_set",
     "read_prediction_set_file",
