@@ -187,14 +187,14 @@ class BenchContext:
         """A fresh database with every migration applied; returns its URL."""
         import psycopg
 
-        from predstream.consumer.migrate import apply_migrations
+        from predstream.consumer import ConsumerSettings, apply_migrations
 
         admin = self.stack.database_url("postgres")
         if not self._template_ready:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self._TEMPLATE}"')
                 conn.execute(f'CREATE DATABASE "{self._TEMPLATE}"')
-            apply_migrations(self.stack.database_url(self._TEMPLATE))
+            apply_migrations(ConsumerSettings(database_url=self.stack.database_url(self._TEMPLATE)))
             self._template_ready = True
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(admin, autocommit=True) as conn:

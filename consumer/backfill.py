@@ -44,6 +44,7 @@ from predstream.schemas.identity import check_identity
 from predstream.schemas.spoolfile import SPOOL_HEADER, read_spool
 
 from .errors import BackfillError, DatabaseUnavailableError
+from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, WriteResult
 
 if TYPE_CHECKING:
@@ -284,15 +285,16 @@ def _items(path: Path, kind: str, decoder: Decoder, report: FileReport) -> Itera
 
 def run_backfill(
     paths: Sequence[str | Path],
-    database_url: str,
+    settings: ConsumerSettings,
     *,
     strict: bool = False,
-    batch_size: int = 2000,
     decoder: Decoder | None = None,
     sink: PostgresSink | None = None,
     on_problem: Callable[[Problem], None] | None = None,
 ) -> BackfillReport:
-    """Load ``paths`` into ``database_url``; see the module docstring.
+    """Load ``paths`` into ``settings.database_url``, ``settings.batch_size`` rows per
+    transaction; see the module docstring. ``decoder`` defaults to one for the settings'
+    schema registry (if any).
 
     ``on_problem`` is called for each row not loaded, as it is found (default: a log
     line). Raises :class:`BackfillError` when a file cannot be read, when ``strict`` and
@@ -303,7 +305,9 @@ def run_backfill(
     for path in files:
         if not path.is_file():
             raise BackfillError(f"no such file: {path}")
-    decoder = decoder or Decoder()
+    database_url = settings.require_database_url()
+    batch_size = settings.batch_size
+    decoder = decoder or Decoder(settings.schema_registry_url, settings.schema_registry_options)
     kinds = {path: file_kind(path) for path in files}
     if strict:
         _check_strict(files, kinds, decoder)

@@ -45,7 +45,7 @@ from predstream.schemas.event import PredictionEvent
 
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError
-from .settings import redact_url
+from .settings import ConsumerSettings, redact_url
 
 __all__ = ["Duplicate", "RowProblem", "IdentifyReport", "identify_legacy_rows", "LegacyRowMatcher"]
 
@@ -121,19 +121,20 @@ class IdentifyReport:
 
 
 def identify_legacy_rows(
-    database_url: str,
+    settings: ConsumerSettings,
     *,
-    batch_size: int = 1000,
     jobs: Sequence[str] | None = None,
     progress: Callable[[IdentifyReport], None] | None = None,
 ) -> IdentifyReport:
-    """Identify every row with ``event_id`` NULL (of ``jobs``, if given); see the module docstring.
+    """Identify every row of ``settings.database_url`` with ``event_id`` NULL (of ``jobs``,
+    if given), ``settings.identify_batch_size`` rows per transaction; see the module docstring.
 
     ``progress`` is called with the report after each batch. Raises :class:`IdentifyError`
     when the database is not migrated or cannot be reached.
     """
     import psycopg
 
+    database_url, batch_size = settings.require_database_url(), settings.identify_batch_size
     started = time.monotonic()
     report = IdentifyReport()
     job_list = list(jobs) if jobs else None

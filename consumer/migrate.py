@@ -45,6 +45,7 @@ from typing import Any
 
 from ._sqlsplit import split_statements
 from .errors import MigrationError
+from .settings import ConsumerSettings
 
 __all__ = [
     "Migration",
@@ -182,22 +183,25 @@ def _check_applied(conn, migrations: list[Migration]) -> set[int]:
     return {v for v, _, _ in rows}
 
 
-def pending_migrations(database_url: str, folder: str | Path | None = None) -> list[Migration]:
-    """Migrations not yet applied (raises if an applied one was edited)."""
-    migrations = find_migrations(folder)
-    with _connect(database_url) as conn:
+def pending_migrations(settings: ConsumerSettings) -> list[Migration]:
+    """Migrations of ``settings.migrations_dir`` (default: the shipped ones) not yet applied
+    to ``settings.database_url`` (raises if an applied one was edited)."""
+    migrations = find_migrations(settings.migrations_dir)
+    with _connect(settings.require_database_url()) as conn:
         exists = conn.execute("SELECT to_regclass('predstream_migrations') IS NOT NULL").fetchone()[0]
         applied = _check_applied(conn, migrations) if exists else set()
     return [m for m in migrations if m.version not in applied]
 
 
-def apply_migrations(database_url: str, folder: str | Path | None = None) -> list[str]:
-    """Apply pending migrations in order; return the names applied (empty when up to date)."""
+def apply_migrations(settings: ConsumerSettings) -> list[str]:
+    """Apply the pending migrations of ``settings.migrations_dir`` (default: the shipped
+    ones) to ``settings.database_url`` in order; return the names applied (empty when up
+    to date)."""
     import psycopg
 
-    migrations = find_migrations(folder)
+    migrations = find_migrations(settings.migrations_dir)
     applied_now: list[str] = []
-    with _connect(database_url) as conn:
+    with _connect(settings.require_database_url()) as conn:
         _take_lock(conn)
         try:
             conn.execute(_CREATE_TABLE)

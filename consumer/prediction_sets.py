@@ -41,7 +41,7 @@ from predstream.schemas.prediction_set import prediction_set_document, predictio
 from predstream.schemas.prompt_id import compute_prompt_id
 
 from .errors import PredictionSetError
-from .settings import redact_url
+from .settings import ConsumerSettings, redact_url
 
 __all__ = [
     "PredictionSetError",
@@ -137,7 +137,7 @@ def make_items(rows: Sequence[Mapping[str, Any]]) -> list[SetItem]:
 
 
 def create_set(
-    database_url: str,
+    settings: ConsumerSettings,
     name: str,
     items: Sequence[SetItem],
     *,
@@ -155,6 +155,7 @@ def create_set(
     _check_name(name)
     _check_items(items)
     set_id = set_id_for(items)
+    database_url = settings.require_database_url()
     psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -211,9 +212,10 @@ def _existing(conn: Any, name: str, set_id: str) -> StoredSet:
     )
 
 
-def delete_set(database_url: str, name_or_id: str) -> bool:
+def delete_set(settings: ConsumerSettings, name_or_id: str) -> bool:
     """Delete a set and its items; ``False`` when there was none. Predictions keep their
     ``set_id``: they stay readable, the set is only no longer available to new runs."""
+    database_url = settings.require_database_url()
     psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -230,8 +232,9 @@ def delete_set(database_url: str, name_or_id: str) -> bool:
 # -- reading ---------------------------------------------------------------------
 
 
-def list_sets(database_url: str) -> list[StoredSet]:
+def list_sets(settings: ConsumerSettings) -> list[StoredSet]:
     """Every set's head (no items), by name."""
+    database_url = settings.require_database_url()
     psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -243,8 +246,9 @@ def list_sets(database_url: str) -> list[StoredSet]:
     return [_head(r) for r in rows]
 
 
-def get_set(database_url: str, name_or_id: str) -> StoredSet:
+def get_set(settings: ConsumerSettings, name_or_id: str) -> StoredSet:
     """A set with its items, by name or ``set_id`` (an exact ``set_id`` match wins)."""
+    database_url = settings.require_database_url()
     psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -292,9 +296,9 @@ def get_set(database_url: str, name_or_id: str) -> StoredSet:
     return replace(stored, items=items)
 
 
-def export_set(database_url: str, name_or_id: str, path: str | os.PathLike[str]) -> StoredSet:
+def export_set(settings: ConsumerSettings, name_or_id: str, path: str | os.PathLike[str]) -> StoredSet:
     """Write a set to ``path`` as the export file (atomically); return the set."""
-    stored = get_set(database_url, name_or_id)
+    stored = get_set(settings, name_or_id)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:

@@ -303,13 +303,13 @@ def run_replay(
     from_offsets: Mapping[int, int] | None = None,
     to_end: bool = False,
     job_id: str | None = None,
-    batch_size: int | None = None,
     dead_letters: Any = None,
     sink: PostgresSink | None = None,
     progress: ProgressFn | None = None,
     stall_timeout_s: float = 60.0,
 ) -> ReplayStats:
-    """Replay ``settings.topic`` into ``settings.database_url``; see the module docstring.
+    """Replay ``settings.topic`` into ``settings.database_url``, ``settings.batch_size``
+    events per transaction; see the module docstring.
 
     ``dead_letters``: a :class:`predstream.consumer.dlq.DeadLetterWriter` to dead-letter invalid and
     rejected events again (default: count and log only). ``progress(done, total)`` is
@@ -333,7 +333,7 @@ def run_replay(
             timeout_s=min(30.0, stall_timeout_s),
         )
         run = _Run(settings, consumer, sink, decoder, ranges, since_ms, to_end, job_id,
-                   batch_size or settings.batch_size, dead_letters, progress, stall_timeout_s)
+                   settings.batch_size, dead_letters, progress, stall_timeout_s)
         run.go()
         stats = run.stats
     finally:

@@ -34,6 +34,8 @@ _LAZY = {
     "sample_dataset": "predstream.producer",
     "ConsumerSettings": "predstream.consumer",
     "PredictionEvent": "predstream.schemas",
+    "compute_prompt_id": "predstream.schemas",
+    "settings_with_local_stack": "predstream.local",
 }
 
 __all__ = sorted(_LAZY)

@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from predstream.consumer.compare import Comparison
+from predstream.consumer import Comparison
 
 __all__ = ["print_comparison", "comparison_csv", "comparison_json", "plot_comparison"]
 

@@ -10,10 +10,12 @@ What happens when:
 
 * ``on_train_begin``: the job id is settled (below), the samples are drawn
   (:func:`predstream.producer.sampler.sample_dataset`, or :func:`predstream.producer.set_copies.load_set_for_training`
-  for ``prediction_set=``: a file, or a set read from ``settings.database_url`` /
-  ``PREDSTREAM_DATABASE_URL`` / the local stack, with a verified local copy used when the
-  database does not answer), and the publisher is created from ``settings`` (default:
-  ``ProducerSettings`` from the environment) unless one was passed in. A dataset or
+  for ``prediction_set=``: a file, or a set read from ``database_url=`` /
+  ``settings.database_url``, with a verified local copy used when the database does not
+  answer), and the publisher is created from ``settings`` unless one was passed in.
+  Without ``settings=``, they are ``ProducerSettings`` from ``PREDSTREAM_*``, with the
+  running local stack's broker and database for what the environment does not set
+  (:func:`predstream.local.settings_with_local_stack`). A dataset or
   setting that is wrong fails here, before the first training step.
 * Predictions are recorded after each evaluation (``on_evaluate=True``), every
   ``every_n_steps`` optimizer steps, and/or at each epoch end (``on_epoch_end=True``) —
@@ -64,7 +66,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_imports
         "pip install 'predstream[train]'"
     ) from exc
 
-from predstream.schemas import MAX_JOB_ID_CHARS, GenerationSettings, load_settings
+from predstream.schemas import MAX_JOB_ID_CHARS, GenerationSettings
 
 from .generator import Generator
 from .jobfile import JOB_FILE, settle_dataset_id, settle_job
@@ -167,7 +169,7 @@ class TrainingPredictionsCallback(TrainerCallback):
             settings = self._producer_settings()
             self.samples = load_set_for_training(
                 self.prediction_set,
-                database_url=self.database_url or settings.find_database_url(),
+                database_url=self.database_url or settings.database_url,
                 copies_dir=settings.prediction_sets_dir,
             ).samples()
         else:
@@ -210,8 +212,13 @@ class TrainingPredictionsCallback(TrainerCallback):
     # -- helpers ----------------------------------------------------------------
 
     def _producer_settings(self) -> ProducerSettings:
+        """``settings=`` if given, else ``PREDSTREAM_*`` with the running local stack's
+        addresses for what the environment does not set (the one route the CLI takes too;
+        :mod:`predstream.local` is imported here, lazily, and imports no CLI)."""
         if self.settings is None:
-            self.settings = load_settings(ProducerSettings)
+            from predstream.local import settings_with_local_stack
+
+            self.settings = settings_with_local_stack(ProducerSettings)
         return self.settings
 
     def _open_publisher(self) -> None:

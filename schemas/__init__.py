@@ -43,7 +43,7 @@ from .event import (
 )
 from .identity import IDENTITY_MISMATCH, check_identity
 from .prompt_id import PromptIdError, canonical_messages, compute_prompt_id
-from .settings import StreamSettings, load_settings, local_stack, predstream_home
+from .settings import StreamSettings, load_settings
 from .spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
 from .transport import DEFAULT_TOPIC, Headers, dlq_topic, message_key, parse_kafka_options, redact
 
@@ -83,8 +83,6 @@ __all__ = [
     "compute_prompt_id",
     "StreamSettings",
     "load_settings",
-    "local_stack",
-    "predstream_home",
     "SPOOL_HEADER",
     "SpoolContents",
     "encode_record",

@@ -31,7 +31,7 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     """The embedded broker and PostgreSQL, started once for the session."""
-    from predstream.consumer.migrate import apply_migrations
+    from predstream.consumer import ConsumerSettings, apply_migrations
     from predstream.local import LocalStack
 
     s = LocalStack(tmp_path_factory.mktemp("stack"), durable=False)
@@ -41,7 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
     with psycopg.connect(s.database_url("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{_TEMPLATE_DB}"')
-    apply_migrations(s.template_database_url)
+    apply_migrations(ConsumerSettings(database_url=s.template_database_url))
     yield s
     s.stop()
 

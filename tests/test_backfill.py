@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from _consumer_kit import make_event
+from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.backfill import BackfillError, run_backfill, file_kind, legacy_row_to_event
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.codec import SingleObjectEncoder
@@ -63,7 +64,7 @@ def _rows(database_url: str) -> list[tuple]:
 @pytest.mark.integration
 def test_backfill_of_a_legacy_export_loads_good_rows_and_reports_the_bad_line(tmp_path, database_url):
     path = _export(tmp_path / "old.jsonl")
-    report = run_backfill([path], database_url)
+    report = run_backfill([path], ConsumerSettings(database_url=database_url))
 
     assert [(p.where, p.reason) for p in report.problems] == [("line 4", "missing-field:prediction")]
     assert str(report.problems[0]).startswith(f"{path}:line 4: ")
@@ -87,9 +88,9 @@ def test_backfill_of_a_legacy_export_loads_good_rows_and_reports_the_bad_line(tm
 @pytest.mark.integration
 def test_backfill_twice_adds_no_rows(tmp_path, database_url):
     path = _export(tmp_path / "old.jsonl")
-    run_backfill([path], database_url)
+    run_backfill([path], ConsumerSettings(database_url=database_url))
     before = _rows(database_url)
-    again = run_backfill([path], database_url, batch_size=2)
+    again = run_backfill([path], ConsumerSettings(database_url=database_url, batch_size=2))
 
     assert again.total("inserted") == again.total("updated") == 0
     assert again.total("unchanged") == 4
@@ -98,14 +99,14 @@ def test_backfill_twice_adds_no_rows(tmp_path, database_url):
 
 @pytest.mark.integration
 def test_a_real_event_for_a_backfilled_prediction_point_wins(tmp_path, database_url):
-    run_backfill([_export(tmp_path / "old.jsonl")], database_url)
+    run_backfill([_export(tmp_path / "old.jsonl")], ConsumerSettings(database_url=database_url))
     old = legacy_row_to_event(LEGACY[0])
     regenerated = old.model_copy(update={"prediction": "4", "produced_at": old.produced_at + timedelta(days=30)})
     with PostgresSink(database_url) as sink:
         result = sink.write([IngestRecord(regenerated)])
     assert result.updated == 1
 
-    run_backfill([tmp_path / "old.jsonl"], database_url)  # loading the old export again changes nothing
+    run_backfill([tmp_path / "old.jsonl"], ConsumerSettings(database_url=database_url))  # loading the old export again changes nothing
     assert next(r for r in _rows(database_url) if r[0] == old.event_id)[8] == "4"
 
 
@@ -113,11 +114,11 @@ def test_a_real_event_for_a_backfilled_prediction_point_wins(tmp_path, database_
 def test_backfill_strict_loads_nothing_when_a_row_is_bad(tmp_path, database_url):
     path = _export(tmp_path / "old.jsonl")
     with pytest.raises(BackfillError, match=r"--strict: nothing loaded; .*old.jsonl:line 4: "):
-        run_backfill([path], database_url, strict=True)
+        run_backfill([path], ConsumerSettings(database_url=database_url), strict=True)
     assert _rows(database_url) == []
 
     clean = _export(tmp_path / "clean.jsonl", rows=[r for r in LEGACY if r is not None])
-    assert run_backfill([clean], database_url, strict=True).total("inserted") == 4
+    assert run_backfill([clean], ConsumerSettings(database_url=database_url), strict=True).total("inserted") == 4
 
 
 # -- spool files ----------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def test_backfill_of_a_spool_file_with_a_truncated_tail_loads_the_good_records(t
     path = _spool(tmp_path / "spool-0001.pspool", frames, cut=7)  # the last record is cut short
     good_size = len(SPOOL_HEADER) + sum(8 + len(f) for f in frames[:-1])
 
-    report = run_backfill([path], database_url)
+    report = run_backfill([path], ConsumerSettings(database_url=database_url))
 
     f = report.files[0]
     assert f.kind == "spool" and f.bad_tail == (good_size, 8 + len(frames[-1]) - 7, "truncated record")
@@ -161,7 +162,7 @@ def test_backfill_loads_the_segments_the_training_sides_spool_wrote(tmp_path, da
     segments = list_segments(tmp_path / "spool")
     assert len(segments) > 1
 
-    report = run_backfill(segments, database_url)
+    report = run_backfill(segments, ConsumerSettings(database_url=database_url))
 
     assert report.ok and {f.kind for f in report.files} == {"spool"}
     assert report.total("inserted") == 25
@@ -216,4 +217,4 @@ def test_file_kind_is_told_by_the_first_bytes(tmp_path):
 
 def test_backfill_of_a_missing_file_fails_before_loading_anything(tmp_path):
     with pytest.raises(BackfillError, match="no such file"):
-        run_backfill([tmp_path / "nope.jsonl"], "postgresql://unused@127.0.0.1:1/x")
+        run_backfill([tmp_path / "nope.jsonl"], ConsumerSettings(database_url="postgresql://unused@127.0.0.1:1/x"))

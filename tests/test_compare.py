@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from predstream.consumer.compare import compare_runs
+from predstream.consumer.settings import ConsumerSettings
 from predstream.cli import app
 from predstream.report import plot_comparison
 from predstream.schemas import compute_prompt_id
@@ -38,8 +39,7 @@ def _seed(url: str) -> None:
 
 def test_compare_shows_each_prompt_across_steps_and_runs(database_url, tmp_path):
     _seed(database_url)
-    with psycopg.connect(database_url) as conn:
-        result = compare_runs(conn, ["run-a", "run-b"], max_prompts=2)
+    result = compare_runs(ConsumerSettings(database_url=database_url), ["run-a", "run-b"], max_prompts=2)
     assert [p.source_index for p in result.prompts] == [0, 1]
     first = result.prompts[0]
     assert first.prompt_id == compute_prompt_id(None, "12+34=")

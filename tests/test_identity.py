@@ -11,6 +11,7 @@ import pytest
 
 from _consumer_kit import T0, count_rows, make_event, produce, wait_for, worker_thread
 from _contract_kit import frame_0_1, record_0_1
+from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.backfill import run_backfill
 from predstream.consumer.dlq import list_dead_letters
 from predstream.consumer.replay import run_replay
@@ -158,7 +159,7 @@ def test_backfill_refuses_a_line_whose_prompt_id_is_not_its_prompts_and_loads_th
     export = tmp_path / "export.jsonl"
     export.write_text("".join(json.dumps(r) + "\n" for r in lines))
     spool_frame = _forged(make_event(4, job="spooled"), step=99)
-    report = run_backfill([export], database_url)
+    report = run_backfill([export], ConsumerSettings(database_url=database_url))
     (problem,) = report.problems
     assert (problem.where, problem.reason) == ("line 2", "identity-mismatch") and "prompt_id" in problem.message
     assert count_rows(database_url) == 1
@@ -166,6 +167,6 @@ def test_backfill_refuses_a_line_whose_prompt_id_is_not_its_prompts_and_loads_th
 
     spool = tmp_path / "seg.spool"
     spool.write_bytes(SPOOL_HEADER + encode_record(ENC.encode(make_event(5, job="spooled"))) + encode_record(spool_frame))
-    report = run_backfill([spool], database_url)
+    report = run_backfill([spool], ConsumerSettings(database_url=database_url))
     assert [(p.where.split(" (")[0], p.reason) for p in report.problems] == [("record 2", "identity-mismatch")]
     assert count_rows(database_url) == 2

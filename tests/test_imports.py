@@ -157,3 +157,25 @@ def test_no_code_imports_the_old_top_level_names():
         old += [f"{path.relative_to(ROOT)}: {m}" for m in _imported_modules(path)
                 if m.split(".")[0] in ("schemas", "producer", "consumer")]
     assert old == []
+
+
+def test_the_cli_imports_the_library_only_through_the_package_faces():
+    """Every name a CLI module takes from predstream.schemas/.producer/.consumer is imported
+    from the package itself and listed in its ``__all__``."""
+    import importlib
+
+    wrong = []
+    for path in sorted((ROOT / "predstream").glob("*cli*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
+                continue
+            parts = node.module.split(".")
+            if parts[0] != "predstream" or len(parts) < 2 or parts[1] not in ("schemas", "producer", "consumer"):
+                continue
+            if len(parts) > 2:
+                wrong.append(f"{path.name}: from {node.module} import ...")
+                continue
+            face = importlib.import_module(node.module)
+            wrong += [f"{path.name}: {node.module}.{a.name} not in __all__" for a in node.names
+                      if a.name not in face.__all__]
+    assert wrong == []

@@ -134,7 +134,7 @@ def test_replay_into_an_empty_database_reproduces_the_live_table_and_leaves_the_
     committed_before = _committed(kafka_bootstrap, loaded.name, live.group_id)
     assert sum(max(o, 0) for _, o in committed_before) == len(loaded.sent)
 
-    apply_migrations(empty_database_url)
+    apply_migrations(ConsumerSettings(database_url=empty_database_url))
     stats = run_replay(_settings(kafka_bootstrap, loaded.name, empty_database_url))
 
     assert stats.read == len(loaded.sent)
@@ -146,10 +146,10 @@ def test_replay_into_an_empty_database_reproduces_the_live_table_and_leaves_the_
 
 
 def test_replay_twice_adds_no_rows(kafka_bootstrap, loaded, database_url):
-    settings = _settings(kafka_bootstrap, loaded.name, database_url)
-    first = run_replay(settings, batch_size=7)
+    settings = _settings(kafka_bootstrap, loaded.name, database_url, batch_size=7)
+    first = run_replay(settings)
     rows = _rows(database_url)
-    second = run_replay(settings, batch_size=7)
+    second = run_replay(settings)
 
     assert first.inserted == len(loaded.events) == len(rows)
     assert (second.inserted, second.updated, second.unchanged) == (0, 0, len(loaded.events))

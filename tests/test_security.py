@@ -123,6 +123,7 @@ def test_tls_is_really_used_a_tls_client_cannot_talk_to_a_plaintext_broker(kafka
 def test_database_errors_of_every_entry_point_never_show_the_password(url, caplog, capfd):
     from predstream.consumer.errors import ConsumerError
     from predstream.consumer.migrate import apply_migrations
+    from predstream.consumer.settings import ConsumerSettings
     from predstream.consumer.sink import PostgresSink
     from predstream.producer.errors import ProducerError
     from predstream.producer.prediction_sets import fetch_prediction_set
@@ -130,7 +131,7 @@ def test_database_errors_of_every_entry_point_never_show_the_password(url, caplo
     caplog.set_level(logging.DEBUG)
     messages = []
     for attempt in (lambda: PostgresSink(url).ping(), lambda: PostgresSink(url).write([_record()]),
-                    lambda: apply_migrations(url), lambda: fetch_prediction_set("set", url)):
+                    lambda: apply_migrations(ConsumerSettings.model_construct(database_url=url)), lambda: fetch_prediction_set("set", url)):
         with pytest.raises((ConsumerError, ProducerError)) as caught:
             attempt()
         messages.append(str(caught.value))

@@ -110,19 +110,19 @@ def test_a_lone_surrogate_row_is_skipped_at_train_begin_and_every_step_records_t
 
 
 def test_sets_create_skips_a_lone_surrogate_row_with_a_warning_and_refuses_it_by_index(tmp_path, database_url):
-    from predstream.consumer.prediction_sets import get_set, list_sets
+    from predstream.consumer import ConsumerSettings, get_set, list_sets
 
     data = _eval_file(tmp_path / "eval.jsonl", '{"prompt": "bad \\ud800"}')
     sampled = _cli("sets", "create", "all", "--from", str(data), "--sample", "20", "--database-url", database_url)
     assert sampled.exit_code == 0, sampled.output
     assert "line 3 (source_index 2) the prompt holds a lone surrogate" in sampled.output
     assert "Traceback" not in sampled.output
-    assert [i.source_index for i in get_set(database_url, "all").items] == [0, 1, 3, 4, 5, 6, 7, 8]
+    assert [i.source_index for i in get_set(ConsumerSettings(database_url=database_url), "all").items] == [0, 1, 3, 4, 5, 6, 7, 8]
 
     picked = _cli("sets", "create", "bad", "--from", str(data), "--indices", "1,2", "--database-url", database_url)
     assert picked.exit_code == 2 and "Traceback" not in picked.output
     assert picked.output.strip().splitlines()[-1].startswith(f"error: {data} line 3 (source_index 2) the prompt holds")
-    assert [s.name for s in list_sets(database_url)] == ["all"]
+    assert [s.name for s in list_sets(ConsumerSettings(database_url=database_url))] == ["all"]
 
 
 # -- a path over 256 characters, and another spelling of the same path ------------------------
@@ -193,13 +193,13 @@ def test_a_jsonl_file_with_a_byte_order_mark_keeps_row_0(producer_settings, kafk
 
 
 def test_sets_create_reads_a_json_array_with_a_byte_order_mark(tmp_path, database_url):
-    from predstream.consumer.prediction_sets import get_set
+    from predstream.consumer import ConsumerSettings, get_set
 
     data = tmp_path / "eval.json"
     data.write_bytes(b"\xef\xbb\xbf" + json.dumps(addition_rows(3, seed=1)).encode())
     result = _cli("sets", "create", "bom", "--from", str(data), "--indices", "0,2", "--database-url", database_url)
     assert result.exit_code == 0, result.output
-    assert [i.source_index for i in get_set(database_url, "bom").items] == [0, 2]
+    assert [i.source_index for i in get_set(ConsumerSettings(database_url=database_url), "bom").items] == [0, 2]
 
 
 # -- rows the contract refuses --------------------------------------------------------------
@@ -218,14 +218,14 @@ def test_a_role_over_64_characters_is_skipped_at_train_begin_and_nothing_is_drop
 
 
 def test_a_null_in_a_json_array_is_named_in_a_warning(tmp_path, database_url):
-    from predstream.consumer.prediction_sets import get_set
+    from predstream.consumer import ConsumerSettings, get_set
 
     data = tmp_path / "eval.json"
     data.write_text(json.dumps([{"prompt": "1+1="}, None, {"prompt": "2+2="}]))
     result = _cli("sets", "create", "nulls", "--from", str(data), "--sample", "3", "--database-url", database_url)
     assert result.exit_code == 0, result.output
     assert f"{data} item 1 is null, not an object; skipped" in result.output
-    assert [i.source_index for i in get_set(database_url, "nulls").items] == [0, 2]
+    assert [i.source_index for i in get_set(ConsumerSettings(database_url=database_url), "nulls").items] == [0, 2]
 
 
 def test_a_row_too_large_for_any_event_is_one_clear_error_in_sets_create(tmp_path, database_url):
