@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from _consumer_kit import make_event
+from support import make_event
 from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.backfill import BackfillError, run_backfill, file_kind, legacy_row_to_event
 from predstream.consumer.sink import IngestRecord, PostgresSink

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -15,7 +14,8 @@ pytest.importorskip("transformers")
 from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from predstream.producer import TrainingPredictionsCallback  # noqa: E402
 from predstream.producer.callback import JOB_FILE  # noqa: E402
-from predstream.schemas import Decoder, compute_prompt_id  # noqa: E402
+from predstream.schemas import compute_prompt_id  # noqa: E402
+from support.consumer_kit import read_events  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -34,30 +34,6 @@ class _FakePublisher:
 
     def close(self):
         self.closed = True
-
-
-def read_events(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """Every event on ``topic`` (all partitions, from the start) once ``expected`` arrived."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        decoder, events, deadline = Decoder(), [], time.monotonic() + timeout
-        while len(events) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                events.append(decoder.decode(msg.value()))
-        # a short extra wait: more events than expected would be a bug too
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            msg = consumer.poll(0.2)
-            if msg is not None and not msg.error():
-                events.append(decoder.decode(msg.value()))
-        return events
-    finally:
-        consumer.close()
 
 
 def _trainer(callback, tmp_path, *, max_steps=30, eval_steps=10):

@@ -15,7 +15,7 @@ import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _mutations import mutated
+from support.mutations import mutated
 from predstream.schemas._fastread import MalformedAvro, compile_reader
 from predstream.schemas.codec import SCHEMA_VERSIONS, load_schema
 

@@ -17,8 +17,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _consumer_kit import count_rows, make_event, produce, wait_for, worker_thread
-from _mutations import mutated
+from support import make_event, wait_for
+
+from support.consumer_kit import count_rows, produce, worker_thread
+from support.mutations import mutated
 from predstream.consumer.dlq import list_dead_letters
 from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
 from predstream.schemas.errors import DecodeError, InvalidEventError

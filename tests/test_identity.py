@@ -9,8 +9,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from _consumer_kit import T0, count_rows, make_event, produce, wait_for, worker_thread
-from _contract_kit import frame_0_1, record_0_1
+from support import T0, make_event, wait_for
+
+from support.consumer_kit import count_rows, produce, worker_thread
+from support.contract_kit import frame_0_1, record_0_1
 from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.backfill import run_backfill
 from predstream.consumer.dlq import list_dead_letters

@@ -11,7 +11,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from _consumer_kit import T0, make_event, rows_reach, wait_for, worker_thread
+from support import T0, make_event, wait_for
+
+from support.consumer_kit import rows_reach, worker_thread
 from conftest import make_topic
 from predstream.consumer.replay import ReplayError, parse_offsets, parse_timestamp, run_replay
 from predstream.consumer.settings import ConsumerSettings

@@ -14,7 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from _consumer_kit import T0, count_rows, make_event, produce_events, wait_for, worker_thread
+from support import T0, make_event, wait_for
+
+from support.consumer_kit import count_rows, produce_events, worker_thread
 from predstream.consumer.settings import ConsumerSettings, redact_url
 from predstream.schemas.errors import ConfigError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS

@@ -8,7 +8,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from _consumer_kit import T0, make_event
+from support import T0, make_event
 from predstream.consumer.errors import DatabaseUnavailableError
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.event import GenerationSettings

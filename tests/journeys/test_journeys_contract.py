@@ -12,8 +12,10 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from _consumer_kit import count_rows, make_event, produce, start_cli_consumer, wait_for
-from _contract_kit import avro_package_frame, frame_0_1, record_0_1
+from support import make_event, wait_for
+
+from support.consumer_kit import count_rows, produce, start_cli_consumer
+from support.contract_kit import avro_package_frame, frame_0_1, record_0_1
 from predstream.cli import app
 from predstream.schemas.codec import SCHEMA_VERSIONS
 

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from _consumer_kit import count_rows, encoded, make_event, produce, produce_events, wait_for
+from support import make_event, wait_for
+
+from support.consumer_kit import count_rows, encoded, produce, produce_events
 from predstream.local import LocalStack, create_topics, free_port
 from predstream.schemas.transport import Headers
 

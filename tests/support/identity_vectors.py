@@ -1,6 +1,6 @@
 """Writes schemas/prompt_id_vectors.json and schemas/sample_vectors.json from the inputs below.
 
-Run ``python tests/_identity_vectors.py`` after adding an input. The files are data: the
+Run ``python tests/support/identity_vectors.py`` after adding an input. The files are data: the
 test suite checks every vector against the Python code (tests/test_contract.py,
 tests/test_sample_rank.py) and against an independent JavaScript implementation
 (tests/test_identity_vectors_node.py, tests/node/identity_vectors.mjs).
@@ -9,14 +9,12 @@ tests/test_sample_rank.py) and against an independent JavaScript implementation
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from predstream.schemas.prompt_id import PromptIdError, canonical_messages, compute_prompt_id
+from predstream.schemas.sample_rank import compute_sample_rank
 
-from predstream.schemas.prompt_id import PromptIdError, canonical_messages, compute_prompt_id  # noqa: E402
-from predstream.schemas.sample_rank import compute_sample_rank  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 U = "user"
 PROMPT_ID_VECTORS = [

@@ -2,7 +2,7 @@
 
 Run by ``tests/test_faults_producer.py``::
 
-    python _killed_producer.py SPOOL_DIR BOOTSTRAP {after-train-end|after-step-end}
+    python tests/support/killed_producer.py SPOOL_DIR BOOTSTRAP {after-train-end|after-step-end}
 
 * ``after-train-end``: steps 1..3 are recorded, ``on_train_end`` returns (it flushes: what is
   undelivered at its deadline is spooled), then the process kills itself with SIGKILL.

@@ -1,6 +1,6 @@
 """One rank of the two-process CPU runs in tests/test_distributed.py (gloo backend).
 
-Usage: python _dist_worker.py recorder|trainer BOOTSTRAP TOPIC SPOOL_DIR WORK_DIR
+Usage: python tests/support/dist_worker.py recorder|trainer BOOTSTRAP TOPIC SPOOL_DIR WORK_DIR
 with MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK set as torchrun sets them.
 Writes WORK_DIR/rank<r>.json with what this rank published.
 """

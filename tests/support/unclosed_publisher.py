@@ -2,7 +2,7 @@
 
 Run by ``tests/test_publisher.py``::
 
-    python _unclosed_publisher.py BOOTSTRAP TOPIC SPOOL_DIR N
+    python tests/support/unclosed_publisher.py BOOTSTRAP TOPIC SPOOL_DIR N
 
 It prints ``published <monotonic time>`` after handing N events to the publisher and
 returns from ``main`` at once: the publisher's ``atexit`` hook must deliver or spool them.
