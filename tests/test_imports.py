@@ -179,3 +179,14 @@ def test_the_cli_imports_the_library_only_through_the_package_faces():
             wrong += [f"{path.name}: {node.module}.{a.name} not in __all__" for a in node.names
                       if a.name not in face.__all__]
     assert wrong == []
+
+
+def test_no_function_or_class_has_its_modules_name():
+    """``from predstream.consumer import replay`` must never be ambiguous (module or function)."""
+    shadowing = []
+    for folder in ("schemas", "producer", "consumer", "predstream"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            shadowing += [f"{folder}/{path.name}: {node.name}" for node in tree.body
+                          if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == path.stem]
+    assert shadowing == []
