@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from schemas.event import PredictionEvent
+from predstream.schemas.event import PredictionEvent
 
 __all__ = [
     "Figure",
@@ -187,14 +187,14 @@ class BenchContext:
         """A fresh database with every migration applied; returns its URL."""
         import psycopg
 
-        from consumer.migrate import migrate
+        from predstream.consumer import ConsumerSettings, apply_migrations
 
         admin = self.stack.database_url("postgres")
         if not self._template_ready:
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self._TEMPLATE}"')
                 conn.execute(f'CREATE DATABASE "{self._TEMPLATE}"')
-            migrate(self.stack.database_url(self._TEMPLATE))
+            apply_migrations(ConsumerSettings(database_url=self.stack.database_url(self._TEMPLATE)))
             self._template_ready = True
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -217,14 +217,14 @@ class BenchContext:
         return name
 
     def producer_settings(self, topic: str, **overrides: Any) -> Any:
-        from producer.settings import ProducerSettings
+        from predstream.producer.settings import ProducerSettings
 
         spool = self.workdir / ("spool-" + uuid.uuid4().hex[:8])
         return ProducerSettings(kafka_bootstrap=self.bootstrap, topic=topic, spool_dir=spool,
                                 spool_auto_drain=False, **overrides)
 
     def consumer_settings(self, topic: str, database_url: str, **overrides: Any) -> Any:
-        from consumer.settings import ConsumerSettings
+        from predstream.consumer.settings import ConsumerSettings
 
         base: dict[str, Any] = dict(kafka_bootstrap=self.bootstrap, topic=topic, database_url=database_url,
                                     group_id="bench." + uuid.uuid4().hex[:8], session_timeout_ms=6000)
@@ -242,7 +242,7 @@ class BenchContext:
         """A topic holding ``size.sink_events`` events (made once, shared by the sink and
         replay benchmarks), and the events."""
         if "loaded" not in self._cache:
-            from producer.publisher import Publisher
+            from predstream.producer.publisher import Publisher
 
             events = make_events(self.size.sink_events, seed=1)
             topic = self.new_topic()

@@ -1,7 +1,7 @@
 """Benchmark 5: batched vs one-at-a-time generation with the tiny model.
 
 The tiny GPT-2 of :mod:`predstream.tinymodel` (built from a config, random weights: no
-download) and :class:`producer.generator.Generator` generate ``size.gen_new_tokens``
+download) and :class:`predstream.producer.generator.Generator` generate ``size.gen_new_tokens``
 greedy tokens for ``size.gen_prompts`` addition prompts, once with ``batch_size=32``
 (left-padded) and once with ``batch_size=1``, after a warm-up call of each. The figure is
 the ratio of predictions per second. On the CPU always; on the GPU too when torch sees one.
@@ -23,9 +23,9 @@ def run(ctx: BenchContext) -> BenchResult:
         import torch
 
         from predstream.tinymodel import addition_rows, build_model, build_tokenizer
-        from producer.generator import Generator
-        from producer.sampler import Sample
-        from schemas import prompt_id
+        from predstream.producer.generator import Generator
+        from predstream.producer.sampler import Sample
+        from predstream.schemas import compute_prompt_id
     except ImportError as exc:
         raise RuntimeError(f"the generation benchmark needs the train extra: {exc}") from None
 
@@ -33,7 +33,7 @@ def run(ctx: BenchContext) -> BenchResult:
     size = ctx.size
     tokenizer = build_tokenizer()
     rows = addition_rows(size.gen_prompts, seed=5)
-    samples = [Sample(sample_index=i, source_index=i, prompt_id=prompt_id(None, r["prompt"]), prompt=r["prompt"],
+    samples = [Sample(sample_index=i, source_index=i, prompt_id=compute_prompt_id(None, r["prompt"]), prompt=r["prompt"],
                       messages=None, ground_truth=r["ground_truth"], sample_source_id="bench")
                for i, r in enumerate(rows)]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

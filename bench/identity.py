@@ -1,6 +1,6 @@
 """Benchmark 6: what verifying identities costs the consumer's decode path.
 
-The consumer recomputes each event's ``prompt_id`` and ``event_id`` (:mod:`schemas.identity`).
+The consumer recomputes each event's ``prompt_id`` and ``event_id`` (:mod:`predstream.schemas.identity`).
 Here the same frames are decoded and validated without the check
 (``PredictionEvent.from_avro(decoder.decode_record(frame))``) and with it
 (``decoder.decode(frame)``, what the worker, replay and backfill call), interleaved, best of
@@ -31,10 +31,10 @@ def _best(fn: Callable[[], Any], n: int, runs: list[float]) -> None:
 
 
 def run(ctx: BenchContext) -> BenchResult:
-    from schemas import identity
-    from schemas.codec import Decoder, SingleObjectEncoder
-    from schemas.event import PredictionEvent
-    from schemas.identity import check_identity
+    from predstream.schemas import identity
+    from predstream.schemas.codec import Decoder, SingleObjectEncoder
+    from predstream.schemas.event import PredictionEvent
+    from predstream.schemas.identity import check_identity
 
     res = BenchResult(NAME, TITLE)
     n = min(_MAX_EVENTS, max(2_000, ctx.size.sink_events * 4))

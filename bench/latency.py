@@ -3,7 +3,7 @@
 One consumer worker process (default settings: batches of up to 2,000 events or 200 ms)
 reads a fresh topic; it has joined its group and stored a warm-up event before the clock
 starts. The "training" thread then publishes ``size.latency_rate`` events per second
-through a real :class:`~producer.publisher.Publisher`, in ticks of 10 ms, and notes the
+through a real :class:`~predstream.producer.publisher.Publisher`, in ticks of 10 ms, and notes the
 wall-clock time of each ``publish()``. A poller thread queries the table every 10 ms for
 new rows; a row counts as visible at the START of the first query that returns it (an
 upper bound: it became visible at most one poll interval earlier). The figures are the
@@ -28,8 +28,8 @@ _POLL_S = 0.01
 def run(ctx: BenchContext) -> BenchResult:
     import psycopg
 
-    from consumer.worker import run_worker_processes
-    from producer.publisher import Publisher
+    from predstream.consumer.worker import run_worker_processes
+    from predstream.producer.publisher import Publisher
 
     res = BenchResult(NAME, TITLE)
     rate, seconds = ctx.size.latency_rate, ctx.size.latency_seconds

@@ -1,6 +1,6 @@
 """Benchmark 4: replay the whole topic into an empty database, then once more.
 
-:func:`consumer.replay.replay` reads the topic loaded for the sink benchmark
+:func:`predstream.consumer.run_replay` reads the topic loaded for the sink benchmark
 (``size.sink_events`` events, 6 partitions) from the beginning to the end into a fresh,
 migrated database. The rate counts from the call to its return (planning included). The
 second pass over the same database must add no row (every event is already stored, so
@@ -18,7 +18,7 @@ TITLE = "4. Replay into an empty database"
 
 
 def run(ctx: BenchContext) -> BenchResult:
-    from consumer.replay import replay
+    from predstream.consumer.replay import run_replay
 
     res = BenchResult(NAME, TITLE)
     topic, events = ctx.loaded_topic()
@@ -26,11 +26,11 @@ def run(ctx: BenchContext) -> BenchResult:
     try:
         settings = ctx.consumer_settings(topic, url)
         t0 = time.perf_counter()
-        first = replay(settings)
+        first = run_replay(settings)
         first_s = time.perf_counter() - t0
         rows_after_first = count_rows(url)
         t0 = time.perf_counter()
-        second = replay(settings)
+        second = run_replay(settings)
         second_s = time.perf_counter() - t0
         rows_after_second = count_rows(url)
     finally:

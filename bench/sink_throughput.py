@@ -20,7 +20,7 @@ its own fresh, migrated database:
   On a machine where all of them share few cores, the sum bounds the rate; the database's
   share, set beside raw COPY's, gives the rate where the database is the limit (workers
   on their own cores, as in production).
-* **sink only** — :class:`~consumer.sink.PostgresSink` writing the events, already decoded,
+* **sink only** — :class:`~predstream.consumer.sink.PostgresSink` writing the events, already decoded,
   in batches of 2,000: the database side of the consumer alone (its COPY fast path, since
   every event is new).
 """
@@ -40,7 +40,7 @@ _EXTRA = ("created_at", "ingested_at")
 
 
 def run(ctx: BenchContext) -> BenchResult:
-    from consumer.sink import UPSERT_COLUMNS
+    from predstream.consumer.sink import UPSERT_COLUMNS
 
     res = BenchResult(NAME, TITLE)
     topic, events = ctx.loaded_topic()
@@ -111,7 +111,7 @@ def _column_types(ctx: BenchContext, columns: tuple[str, ...]) -> list[str]:
 
 
 def _sink_only(ctx: BenchContext, topic: str, events: list, batch: int = 2000) -> float:
-    from consumer.sink import IngestRecord, PostgresSink
+    from predstream.consumer.sink import IngestRecord, PostgresSink
 
     records = [IngestRecord(ev, topic, i % 6, i // 6) for i, ev in enumerate(events)]
     url = ctx.new_database("sinkonly")
@@ -135,7 +135,7 @@ def _avg_bytes(events: list) -> float:
 
 def _row(ev: Any, topic: str, i: int) -> tuple[Any, ...]:
     """The row the consumer writes for ``ev`` (``UPSERT_COLUMNS`` + created_at, ingested_at)."""
-    from consumer.sink import IngestRecord, row_values
+    from predstream.consumer.sink import IngestRecord, row_values
 
     return (*row_values(IngestRecord(ev, topic, i % 6, i // 6)), ev.produced_at, ev.produced_at)
 
@@ -172,7 +172,7 @@ def _raw_copy(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], ty
 def _executemany_upsert(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], batch: int = 2000) -> float:
     import psycopg
 
-    from consumer.sink import NEWER_WHERE
+    from predstream.consumer.sink import NEWER_WHERE
 
     sql = (
         f"INSERT INTO training_predictions AS t ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
@@ -204,7 +204,7 @@ def _inserted_so_far(conn: Any) -> int:
 def _consume(ctx: BenchContext, topic: str, n: int, workers: int) -> dict[str, float]:
     import psycopg
 
-    from consumer.worker import run_worker_processes
+    from predstream.consumer.worker import run_worker_processes
 
     url = ctx.new_database(f"sink{workers}")
     settings = ctx.consumer_settings(topic, url)

@@ -91,7 +91,7 @@ def _summary(calls_ns: list[int], bursts: list[list[int]]) -> dict[str, Any]:
 
 def _publish_timings(ctx: BenchContext, events: list, *, broker_up: bool) -> dict[str, Any]:
     from predstream.local import free_port
-    from producer.publisher import Publisher
+    from predstream.producer.publisher import Publisher
 
     topic = ctx.new_topic()
     settings = ctx.producer_settings(topic, flush_timeout_s=60.0 if broker_up else 0.5,
@@ -128,8 +128,8 @@ def _publish_timings(ctx: BenchContext, events: list, *, broker_up: bool) -> dic
 
 
 def _build_and_publish_timings(ctx: BenchContext, events: list) -> dict[str, Any]:
-    from producer.publisher import Publisher
-    from schemas.event import PredictionEvent
+    from predstream.producer.publisher import Publisher
+    from predstream.schemas.event import PredictionEvent
 
     # what the callback has in hand after generation: plain fields, no identities yet
     raw = []

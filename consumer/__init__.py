@@ -6,12 +6,13 @@
 exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
 sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
 side, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
-(The functions ``replay.replay``, ``backfill.backfill`` and ``migrate.migrate`` are reached
-through their modules: a package-level name would hide the module of the same name.)
+No function has its module's name (``run_replay``, ``run_backfill``, ``apply_migrations``),
+so every name below is importable from here without hiding a module.
 This package never imports torch, transformers or the producer side.
 """
 
 from .dlq import (
+    REASONS,
     DeadLetter,
     DeadLetterWriter,
     RedriveResult,
@@ -20,7 +21,7 @@ from .dlq import (
     redrive,
     redrive_group,
 )
-from .backfill import BackfillReport
+from .backfill import BackfillReport, run_backfill
 from .compare import Comparison, compare_runs
 from .errors import (
     BackfillError,
@@ -34,13 +35,26 @@ from .errors import (
     WorkerError,
 )
 from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
-from .prediction_sets import create_set, delete_set, export_set, get_set, list_sets
-from .replay import ReplayStats
+from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
+from .migrate import apply_migrations, pending_migrations
+from .identify import IdentifyReport, identify_legacy_rows
+from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
 from .settings import ConsumerSettings, redact_url
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .worker import Worker, consumer_config, run_worker, run_worker_processes
 
 __all__ = [
+    "run_replay",
+    "parse_offsets",
+    "parse_timestamp",
+    "identify_legacy_rows",
+    "IdentifyReport",
+    "SetItem",
+    "StoredSet",
+    "REASONS",
+    "run_backfill",
+    "apply_migrations",
+    "pending_migrations",
     "BackfillReport",
     "Comparison",
     "compare_runs",

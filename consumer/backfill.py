@@ -1,8 +1,8 @@
 """Backfill: load spool files and exports of the old writer's rows straight into Postgres.
 
-:func:`backfill` takes files of two kinds, told apart by their first bytes:
+:func:`run_backfill` takes files of two kinds, told apart by their first bytes:
 
-* **spool files** (``b"PSSPOOL1\\n"`` header, :mod:`schemas.spoolfile`): encoded events the
+* **spool files** (``b"PSSPOOL1\\n"`` header, :mod:`predstream.schemas.spoolfile`): encoded events the
   producer kept while Kafka was unreachable. Each frame is decoded like a Kafka message.
   A damaged tail (a crash mid-write) is reported with its byte offset and size; the good
   records before it are loaded.
@@ -11,18 +11,18 @@
   ground_truth, prediction, created_at`` (``id`` and unknown columns are ignored), the
   identity columns possibly missing. For such a row: ``prompt_id`` is computed from
   ``messages``/``prompt`` when absent; ``sample_source`` defaults to ``"dataset"`` (with
-  ``sample_source_id`` NULL); ``event_id`` is :func:`schemas.event.event_id` of the row's
+  ``sample_source_id`` NULL); ``event_id`` is :func:`predstream.schemas.event.event_id` of the row's
   identity, so loading the same file twice adds nothing; a ``prompt_id`` or ``event_id`` the
   row does carry must be the one its fields give (reason ``identity-mismatch`` otherwise,
-  as for spool records: :mod:`schemas.identity`); ``produced_at`` is the row's
+  as for spool records: :mod:`predstream.schemas.identity`); ``produced_at`` is the row's
   ``produced_at`` or else ``created_at`` (a time without a zone is UTC), so a later real
   event for the same prediction point wins. The same rows may still be in the database
   without an ``event_id`` (the export was taken from it): before each batch is stored, the
   table's rows at its prediction points are identified by the same rule
-  (:class:`consumer.identify.LegacyRowMatcher`), so the load finds them and adds nothing.
+  (:class:`predstream.consumer.identify.LegacyRowMatcher`), so the load finds them and adds nothing.
 
-Every row becomes a validated :class:`~schemas.event.PredictionEvent` and goes through the
-worker's :class:`~consumer.sink.PostgresSink` (the same idempotent, newer-wins upsert).
+Every row becomes a validated :class:`~predstream.schemas.event.PredictionEvent` and goes through the
+worker's :class:`~predstream.consumer.sink.PostgresSink` (the same idempotent, newer-wins upsert).
 A row that is not valid is reported as ``file:line: reason`` and the load goes on; with
 ``strict=True`` every file is checked first and nothing is loaded if one row is bad.
 """
@@ -37,21 +37,22 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-from schemas.codec import Decoder
-from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
-from schemas.event import PredictionEvent
-from schemas.identity import check_identity
-from schemas.spoolfile import SPOOL_HEADER, read_spool
+from predstream.schemas.codec import Decoder
+from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.identity import check_identity
+from predstream.schemas.spoolfile import SPOOL_HEADER, read_spool
 
 from .errors import BackfillError, DatabaseUnavailableError
+from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, WriteResult
 
 if TYPE_CHECKING:
     from .identify import LegacyRowMatcher
 
-__all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "backfill", "legacy_row_to_event", "file_kind"]
+__all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "run_backfill", "legacy_row_to_event", "file_kind"]
 
-_log = logging.getLogger("predstream.backfill")
+_log = logging.getLogger(__name__)
 
 _WRITE_ATTEMPTS = 4
 _MAX_WARNINGS = 20
@@ -141,7 +142,7 @@ def file_kind(path: str | Path) -> str:
 def legacy_row_to_event(row: Mapping[str, Any]) -> PredictionEvent:
     """A row of the old table (or of a newer export) as a validated event.
 
-    Raises :class:`~schemas.errors.InvalidEventError` with a short ``reason``.
+    Raises :class:`~predstream.schemas.errors.InvalidEventError` with a short ``reason``.
     """
     if not isinstance(row, Mapping):
         raise InvalidEventError(f"a row must be a JSON object, not {type(row).__name__}", reason="wrong-type:row")
@@ -282,17 +283,18 @@ def _items(path: Path, kind: str, decoder: Decoder, report: FileReport) -> Itera
 # -- the load ---------------------------------------------------------------------------
 
 
-def backfill(
+def run_backfill(
     paths: Sequence[str | Path],
-    database_url: str,
+    settings: ConsumerSettings,
     *,
     strict: bool = False,
-    batch_size: int = 2000,
     decoder: Decoder | None = None,
     sink: PostgresSink | None = None,
     on_problem: Callable[[Problem], None] | None = None,
 ) -> BackfillReport:
-    """Load ``paths`` into ``database_url``; see the module docstring.
+    """Load ``paths`` into ``settings.database_url``, ``settings.batch_size`` rows per
+    transaction; see the module docstring. ``decoder`` defaults to one for the settings'
+    schema registry (if any).
 
     ``on_problem`` is called for each row not loaded, as it is found (default: a log
     line). Raises :class:`BackfillError` when a file cannot be read, when ``strict`` and
@@ -306,7 +308,9 @@ def backfill(
                                 f"or {path}/*.jsonl (exports)")
         if not path.is_file():
             raise BackfillError(f"no such file: {path}")
-    decoder = decoder or Decoder()
+    database_url = settings.require_database_url()
+    batch_size = settings.batch_size
+    decoder = decoder or Decoder(settings.schema_registry_url, settings.schema_registry_options)
     kinds = {path: file_kind(path) for path in files}
     if strict:
         _check_strict(files, kinds, decoder)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from .settings import ConsumerSettings
+
 __all__ = ["Comparison", "PromptHistory", "compare_runs"]
 
 
@@ -54,12 +56,20 @@ def _prompt_text(prompt: str | None, messages: Any) -> str:
     return ""
 
 
-def compare_runs(conn: Any, jobs: Sequence[str], *, prompt_id: str | None = None, max_prompts: int = 5) -> Comparison:
-    """Build the comparison of ``jobs`` from an open psycopg connection.
+def compare_runs(settings: ConsumerSettings, jobs: Sequence[str], *, prompt_id: str | None = None,
+                 max_prompts: int = 5) -> Comparison:
+    """The comparison of ``jobs``, read from ``settings.database_url``.
 
     Without ``prompt_id``, the prompts shown are the first ``max_prompts`` (by source
     index, then prompt_id) that every job predicted for, so each row compares like with like.
     """
+    import psycopg
+
+    with psycopg.connect(settings.require_database_url()) as conn:
+        return _compare(conn, jobs, prompt_id, max_prompts)
+
+
+def _compare(conn: Any, jobs: Sequence[str], prompt_id: str | None, max_prompts: int) -> Comparison:
     jobs = list(dict.fromkeys(jobs))
     if prompt_id is not None:
         chosen = [prompt_id]

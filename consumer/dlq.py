@@ -1,17 +1,17 @@
 """Dead letters: events the consumer cannot store, kept on ``<topic>.dlq`` with the reason.
 
 A dead letter is the ORIGINAL message (same key, same value bytes, same headers) plus the
-headers of :class:`schemas.transport.Headers`: ``DLQ_REASON`` (a short code such as
+headers of :class:`predstream.schemas.transport.Headers`: ``DLQ_REASON`` (a short code such as
 ``bad-framing``, ``nul-character:prediction`` or ``db-rejected:22003``), ``DLQ_ERROR`` (one
 line for people) and where it came from (``ORIGINAL_TOPIC`` / ``PARTITION`` / ``OFFSET`` /
 ``TIMESTAMP``).
 
 * :class:`DeadLetterWriter` — what the worker uses: send, then :meth:`~DeadLetterWriter.flush`
-  before committing offsets (raises :class:`~consumer.errors.DeadLetterUnavailableError`).
+  before committing offsets (raises :class:`~predstream.consumer.errors.DeadLetterUnavailableError`).
 * :func:`list_dead_letters` — read the DLQ from the beginning to the end offsets noted when
   it starts, with a group-less reader (``assign()``, never the live group), for
   ``predstream dlq list``. Dead letters a live worker writes meanwhile wait for the next look.
-* :func:`~consumer.dlq_redrive.redrive` (in :mod:`consumer.dlq_redrive`, importable from
+* :func:`~predstream.consumer.dlq_redrive.redrive` (in :mod:`predstream.consumer.dlq_redrive`, importable from
   here) — re-publish dead letters' original bytes to the main topic.
 
 A reason filter (``--reason``) matches a reason that starts with it: ``db-rejected`` matches
@@ -27,8 +27,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
-from schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
-from schemas.transport import Headers
+from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
+from predstream.schemas.transport import Headers
 
 from .errors import DeadLetterUnavailableError, ReplayError
 from .settings import ConsumerSettings
@@ -45,7 +45,7 @@ __all__ = [
     "RedriveResult",
 ]
 
-_log = logging.getLogger("predstream.dlq")
+_log = logging.getLogger(__name__)
 
 _DLQ_HEADERS = frozenset(
     {

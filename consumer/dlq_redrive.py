@@ -29,8 +29,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from schemas.kafka_log import quiet_log
-from schemas.transport import Headers
+from predstream.schemas.kafka_log import quiet_log
+from predstream.schemas.transport import Headers
 
 from .dlq import (
     DeadLetter,
@@ -50,7 +50,7 @@ from .settings import ConsumerSettings
 
 __all__ = ["REDRIVE_LIMIT", "RedriveResult", "redrive", "redrive_group"]
 
-_log = logging.getLogger("predstream.dlq")
+_log = logging.getLogger(__name__)
 
 #: A dead letter redriven this many times already is parked (left on the DLQ).
 REDRIVE_LIMIT = 3

@@ -3,7 +3,7 @@
 The old writer's rows have ``event_id`` NULL (and, for prompt-only rows, ``prompt_id``
 NULL): ``compare`` cannot match them across runs, and a backfill of an export of them would
 add them a second time. :func:`identify_legacy_rows` (``predstream identify``) fills in, for
-every row with ``event_id`` NULL, what :func:`consumer.backfill.legacy_row_to_event` gives
+every row with ``event_id`` NULL, what :func:`predstream.consumer.backfill.legacy_row_to_event` gives
 the same row read from an export: ``prompt_id`` (from ``messages``/``prompt``), ``event_id``
 (of the row's identity; ``sample_source`` defaults to ``"dataset"``), ``sample_source`` and
 ``produced_at`` (``created_at`` when NULL). That function is the one rule for both, so a
@@ -40,16 +40,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from schemas.errors import InvalidEventError
-from schemas.event import PredictionEvent
+from predstream.schemas.errors import InvalidEventError
+from predstream.schemas.event import PredictionEvent
 
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError
-from .settings import redact_url
+from .settings import ConsumerSettings, redact_url
 
 __all__ = ["Duplicate", "RowProblem", "IdentifyReport", "identify_legacy_rows", "LegacyRowMatcher"]
 
-_log = logging.getLogger("predstream.identify")
+_log = logging.getLogger(__name__)
 
 #: One identify batch (or backfill match) at a time per database: a transaction advisory lock.
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"predstream.identify").digest()[:8], "big", signed=True)
@@ -121,19 +121,20 @@ class IdentifyReport:
 
 
 def identify_legacy_rows(
-    database_url: str,
+    settings: ConsumerSettings,
     *,
-    batch_size: int = 1000,
     jobs: Sequence[str] | None = None,
     progress: Callable[[IdentifyReport], None] | None = None,
 ) -> IdentifyReport:
-    """Identify every row with ``event_id`` NULL (of ``jobs``, if given); see the module docstring.
+    """Identify every row of ``settings.database_url`` with ``event_id`` NULL (of ``jobs``,
+    if given), ``settings.identify_batch_size`` rows per transaction; see the module docstring.
 
     ``progress`` is called with the report after each batch. Raises :class:`IdentifyError`
     when the database is not migrated or cannot be reached.
     """
     import psycopg
 
+    database_url, batch_size = settings.require_database_url(), settings.identify_batch_size
     started = time.monotonic()
     report = IdentifyReport()
     job_list = list(jobs) if jobs else None

@@ -43,7 +43,7 @@ from .settings import ConsumerSettings
 
 __all__ = ["Membership", "unwedge_group"]
 
-_log = logging.getLogger("predstream.worker")
+_log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 __all__ = ["ConsumerMetrics", "MetricsServer", "serve_metrics", "check_health", "check_port_free"]
 
-_log = logging.getLogger("predstream.metrics")
+_log = logging.getLogger(__name__)
 
 _SIZE_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10_000, 50_000)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -46,10 +46,11 @@ from typing import Any
 from ._sqlsplit import split_statements
 from ._table_names import foreign_table_problem
 from .errors import MigrationError
+from .settings import ConsumerSettings
 
 __all__ = [
     "Migration",
-    "migrate",
+    "apply_migrations",
     "pending_migrations",
     "find_migrations",
     "default_migrations_dir",
@@ -57,7 +58,7 @@ __all__ = [
     "SUPERSEDED_CHECKSUMS",
 ]
 
-_log = logging.getLogger("predstream.migrate")
+_log = logging.getLogger(__name__)
 
 #: Advisory lock key: the first 8 bytes of sha256("predstream.migrate") as a signed bigint.
 _LOCK_KEY = int.from_bytes(hashlib.sha256(b"predstream.migrate").digest()[:8], "big", signed=True)
@@ -183,10 +184,12 @@ def _check_applied(conn, migrations: list[Migration]) -> set[int]:
     return {v for v, _, _ in rows}
 
 
-def pending_migrations(database_url: str, folder: str | Path | None = None) -> list[Migration]:
-    """Migrations not yet applied (raises if an applied one was edited)."""
-    migrations = find_migrations(folder)
-    with _connect(database_url) as conn:
+def pending_migrations(settings: ConsumerSettings) -> list[Migration]:
+    """Migrations of ``settings.migrations_dir`` (default: the shipped ones) not yet applied
+    to ``settings.database_url`` (raises if an applied one was edited, or if a table a
+    pending one creates is another application's)."""
+    migrations = find_migrations(settings.migrations_dir)
+    with _connect(settings.require_database_url()) as conn:
         return _pending(conn, migrations)
 
 
@@ -202,13 +205,15 @@ def _pending(conn: Any, migrations: list[Migration]) -> list[Migration]:
     return pending
 
 
-def migrate(database_url: str, folder: str | Path | None = None) -> list[str]:
-    """Apply pending migrations in order; return the names applied (empty when up to date)."""
+def apply_migrations(settings: ConsumerSettings) -> list[str]:
+    """Apply the pending migrations of ``settings.migrations_dir`` (default: the shipped
+    ones) to ``settings.database_url`` in order; return the names applied (empty when up
+    to date)."""
     import psycopg
 
-    migrations = find_migrations(folder)
+    migrations = find_migrations(settings.migrations_dir)
     applied_now: list[str] = []
-    with _connect(database_url) as conn:
+    with _connect(settings.require_database_url()) as conn:
         _take_lock(conn)
         try:
             pending = _pending(conn, migrations)  # before anything is created or changed

@@ -2,14 +2,14 @@
 
 A prediction set is a named, fixed list of eval prompts (``prediction_sets`` and
 ``prediction_set_items``, ``migrations/0003_prediction_sets.sql``). The training side
-reads a set back (``producer.prediction_sets``) from the database or from the export
+reads a set back (``predstream.producer.prediction_sets``) from the database or from the export
 file this module writes, and tags its predictions ``sample_source="prediction_set"``,
 ``sample_source_id=<set_id>``.
 
 Identity: :func:`set_id_for` is ``"ps_"`` + the first 16 hex digits of the sha256 of the
 canonical JSON (sorted keys, no whitespace, UTF-8, non-ASCII as is) of
 ``[{"item_index", "source_index", "prompt_id", "ground_truth"}, ...]`` in item order, the
-same definition as ``producer.prediction_sets.prediction_set_id``: the same items give the
+same definition as ``predstream.producer.prediction_sets.prediction_set_id``: the same items give the
 same id wherever the set is built.
 
 A set never changes once created: the database refuses changes to its items
@@ -36,12 +36,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
-from schemas.prediction_set import prediction_set_document, prediction_set_id
-from schemas.prompt_id import prompt_id as compute_prompt_id
+from predstream.schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
+from predstream.schemas.prediction_set import prediction_set_document, prediction_set_id
+from predstream.schemas.prompt_id import compute_prompt_id
 
 from .errors import PredictionSetError
-from .settings import redact_url
+from .settings import ConsumerSettings, redact_url
 
 __all__ = [
     "PredictionSetError",
@@ -55,7 +55,7 @@ __all__ = [
     "delete_set",
 ]
 
-_log = logging.getLogger("predstream.prediction_sets")
+_log = logging.getLogger(__name__)
 
 _ITEM_COLUMNS = ("item_index", "source_index", "prompt_id", "prompt", "messages", "ground_truth")
 _HEAD_COLUMNS = ("set_id", "name", "description", "source", "seed", "item_count", "created_at")
@@ -102,7 +102,7 @@ class StoredSet:
 
 
 def set_id_for(items: Sequence[SetItem]) -> str:
-    """The stable id of a set with these items, in this order (:mod:`schemas.prediction_set`)."""
+    """The stable id of a set with these items, in this order (:mod:`predstream.schemas.prediction_set`)."""
     return prediction_set_id((i.item_index, i.source_index, i.prompt_id, i.ground_truth) for i in items)
 
 
@@ -137,7 +137,7 @@ def make_items(rows: Sequence[Mapping[str, Any]]) -> list[SetItem]:
 
 
 def create_set(
-    database_url: str,
+    settings: ConsumerSettings,
     name: str,
     items: Sequence[SetItem],
     *,
@@ -155,6 +155,7 @@ def create_set(
     _check_name(name)
     _check_items(items)
     set_id = set_id_for(items)
+    database_url = settings.require_database_url()
     psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -211,9 +212,10 @@ def _existing(conn: Any, name: str, set_id: str) -> StoredSet:
     )
 
 
-def delete_set(database_url: str, name_or_id: str) -> bool:
+def delete_set(settings: ConsumerSettings, name_or_id: str) -> bool:
     """Delete a set and its items; ``False`` when there was none. Predictions keep their
     ``set_id``: they stay readable, the set is only no longer available to new runs."""
+    database_url = settings.require_database_url()
     psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -230,8 +232,9 @@ def delete_set(database_url: str, name_or_id: str) -> bool:
 # -- reading ---------------------------------------------------------------------
 
 
-def list_sets(database_url: str) -> list[StoredSet]:
+def list_sets(settings: ConsumerSettings) -> list[StoredSet]:
     """Every set's head (no items), by name."""
+    database_url = settings.require_database_url()
     psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -243,8 +246,9 @@ def list_sets(database_url: str) -> list[StoredSet]:
     return [_head(r) for r in rows]
 
 
-def get_set(database_url: str, name_or_id: str) -> StoredSet:
+def get_set(settings: ConsumerSettings, name_or_id: str) -> StoredSet:
     """A set with its items, by name or ``set_id`` (an exact ``set_id`` match wins)."""
+    database_url = settings.require_database_url()
     psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
@@ -292,9 +296,9 @@ def get_set(database_url: str, name_or_id: str) -> StoredSet:
     return replace(stored, items=items)
 
 
-def export_set(database_url: str, name_or_id: str, path: str | os.PathLike[str]) -> StoredSet:
+def export_set(settings: ConsumerSettings, name_or_id: str, path: str | os.PathLike[str]) -> StoredSet:
     """Write a set to ``path`` as the export file (atomically); return the set."""
-    stored = get_set(database_url, name_or_id)
+    stored = get_set(settings, name_or_id)
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:

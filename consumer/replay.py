@@ -1,10 +1,10 @@
 """Replay: read the topic again into a (new or repaired) database, beside the live consumers.
 
-:func:`replay` reads the partitions of ``settings.topic`` from a start point (the
+:func:`run_replay` reads the partitions of ``settings.topic`` from a start point (the
 beginning, a time, or explicit offsets) to the high watermarks taken when it starts (or,
 with ``to_end``, to the end as it is when each partition is reached), decodes and
 validates each event, and stores the good ones through the worker's own
-:class:`~consumer.sink.PostgresSink`: an event replayed twice changes nothing, and an old
+:class:`~predstream.consumer.sink.PostgresSink`: an event replayed twice changes nothing, and an old
 event never overwrites a newer row.
 
 It never disturbs the live consumer group: it uses ``assign()`` with explicit offsets and
@@ -36,10 +36,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from schemas.codec import Decoder
-from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
-from schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
-from schemas.transport import Headers
+from predstream.schemas.codec import Decoder
+from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
+from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
+from predstream.schemas.transport import Headers
 
 from .errors import ConsumerError, DatabaseUnavailableError, ReplayError
 from .settings import ConsumerSettings
@@ -49,7 +49,7 @@ __all__ = [
     "ReplayError",
     "ReplayStats",
     "PartitionRange",
-    "replay",
+    "run_replay",
     "plan_replay",
     "parse_offsets",
     "parse_timestamp",
@@ -57,7 +57,7 @@ __all__ = [
     "high_watermarks",
 ]
 
-_log = logging.getLogger("predstream.replay")
+_log = logging.getLogger(__name__)
 
 #: Write attempts per batch while the database is unavailable (then stop with resume offsets).
 _WRITE_ATTEMPTS = 4
@@ -298,22 +298,22 @@ def plan_replay(
 # -- the replay ----------------------------------------------------------------------------
 
 
-def replay(
+def run_replay(
     settings: ConsumerSettings,
     *,
     from_timestamp: datetime | None = None,
     from_offsets: Mapping[int, int] | None = None,
     to_end: bool = False,
     job_id: str | None = None,
-    batch_size: int | None = None,
     dead_letters: Any = None,
     sink: PostgresSink | None = None,
     progress: ProgressFn | None = None,
     stall_timeout_s: float = 60.0,
 ) -> ReplayStats:
-    """Replay ``settings.topic`` into ``settings.database_url``; see the module docstring.
+    """Replay ``settings.topic`` into ``settings.database_url``, ``settings.batch_size``
+    events per transaction; see the module docstring.
 
-    ``dead_letters``: a :class:`consumer.dlq.DeadLetterWriter` to dead-letter invalid and
+    ``dead_letters``: a :class:`predstream.consumer.dlq.DeadLetterWriter` to dead-letter invalid and
     rejected events again (default: count and log only). ``progress(done, total)`` is
     called as messages are read (``total`` grows with ``to_end`` as the topic does).
     Raises :class:`ReplayError` (with the offsets to resume from) when the database stays
@@ -335,7 +335,7 @@ def replay(
             timeout_s=min(30.0, stall_timeout_s),
         )
         run = _Run(settings, consumer, sink, decoder, ranges, since_ms, to_end, job_id,
-                   batch_size or settings.batch_size, dead_letters, progress, stall_timeout_s)
+                   settings.batch_size, dead_letters, progress, stall_timeout_s)
         run.go()
         stats = run.stats
     finally:

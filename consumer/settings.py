@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Iterable
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from schemas.errors import ConfigError
-from schemas.settings import StreamSettings, local_stack
+from predstream.schemas.errors import ConfigError
+from predstream.schemas.settings import StreamSettings
 
 __all__ = ["ConsumerSettings", "redact_url"]
 
@@ -20,11 +21,13 @@ class ConsumerSettings(StreamSettings):
     # a validation error must not echo the database URL (its password) back
     model_config = SettingsConfigDict(hide_input_in_errors=True)
 
-    #: ``postgresql://user:password@host:port/db``; default: the local stack's Postgres.
+    #: ``postgresql://user:password@host:port/db``; the CLI falls back to the running local
+    #: stack's Postgres.
     database_url: str | None = None
     #: Kafka consumer group of the workers.
     group_id: str = Field(default="predstream-consumer", min_length=1, max_length=255)
-    #: Upsert once this many events are buffered ...
+    #: Upsert once this many events are buffered (also: events per transaction of
+    #: ``replay`` and ``backfill``) ...
     batch_size: int = Field(default=2000, ge=1, le=100_000)
     #: ... or once the oldest buffered event has waited this long.
     batch_max_wait_ms: int = Field(default=200, ge=1, le=60_000)
@@ -45,7 +48,9 @@ class ConsumerSettings(StreamSettings):
     #: ... within this many seconds.
     restart_window_s: float = Field(default=300.0, gt=0)
     #: Folder of the SQL migrations (default: the ones shipped with predstream).
-    migrations_dir: str | None = None
+    migrations_dir: Path | None = None
+    #: Rows per transaction of ``predstream identify`` (it locks them on the live table).
+    identify_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
     @field_validator("database_url")
     @classmethod
@@ -62,12 +67,9 @@ class ConsumerSettings(StreamSettings):
         return v
 
     def require_database_url(self) -> str:
-        """The database URL, from the settings or the local stack; a clear error if neither."""
+        """The database URL; a clear error when none is set."""
         if self.database_url:
             return self.database_url
-        stack = local_stack()
-        if stack:
-            return stack["database_url"]
         raise ConfigError(
             "no database: set PREDSTREAM_DATABASE_URL=postgresql://user@host/db or start the local stack with `predstream up`"
         )

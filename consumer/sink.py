@@ -31,7 +31,7 @@ stored, still in the one transaction.
 
 Anything else (connection lost, server shutting down, disk full, timeouts, lock and
 serialization failures, a table that is not migrated yet) raises
-:class:`~consumer.errors.DatabaseUnavailableError`: nothing was stored, retry the batch.
+:class:`~predstream.consumer.errors.DatabaseUnavailableError`: nothing was stored, retry the batch.
 
 Replay and backfill reuse this sink: an :class:`IngestRecord` without Kafka coordinates is
 stored with ``kafka_topic``/``kafka_partition``/``kafka_offset`` NULL.
@@ -48,14 +48,14 @@ from typing import Any, Iterable, Sequence
 
 from psycopg.types.json import Jsonb
 
-from schemas.event import PredictionEvent, recency
+from predstream.schemas.event import PredictionEvent, recency
 
 from .errors import DatabaseUnavailableError
 from .settings import redact_url
 
 __all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS", "NEWER_WHERE", "row_values"]
 
-_log = logging.getLogger("predstream.sink")
+_log = logging.getLogger(__name__)
 
 _STAGING = "_predstream_staging"
 
@@ -104,7 +104,7 @@ _BINARY_SAFE = {"text", "integer", "bigint", "double precision", "jsonb", "times
 _INT4 = (-(2**31), 2**31 - 1)
 _FAST_PATH_PAUSE = 20
 #: When an event replaces the stored row ``t`` with the same event_id (``EXCLUDED``): it is
-#: newer by (attempt, produced_at), as :func:`schemas.event.recency` orders events.
+#: newer by (attempt, produced_at), as :func:`predstream.schemas.event.recency` orders events.
 NEWER_WHERE = (
     "t.produced_at IS NULL OR (COALESCE(t.attempt, 0), t.produced_at) "
     "< (COALESCE(EXCLUDED.attempt, 0), EXCLUDED.produced_at)"
@@ -388,7 +388,7 @@ class PostgresSink:
 
 
 def _newest_per_event(batch: Iterable[IngestRecord]) -> tuple[list[IngestRecord], int]:
-    """Keep one record per event_id: the newest by :func:`~schemas.event.recency` (the later
+    """Keep one record per event_id: the newest by :func:`~predstream.schemas.event.recency` (the later
     one in the batch on a tie)."""
     best: dict[str, IngestRecord] = {}
     total = 0

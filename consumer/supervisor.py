@@ -31,7 +31,7 @@ from .settings import ConsumerSettings
 
 __all__ = ["run_worker_processes", "restart_delay"]
 
-_log = logging.getLogger("predstream.worker")
+_log = logging.getLogger(__name__)
 
 _MAX_DELAY_S = 30.0
 

@@ -5,7 +5,7 @@ One :class:`Worker` owns one Kafka consumer (one thread). Its loop:
 1. poll messages of its assigned partitions into a batch, until ``batch_size`` messages or
    ``batch_max_wait_ms`` since the first one;
 2. decode each (both framings); undecodable or invalid events become dead letters;
-3. write the good ones with :class:`~consumer.sink.PostgresSink` (one transaction); rows the
+3. write the good ones with :class:`~predstream.consumer.sink.PostgresSink` (one transaction); rows the
    database refuses become dead letters too;
 4. produce the dead letters and wait for the broker to confirm them;
 5. commit, synchronously, the offset after the last message of each partition.
@@ -25,10 +25,10 @@ wedges some brokers' groups), and closes.
 
 A worker that has been (re)joining its group for longer than ``join_timeout_s`` without an
 assignment is unhealthy; it logs that and leaves and rejoins by itself
-(:mod:`consumer.membership`). An empty assignment (more workers than partitions) is healthy.
+(:mod:`predstream.consumer.membership`). An empty assignment (more workers than partitions) is healthy.
 
 :func:`run_worker` runs one worker in the calling thread (with metrics and signal handling);
-:func:`run_worker_processes` (:mod:`consumer.supervisor`) runs N of them as processes,
+:func:`run_worker_processes` (:mod:`predstream.consumer.supervisor`) runs N of them as processes,
 forwards SIGTERM to them and restarts one that dies.
 """
 
@@ -43,9 +43,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from schemas.codec import Decoder
-from schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
-from schemas.kafka_log import BROKER_LOG
+from predstream.schemas.codec import Decoder
+from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
+from predstream.schemas.kafka_log import BROKER_LOG
 
 from .dlq import DeadLetterWriter, Delivery
 from .errors import DatabaseUnavailableError, DeadLetterUnavailableError, RetriableError, WorkerError
@@ -56,7 +56,7 @@ from .sink import IngestRecord, PostgresSink, WriteResult
 
 __all__ = ["Worker", "run_worker", "run_worker_processes", "consumer_config"]
 
-_log = logging.getLogger("predstream.worker")
+_log = logging.getLogger(__name__)
 
 _RETRIABLE = (RetriableError, RegistryUnavailableError)
 _FIRST_BACKOFF_S = 0.5

@@ -1,4 +1,8 @@
-"""What every CLI module shares: logging set-up and turning errors into one line."""
+"""What every CLI module shares: logging set-up and turning errors into one line.
+
+The options that mirror settings, and how a command builds its settings, are in
+:mod:`predstream._cli_options`.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +17,9 @@ import typer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_log = logging.getLogger("predstream.cli")
+_log = logging.getLogger(__name__)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-# Options several commands share.
-BOOTSTRAP_OPTION = typer.Option(
-    None, "--bootstrap", help="Kafka bootstrap servers (default: $PREDSTREAM_KAFKA_BOOTSTRAP or the local stack)."
-)
-KAFKA_OPTION = typer.Option(
-    None, "-X", "--kafka-option", help="librdkafka setting key=value (repeatable), e.g. -X security.protocol=SSL."
-)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -91,7 +87,7 @@ _DB_HINTS = {
 
 
 def _one_line(exc: BaseException, urls: list[str | None]) -> str:
-    from consumer.settings import redact_url
+    from predstream.consumer import redact_url
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if type(exc).__module__.startswith("psycopg"):
@@ -104,14 +100,12 @@ def one_line_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from schemas.errors import SchemaError
+        from predstream.consumer import ConsumerError
+        from predstream.local import LocalStackError
+        from predstream.producer import ProducerError
+        from predstream.schemas import SchemaError
 
-        known: tuple[type[BaseException], ...] = (SchemaError,)
-        for mod, name in (("consumer.errors", "ConsumerError"), ("producer.errors", "ProducerError"), ("predstream.local", "LocalStackError")):
-            try:
-                known += (getattr(__import__(mod, fromlist=[name]), name),)
-            except (ImportError, AttributeError):
-                pass
+        known: tuple[type[BaseException], ...] = (SchemaError, ConsumerError, ProducerError, LocalStackError)
         if "psycopg" in sys.modules:
             known += (sys.modules["psycopg"].Error,)
         try:

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 import typer
 
-from . import _cli_common
+from . import (
+    _cli_common,
+    cli_compare,
+    cli_consumer,
+    cli_demo,
+    cli_identify,
+    cli_replay,
+    cli_sets,
+    cli_spool,
+    cli_stack,
+)
 
 app = typer.Typer(
     name="predstream",
@@ -28,23 +38,6 @@ def _main(
     _cli_common.configure_logging(_cli_common.check_log_level(log_level), json_logs)
 
 
-def _register() -> None:
-    import importlib
-
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f"predstream.{name}").register(app)
-
-
-# One line per command module; each defines register(app).
-_COMMAND_MODULES: list[str] = [
-    "cli_stack",
-    "cli_compare",
-    "cli_demo",
-    "cli_consumer",
-    "cli_spool",
-    "cli_replay",
-    "cli_identify",
-    "cli_sets",
-]
-
-_register()
+# Each command module defines register(app); the order is the order of `predstream --help`.
+for _module in (cli_stack, cli_compare, cli_demo, cli_consumer, cli_spool, cli_replay, cli_identify, cli_sets):
+    _module.register(app)

@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from . import _cli_options as opt
 from ._cli_common import fail, one_line_errors
 
 
@@ -21,23 +22,19 @@ def compare(
     prompts: int = typer.Option(5, "--prompts", min=1, help="How many prompts to show (those every job predicted for)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
     plot: Optional[str] = typer.Option(None, "--plot", help="Also write an accuracy plot to this PNG file."),
-    database_url: Optional[str] = typer.Option(None, envvar="PREDSTREAM_DATABASE_URL", help="Default: the local stack's."),
+    database_url: Optional[str] = opt.DATABASE_URL,
 ) -> None:
     """Compare runs: predictions per step for the same prompt_id, and accuracy per step."""
-    import psycopg
-
-    from consumer.compare import compare_runs
-    from consumer.settings import ConsumerSettings
     from predstream import report
-    from schemas.settings import load_settings
+    from predstream.consumer import ConsumerSettings, compare_runs
 
     if fmt not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
     if plot:
         _check_plot_path(Path(plot))
-    settings = load_settings(ConsumerSettings, database_url=database_url)
-    with psycopg.connect(settings.require_database_url()) as conn:
-        result = compare_runs(conn, jobs, prompt_id=prompt_id, max_prompts=prompts)
+    settings = opt.cli_settings(ConsumerSettings, database_url=database_url)
+    settings.require_database_url()
+    result = compare_runs(settings, jobs, prompt_id=prompt_id, max_prompts=prompts)
     if not any(result.accuracy.values()) and not result.prompts:
         raise fail(f"no predictions found for {', '.join(jobs)}: check the job ids (and --database-url)", 1)
     missing = [j for j in result.jobs if not result.accuracy.get(j)]

@@ -9,10 +9,10 @@ from typing import List, Optional
 
 import typer
 
-from ._cli_common import BOOTSTRAP_OPTION as _BOOTSTRAP
-from ._cli_common import KAFKA_OPTION as _KAFKA_OPT
+from predstream.consumer import REASONS
+
+from . import _cli_options as opt
 from ._cli_common import configure_logging, fail, one_line_errors
-from consumer.dlq import REASONS
 
 dlq_app = typer.Typer(help="Inspect and redrive dead letters (events the consumer could not store).", no_args_is_help=True)
 
@@ -25,19 +25,6 @@ def register(app: typer.Typer) -> None:
     dlq_app.command("redrive")(dlq_redrive)
 
 
-def _settings(**overrides):
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
-    from schemas.transport import parse_kafka_options
-
-    options = overrides.pop("kafka_option", None)
-    if options:
-        overrides["kafka_options"] = parse_kafka_options(options)
-    return load_settings(ConsumerSettings, **overrides)
-
-
-_TOPIC = typer.Option(None, "--topic", help="Topic of prediction events (default: $PREDSTREAM_TOPIC or training.predictions).")
-_GROUP = typer.Option(None, "--group", help="Consumer group (default: $PREDSTREAM_GROUP_ID or predstream-consumer).")
 _REASON_HELP = ("Only dead letters whose reason starts with this (repeatable), e.g. db-rejected or nul. "
                 f"Reasons: {REASONS}.")
 
@@ -45,23 +32,23 @@ _REASON_HELP = ("Only dead letters whose reason starts with this (repeatable), e
 @one_line_errors
 def consume(
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (each one consumer of the group)."),
-    bootstrap: Optional[str] = _BOOTSTRAP,
-    topic: Optional[str] = _TOPIC,
-    group: Optional[str] = _GROUP,
-    database_url: Optional[str] = typer.Option(None, "--database-url", help="Postgres URL (default: $PREDSTREAM_DATABASE_URL or the local stack)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Upsert once this many events are buffered."),
-    batch_max_wait_ms: Optional[int] = typer.Option(None, "--batch-max-wait-ms", help="... or once the oldest buffered event waited this long."),
-    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve /metrics and /healthz here (worker i: port + i; 0: off)."),
-    shutdown_timeout_s: Optional[float] = typer.Option(None, "--shutdown-timeout", help="Seconds to finish the batch in flight on SIGTERM."),
-    kafka_option: Optional[List[str]] = _KAFKA_OPT,
+    bootstrap: Optional[str] = opt.BOOTSTRAP,
+    topic: Optional[str] = opt.TOPIC,
+    group: Optional[str] = opt.GROUP,
+    database_url: Optional[str] = opt.DATABASE_URL,
+    batch_size: Optional[int] = opt.BATCH_SIZE,
+    batch_max_wait_ms: Optional[int] = opt.BATCH_MAX_WAIT_MS,
+    metrics_port: Optional[int] = opt.METRICS_PORT,
+    shutdown_timeout_s: Optional[float] = opt.SHUTDOWN_TIMEOUT,
+    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
 ) -> None:
     """Consume prediction events into Postgres until SIGTERM/SIGINT (exit 0 after a clean stop)."""
-    from consumer.worker import run_worker, run_worker_processes
+    from predstream.consumer import ConsumerSettings, run_worker, run_worker_processes
 
-    settings = _settings(
-        kafka_bootstrap=bootstrap, topic=topic, group_id=group, database_url=database_url, batch_size=batch_size,
-        batch_max_wait_ms=batch_max_wait_ms, metrics_port=metrics_port, shutdown_timeout_s=shutdown_timeout_s,
-        kafka_option=kafka_option,
+    settings = opt.cli_settings(
+        ConsumerSettings, kafka_bootstrap=bootstrap, topic=topic, group_id=group, database_url=database_url,
+        batch_size=batch_size, batch_max_wait_ms=batch_max_wait_ms, metrics_port=metrics_port,
+        shutdown_timeout_s=shutdown_timeout_s, kafka_options=kafka_option,
     )
     settings.require_bootstrap()
     settings.require_database_url()
@@ -81,16 +68,16 @@ def dlq_list(
     limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many dead letters."),
     reason: Optional[List[str]] = typer.Option(None, "--reason", help=_REASON_HELP),
     fmt: str = typer.Option("table", "--format", help="table or json."),
-    bootstrap: Optional[str] = _BOOTSTRAP,
-    topic: Optional[str] = _TOPIC,
-    kafka_option: Optional[List[str]] = _KAFKA_OPT,
+    bootstrap: Optional[str] = opt.BOOTSTRAP,
+    topic: Optional[str] = opt.TOPIC,
+    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
 ) -> None:
     """List dead letters: offset, reason, error, where each event came from, and how often it was redriven."""
-    from consumer.dlq import list_dead_letters
+    from predstream.consumer import ConsumerSettings, list_dead_letters
 
     if fmt not in ("table", "json"):
         raise typer.BadParameter("use --format table or --format json", param_hint="--format")
-    settings = _settings(kafka_bootstrap=bootstrap, topic=topic, kafka_option=kafka_option)
+    settings = opt.cli_settings(ConsumerSettings, kafka_bootstrap=bootstrap, topic=topic, kafka_options=kafka_option)
     letters = list_dead_letters(settings, limit, reasons=reason or None)
     if fmt == "json":
         typer.echo(json.dumps([d.as_dict() for d in letters], indent=2))
@@ -120,19 +107,20 @@ def dlq_redrive(
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be redriven; publish and record nothing."),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Reconsider every dead letter, not only those after the last redrive."),
     redrive_limit: int = typer.Option(3, "--redrive-limit", min=1, help="Leave (park) a dead letter already redriven this many times."),
-    bootstrap: Optional[str] = _BOOTSTRAP,
-    topic: Optional[str] = _TOPIC,
-    group: Optional[str] = _GROUP,
-    kafka_option: Optional[List[str]] = _KAFKA_OPT,
+    bootstrap: Optional[str] = opt.BOOTSTRAP,
+    topic: Optional[str] = opt.TOPIC,
+    group: Optional[str] = opt.GROUP,
+    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
 ) -> None:
     """Re-publish dead letters' original events to the topic (after fixing what rejected them).
 
     Reads up to the end of the dead-letter topic as it is when the command starts, records
     progress as it goes, and parks (leaves) a dead letter already redriven --redrive-limit times.
     """
-    from consumer.dlq_redrive import redrive
+    from predstream.consumer import ConsumerSettings, redrive
 
-    settings = _settings(kafka_bootstrap=bootstrap, topic=topic, group_id=group, kafka_option=kafka_option)
+    settings = opt.cli_settings(ConsumerSettings, kafka_bootstrap=bootstrap, topic=topic, group_id=group,
+                                kafka_options=kafka_option)
     result = redrive(settings, reasons=reason or None, dry_run=dry_run, from_beginning=from_beginning, limit=redrive_limit)
     if reason and result.filter_matched_nothing:
         present = ", ".join(f"{r} ({n})" for r, n in sorted(result.seen.items()))
@@ -154,7 +142,7 @@ def health(
     timeout_s: float = typer.Option(5.0, "--timeout", help="Seconds to wait for an answer."),
 ) -> None:
     """Exit 0 when the worker answers healthy (polling, database reachable), 1 otherwise."""
-    from consumer.metrics import check_health
+    from predstream.consumer import check_health
 
     ok, line = check_health(url, timeout_s)
     typer.echo(("healthy: " if ok else "unhealthy: ") + line, err=not ok)

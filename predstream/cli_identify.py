@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from . import _cli_options as opt
 from ._cli_common import one_line_errors
 
 _SHOWN = 50
@@ -18,21 +19,19 @@ def register(app: typer.Typer) -> None:
 
 @one_line_errors
 def identify(
-    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="PREDSTREAM_DATABASE_URL", help="Database whose old rows to identify (default: the local stack's)."),
+    database_url: Optional[str] = opt.DATABASE_URL,
     job: Optional[List[str]] = typer.Option(None, "--job", help="Only rows of this job id (repeatable)."),
-    batch_size: int = typer.Option(1000, "--batch-size", min=1, max=100_000, help="Rows per transaction."),
+    batch_size: Optional[int] = opt.IDENTIFY_BATCH_SIZE,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress lines."),
 ) -> None:
     """Give rows written before predstream (event_id NULL) their prompt_id and event_id, in small
     batches on the live table, so `compare` shows them and a backfill of their export adds nothing.
     Safe to run again (it resumes; identified rows are not touched). Exit 1 when some rows could
     not be identified (they are listed)."""
-    from consumer.identify import identify_legacy_rows
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
+    from predstream.consumer import ConsumerSettings, identify_legacy_rows
 
-    settings = load_settings(ConsumerSettings, database_url=database_url)
-    url = settings.require_database_url()
+    settings = opt.cli_settings(ConsumerSettings, database_url=database_url, identify_batch_size=batch_size)
+    settings.require_database_url()
     last = [0.0]
 
     def progress(report) -> None:  # type: ignore[no-untyped-def]
@@ -41,7 +40,7 @@ def identify(
             last[0] = now
             typer.echo(report.progress_line(), err=True)
 
-    report = identify_legacy_rows(url, batch_size=batch_size, jobs=job or None, progress=progress)
+    report = identify_legacy_rows(settings, jobs=job or None, progress=progress)
     for label, items in (("duplicate", report.duplicates), ("not identified", report.problems)):
         for item in items[:_SHOWN]:
             typer.echo(f"{label}: {item}", err=True)

@@ -7,7 +7,8 @@ from typing import List, Optional
 
 import typer
 
-from ._cli_common import BOOTSTRAP_OPTION, KAFKA_OPTION, fail, one_line_errors
+from . import _cli_options as opt
+from ._cli_common import fail, one_line_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -22,39 +23,31 @@ def replay(
     from_offsets: Optional[str] = typer.Option(None, "--from-offsets", metavar="P:O,P:O", help="Only these partitions, from these offsets."),
     to_end: bool = typer.Option(False, "--to-end", help="Read each partition to its end as it is when reached (default: stop at the high watermarks taken at start)."),
     job: Optional[str] = typer.Option(None, "--job", help="Only events of this job id."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="PREDSTREAM_DATABASE_URL", help="Database to fill (default: the local stack's)."),
-    topic: Optional[str] = typer.Option(None, "--topic", envvar="PREDSTREAM_TOPIC", help="Topic to read (default: training.predictions)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=100_000, help="Events per database transaction."),
+    database_url: Optional[str] = opt.DATABASE_URL,
+    topic: Optional[str] = opt.TOPIC,
+    batch_size: Optional[int] = opt.BATCH_SIZE,
     dlq: bool = typer.Option(False, "--dlq", help="Send invalid events to the dead-letter topic again (the live worker already did)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-    bootstrap: Optional[str] = BOOTSTRAP_OPTION,
-    kafka_option: Optional[List[str]] = KAFKA_OPTION,
+    bootstrap: Optional[str] = opt.BOOTSTRAP,
+    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
 ) -> None:
     """Read the topic again (without touching the live consumer group) into a database."""
-    from consumer.replay import parse_offsets, parse_timestamp, replay as run_replay
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
-    from schemas.transport import parse_kafka_options
+    from predstream.consumer import ConsumerSettings, DeadLetterWriter, parse_offsets, parse_timestamp, run_replay
 
     if sum((from_beginning, from_timestamp is not None, from_offsets is not None)) > 1:
         raise fail("give one of --from-beginning, --from-timestamp, --from-offsets")
-    options = parse_kafka_options(kafka_option) if kafka_option else None
-    settings = load_settings(ConsumerSettings, database_url=database_url, topic=topic, kafka_bootstrap=bootstrap,
-                             kafka_options=options)
+    settings = opt.cli_settings(ConsumerSettings, database_url=database_url, topic=topic, kafka_bootstrap=bootstrap,
+                                batch_size=batch_size, kafka_options=kafka_option)
     settings.require_bootstrap()
     settings.require_database_url()
     since = parse_timestamp(from_timestamp) if from_timestamp else None
     offsets = parse_offsets(from_offsets) if from_offsets else None
-    dead_letters = None
-    if dlq:
-        from consumer.dlq import DeadLetterWriter
-
-        dead_letters = DeadLetterWriter(settings)
+    dead_letters = DeadLetterWriter(settings) if dlq else None
     try:
         with _progress(not no_progress, f"replaying {settings.topic}") as progress:
             stats = run_replay(
                 settings, from_timestamp=since, from_offsets=offsets, to_end=to_end, job_id=job,
-                batch_size=batch_size, dead_letters=dead_letters, progress=progress,
+                dead_letters=dead_letters, progress=progress,
             )
     finally:
         if dead_letters is not None:
@@ -72,18 +65,15 @@ def replay(
 @one_line_errors
 def backfill(
     files: List[Path] = typer.Argument(..., help="Spool files and/or JSON lines exports of the old table's rows."),
-    database_url: Optional[str] = typer.Option(None, "--database-url", envvar="PREDSTREAM_DATABASE_URL", help="Database to fill (default: the local stack's)."),
+    database_url: Optional[str] = opt.DATABASE_URL,
     strict: bool = typer.Option(False, "--strict", help="Check every row first; load nothing if one is bad."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, max=100_000, help="Rows per database transaction."),
+    batch_size: Optional[int] = opt.BATCH_SIZE,
 ) -> None:
     """Load spool files and old-writer exports into the database (idempotent: loading twice adds nothing)."""
-    from consumer.backfill import backfill as run_backfill
-    from consumer.settings import ConsumerSettings
-    from schemas.codec import Decoder
-    from schemas.settings import load_settings
+    from predstream.consumer import ConsumerSettings, run_backfill
 
-    settings = load_settings(ConsumerSettings, database_url=database_url)
-    url = settings.require_database_url()
+    settings = opt.cli_settings(ConsumerSettings, database_url=database_url, batch_size=batch_size)
+    settings.require_database_url()
     shown = [0]
 
     def on_problem(problem) -> None:  # type: ignore[no-untyped-def]
@@ -93,10 +83,7 @@ def backfill(
         elif shown[0] == 51:
             typer.echo("not loaded: ... (more problems; counts in the summary)", err=True)
 
-    report = run_backfill(
-        files, url, strict=strict, batch_size=batch_size or settings.batch_size,
-        decoder=Decoder(settings.schema_registry_url, settings.schema_registry_options), on_problem=on_problem,
-    )
+    report = run_backfill(files, settings, strict=strict, on_problem=on_problem)
     for f in report.files:
         tail = f", damaged tail at byte {f.bad_tail[0]} ({f.bad_tail[1]} bytes: {f.bad_tail[2]})" if f.bad_tail else ""
         typer.echo(

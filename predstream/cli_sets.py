@@ -2,33 +2,36 @@
 
 ``sets create`` reads the dataset with the training side's sampler, so each item keeps the
 ``source_index`` and ``prompt_id`` a training run would give it, and stores the set with
-:mod:`consumer.prediction_sets`.
+:func:`predstream.consumer.create_set`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
+from . import _cli_options as opt
 from ._cli_common import fail, one_line_errors
 
-sets_app = typer.Typer(help="Curated prediction sets: fixed, named lists of eval prompts.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from predstream.consumer import ConsumerSettings
 
-_DB_OPTION = typer.Option(None, "--database-url", envvar="PREDSTREAM_DATABASE_URL", help="Database (default: the local stack's).")
+sets_app = typer.Typer(help="Curated prediction sets: fixed, named lists of eval prompts.", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(sets_app, name="sets")
 
 
-def _url(database_url: Optional[str]) -> str:
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
+def _settings(database_url: Optional[str]) -> ConsumerSettings:
+    from predstream.consumer import ConsumerSettings
 
-    return load_settings(ConsumerSettings, database_url=database_url).require_database_url()
+    settings = opt.cli_settings(ConsumerSettings, database_url=database_url)
+    settings.require_database_url()
+    return settings
 
 
 @sets_app.command("create")
@@ -43,10 +46,10 @@ def create(
     messages_field: str = typer.Option("messages", "--messages-field", help="Field holding chat messages."),
     answer_field: Optional[str] = typer.Option(None, "--answer-field", help="Field holding the reference answer (default: ground_truth, answer, completion, response)."),
     description: Optional[str] = typer.Option(None, "--description", help="A line saying what the set is for."),
-    database_url: Optional[str] = _DB_OPTION,
+    database_url: Optional[str] = opt.DATABASE_URL,
 ) -> None:
     """Create a set from rows of a dataset file (--indices or --sample N --seed S)."""
-    from consumer.prediction_sets import SetItem, create_set
+    from predstream.consumer import SetItem, create_set
 
     if (indices is None) == (sample is None):
         raise fail("give either --indices 1,5,9 or --sample N (with --seed S)")
@@ -57,7 +60,7 @@ def create(
         for i, s in enumerate(samples)
     ]
     stored, created = create_set(
-        _url(database_url), name, items, source=str(source), seed=seed if sample is not None else None,
+        _settings(database_url), name, items, source=str(source), seed=seed if sample is not None else None,
         description=description,
     )
     if created:
@@ -70,9 +73,8 @@ def _pick(source: Path, indices: Optional[str], sample: Optional[int], seed: int
           messages_field: str, answer_field: Optional[str]) -> list:
     """The rows to store, each checked against the event contract once, here: a row that
     training could not send is skipped with a warning (--sample) or stops the command."""
-    from producer.dataset_source import NO_ROW
-    from producer.sampler import (DEFAULT_GROUND_TRUTH_FIELDS, BadRow, RowFormat, check_dataset_id, read_dataset,
-                                  row_to_sample, sample_dataset)
+    from predstream.producer import (NO_ROW, DEFAULT_GROUND_TRUTH_FIELDS, BadRow, RowFormat, check_dataset_id,
+                                     read_dataset, row_to_sample, sample_dataset)
 
     fmt = RowFormat(prompt_field=prompt_field, messages_field=messages_field,
                     ground_truth_field=answer_field or DEFAULT_GROUND_TRUTH_FIELDS)
@@ -116,12 +118,12 @@ def _indices(text: str) -> list[int]:
 @one_line_errors
 def list_(
     as_json: bool = typer.Option(False, "--json", help="One JSON array."),
-    database_url: Optional[str] = _DB_OPTION,
+    database_url: Optional[str] = opt.DATABASE_URL,
 ) -> None:
     """List the stored sets."""
-    from consumer.prediction_sets import list_sets
+    from predstream.consumer import list_sets
 
-    sets = list_sets(_url(database_url))
+    sets = list_sets(_settings(database_url))
     if as_json:
         typer.echo(json.dumps([_head_json(s) for s in sets], indent=1))
         return
@@ -143,12 +145,12 @@ def list_(
 def show(
     name: str = typer.Argument(..., help="Set name or set_id."),
     as_json: bool = typer.Option(False, "--json", help="The export file's JSON."),
-    database_url: Optional[str] = _DB_OPTION,
+    database_url: Optional[str] = opt.DATABASE_URL,
 ) -> None:
     """Show a set and its items."""
-    from consumer.prediction_sets import get_set
+    from predstream.consumer import get_set
 
-    stored = get_set(_url(database_url), name)
+    stored = get_set(_settings(database_url), name)
     if as_json:
         typer.echo(json.dumps(stored.to_json(), ensure_ascii=False, indent=1))
         return
@@ -169,12 +171,12 @@ def show(
 def export(
     name: str = typer.Argument(..., help="Set name or set_id."),
     path: Path = typer.Argument(..., help="JSON file to write (training reads it with prediction_set=FILE)."),
-    database_url: Optional[str] = _DB_OPTION,
+    database_url: Optional[str] = opt.DATABASE_URL,
 ) -> None:
     """Write a set to a JSON file."""
-    from consumer.prediction_sets import export_set
+    from predstream.consumer import export_set
 
-    stored = export_set(_url(database_url), name, path)
+    stored = export_set(_settings(database_url), name, path)
     typer.echo(f"wrote set {stored.name!r} ({stored.set_id}, {stored.item_count} items) to {path}")
 
 
@@ -183,14 +185,14 @@ def export(
 def delete(
     name: str = typer.Argument(..., help="Set name or set_id."),
     yes: bool = typer.Option(False, "--yes", help="Do not ask."),
-    database_url: Optional[str] = _DB_OPTION,
+    database_url: Optional[str] = opt.DATABASE_URL,
 ) -> None:
     """Delete a set (predictions already made with it keep their set_id)."""
-    from consumer.prediction_sets import delete_set
+    from predstream.consumer import delete_set
 
     if not yes and not typer.confirm(f"delete prediction set {name!r}?"):
         raise typer.Exit(1)
-    if not delete_set(_url(database_url), name):
+    if not delete_set(_settings(database_url), name):
         raise fail(f"no prediction set named {name!r}")
     typer.echo(f"deleted set {name!r}")
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
+from . import _cli_options as opt
 from ._cli_common import fail, one_line_errors
+
+if TYPE_CHECKING:
+    from predstream.producer import ProducerSettings
 
 spool_app = typer.Typer(
     name="spool",
@@ -21,29 +25,28 @@ def register(app: typer.Typer) -> None:
     app.add_typer(spool_app, name="spool")
 
 
-def _settings(spool_dir: Optional[Path], topic: Optional[str] = None, kafka_bootstrap: Optional[str] = None):
-    from producer.settings import ProducerSettings
-    from schemas.settings import load_settings
+def _settings(spool_dir: Optional[Path], topic: Optional[str] = None, kafka_bootstrap: Optional[str] = None,
+              kafka_options: Optional[List[str]] = None) -> ProducerSettings:
+    from predstream.producer import ProducerSettings
 
-    return load_settings(ProducerSettings, spool_dir=spool_dir, topic=topic, kafka_bootstrap=kafka_bootstrap)
-
-
-_SPOOL_DIR = typer.Option(None, "--spool-dir", help="Spool folder (default: PREDSTREAM_SPOOL_DIR, else ~/.predstream/spool).")
+    return opt.cli_settings(ProducerSettings, spool_dir=spool_dir, topic=topic, kafka_bootstrap=kafka_bootstrap,
+                            kafka_options=kafka_options)
 
 
 @spool_app.command("drain")
 @one_line_errors
 def drain(
-    spool_dir: Optional[Path] = _SPOOL_DIR,
+    spool_dir: Optional[Path] = opt.SPOOL_DIR,
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Give up after this many seconds; what is left stays spooled."),
-    topic: Optional[str] = typer.Option(None, "--topic", help="Topic to send to (default: PREDSTREAM_TOPIC)."),
-    bootstrap: Optional[str] = typer.Option(None, "--bootstrap", help="Broker host:port (default: PREDSTREAM_KAFKA_BOOTSTRAP)."),
+    topic: Optional[str] = opt.TOPIC,
+    bootstrap: Optional[str] = opt.BOOTSTRAP,
+    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
 ) -> None:
     """Re-send every spooled event to Kafka; a segment is deleted once all its events are
     acknowledged. Exit 1 when some events are still spooled afterwards."""
-    from producer.publisher import drain_spool
+    from predstream.producer import drain_spool
 
-    settings = _settings(spool_dir, topic, bootstrap)
+    settings = _settings(spool_dir, topic, bootstrap, kafka_option)
     settings.require_bootstrap()
     if not settings.spool_dir.is_dir():
         typer.echo(f"spool {settings.spool_dir}: nothing to send (no such folder)")
@@ -64,11 +67,11 @@ def drain(
 @spool_app.command("status")
 @one_line_errors
 def status(
-    spool_dir: Optional[Path] = _SPOOL_DIR,
+    spool_dir: Optional[Path] = opt.SPOOL_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Segments, records and bytes in the spool, and any damaged tails."""
-    from producer.spool import spool_status
+    from predstream.producer import spool_status
 
     directory = _settings(spool_dir).spool_dir
     segments = spool_status(directory)

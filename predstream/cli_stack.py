@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Optional
 
 import typer
 
+from . import _cli_options as opt
 from ._cli_common import one_line_errors
 
 
@@ -18,7 +20,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _print_env(state: dict) -> None:
-    from schemas.transport import DEFAULT_TOPIC
+    from predstream.schemas import DEFAULT_TOPIC
 
     typer.echo(f"PREDSTREAM_KAFKA_BOOTSTRAP={state['bootstrap']}")
     typer.echo(f"PREDSTREAM_DATABASE_URL={state['database_url']}")
@@ -33,11 +35,10 @@ def up(
     pg_port: int = typer.Option(0, help="PostgreSQL port (0: any free port)."),
 ) -> None:
     """Start the embedded broker and PostgreSQL, create the topics, apply the migrations."""
-    from consumer.settings import ConsumerSettings
     from predstream import local
-    from schemas.settings import load_settings
+    from predstream.consumer import ConsumerSettings
 
-    settings = load_settings(ConsumerSettings)
+    settings = opt.cli_settings(ConsumerSettings)
     state = local.up(topic=settings.topic, partitions=partitions, kafka_port=kafka_port, pg_port=pg_port)
     typer.echo(f"local stack up (data and logs in {state['home']}); other predstream commands find it by themselves.")
     _print_env(state)
@@ -74,20 +75,18 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the state a
 
 @one_line_errors
 def migrate(
-    database_url: Optional[str] = typer.Option(None, envvar="PREDSTREAM_DATABASE_URL", help="Database to migrate (default: the local stack's)."),
-    migrations_dir: Optional[str] = typer.Option(None, envvar="PREDSTREAM_MIGRATIONS_DIR", help="Folder of NNNN_name.sql files."),
+    database_url: Optional[str] = opt.DATABASE_URL,
+    migrations_dir: Optional[Path] = opt.MIGRATIONS_DIR,
     dry_run: bool = typer.Option(False, "--dry-run", help="List pending migrations; apply nothing."),
 ) -> None:
     """Apply pending SQL migrations, each once, in order, under an advisory lock."""
-    from consumer import migrate as m
-    from consumer.settings import ConsumerSettings
-    from schemas.settings import load_settings
+    from predstream.consumer import ConsumerSettings, apply_migrations, pending_migrations
 
-    settings = load_settings(ConsumerSettings, database_url=database_url, migrations_dir=migrations_dir)
-    url = settings.require_database_url()
+    settings = opt.cli_settings(ConsumerSettings, database_url=database_url, migrations_dir=migrations_dir)
+    settings.require_database_url()
     if dry_run:
-        pending = m.pending_migrations(url, settings.migrations_dir)
+        pending = pending_migrations(settings)
         typer.echo("\n".join(p.name for p in pending) if pending else "nothing to apply")
         return
-    applied = m.migrate(url, settings.migrations_dir)
+    applied = apply_migrations(settings)
     typer.echo("applied: " + ", ".join(applied) if applied else "nothing to apply: the database is up to date")

@@ -29,7 +29,7 @@ from rich.console import Console
 
 __all__ = ["DemoPlan", "DemoResult", "run_demo"]
 
-_log = logging.getLogger("predstream.demo")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,16 +64,15 @@ class DemoResult:
 
 def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     """(bootstrap, database_url, topic) of the services to use; starts some if needed."""
-    from consumer.migrate import migrate
-    from consumer.settings import ConsumerSettings
-    from predstream.local import LocalStack, create_topics
-    from schemas.settings import load_settings, local_stack, predstream_home
+    from predstream.consumer import ConsumerSettings, apply_migrations
+    from predstream.local import LocalStack, create_topics, local_stack, predstream_home
+    from predstream.schemas import load_settings
 
     settings = load_settings(ConsumerSettings)
     if settings.kafka_bootstrap and settings.database_url:
         console.print(f"[bold]services[/bold]: the configured Kafka ({settings.kafka_bootstrap}) and Postgres")
         create_topics(settings.kafka_bootstrap, {settings.topic: 6, settings.dlq_topic: 1}, config=settings.kafka_options)
-        migrate(settings.database_url, settings.migrations_dir)
+        apply_migrations(settings)
         return settings.kafka_bootstrap, settings.database_url, settings.topic
     running = local_stack()
     if running:
@@ -89,15 +88,15 @@ def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     stack.temporary_services = True  # type: ignore[attr-defined]
     topic = settings.topic
     create_topics(local.bootstrap, {topic: 6, topic + ".dlq": 1})
-    migrate(local.database_url())
+    apply_migrations(settings.model_copy(update={"database_url": local.database_url()}))
     return local.bootstrap, local.database_url(), topic
 
 
 def _train(job_id: str, lr: float, plan: DemoPlan, eval_file: Path, out: Path, producer_settings: Any) -> None:
     from transformers import Trainer, TrainingArguments
 
+    from predstream.producer import TrainingPredictionsCallback
     from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer
-    from producer.callback import TrainingPredictionsCallback
 
     tok = build_tokenizer()
     model = build_model(tok, n_layer=2, seed=0)
@@ -182,12 +181,10 @@ def stack_is_temporary(stack: ExitStack) -> bool:
 
 def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output", console: Console | None = None) -> DemoResult:
     """Run the demo; return the jobs, row counts, plot path and comparison."""
-    from consumer.compare import compare_runs
-    from consumer.settings import ConsumerSettings
-    from consumer.worker import run_worker
     from predstream import report
+    from predstream.consumer import ConsumerSettings, compare_runs, run_worker
+    from predstream.producer import ProducerSettings
     from predstream.tinymodel import addition_rows
-    from producer.settings import ProducerSettings
 
     plan = plan or DemoPlan()
     console = console or Console()
@@ -221,10 +218,7 @@ def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output
             _train(job, lr, plan, eval_file, out, producer_settings)
 
         counts = _wait_for_rows(database_url, jobs, plan.n_samples * plan.evaluations, 60, console)
-        import psycopg
-
-        with psycopg.connect(database_url) as conn:
-            comparison = compare_runs(conn, jobs, max_prompts=4)
+        comparison = compare_runs(ConsumerSettings(database_url=database_url), jobs, max_prompts=4)
         console.rule("comparison: the same prompts (same prompt_id) in both runs, step by step")
         report.print_comparison(comparison, console)
         plot = report.plot_comparison(comparison, out / "comparison.png")

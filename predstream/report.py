@@ -1,4 +1,4 @@
-"""Render a :class:`consumer.compare.Comparison`: terminal tables, CSV/JSON, and a PNG plot."""
+"""Render a :class:`predstream.consumer.compare.Comparison`: terminal tables, CSV/JSON, and a PNG plot."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from consumer.compare import Comparison
+from predstream.consumer import Comparison
 
 __all__ = ["print_comparison", "comparison_csv", "comparison_json", "plot_comparison"]
 

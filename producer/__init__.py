@@ -9,7 +9,7 @@
 * :mod:`.publisher` / :mod:`.spool` — hand events to Kafka without blocking; spool on outage
 * :mod:`.registry` — Confluent framing through a schema registry; its outages spool too
 
-``import producer`` needs neither torch, transformers nor psycopg. The names that need
+``import predstream.producer`` needs neither torch, transformers nor psycopg. The names that need
 torch/transformers (``Generator``, ``Generation``, ``TrainingPredictionsCallback``) are
 imported on first use and raise an ``ImportError`` that says
 ``pip install 'predstream[train]'`` when the extra is missing.
@@ -37,10 +37,21 @@ from .prediction_sets import (
     read_prediction_set_file,
     write_prediction_set_file,
 )
-from .publisher import Publisher, PublishReport
+from .dataset_source import NO_ROW
+from .publisher import Publisher, PublishReport, drain_spool
 from .recorder import PredictionRecorder, distributed_rank
-from .sampler import DEFAULT_GROUND_TRUTH_FIELDS, RowFormat, Sample, sample_dataset
+from .sampler import (
+    DEFAULT_GROUND_TRUTH_FIELDS,
+    BadRow,
+    RowFormat,
+    Sample,
+    check_dataset_id,
+    read_dataset,
+    row_to_sample,
+    sample_dataset,
+)
 from .settings import ProducerSettings
+from .spool import spool_status
 
 __all__ = [
     "ProducerSettings",
@@ -50,6 +61,13 @@ __all__ = [
     "RowFormat",
     "DEFAULT_GROUND_TRUTH_FIELDS",
     "sample_dataset",
+    "read_dataset",
+    "row_to_sample",
+    "check_dataset_id",
+    "BadRow",
+    "NO_ROW",
+    "drain_spool",
+    "spool_status",
     "PredictionSet",
     "load_prediction_set",
     "read_prediction_set_file",
@@ -81,7 +99,7 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'producer' has no attribute {name!r}")
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(import_module(module, __name__), name)
     globals()[name] = value
     return value

@@ -9,11 +9,13 @@
 What happens when:
 
 * ``on_train_begin``: the job id is settled (below), the samples are drawn
-  (:func:`producer.sampler.sample_dataset`, or :func:`producer.set_copies.load_set_for_training`
-  for ``prediction_set=``: a file, or a set read from ``settings.database_url`` /
-  ``PREDSTREAM_DATABASE_URL`` / the local stack, with a verified local copy used when the
-  database does not answer), and the publisher is created from ``settings`` (default:
-  ``ProducerSettings`` from the environment) unless one was passed in. A dataset or
+  (:func:`predstream.producer.sampler.sample_dataset`, or :func:`predstream.producer.set_copies.load_set_for_training`
+  for ``prediction_set=``: a file, or a set read from ``database_url=`` /
+  ``settings.database_url``, with a verified local copy used when the database does not
+  answer), and the publisher is created from ``settings`` unless one was passed in.
+  Without ``settings=``, they are ``ProducerSettings`` from ``PREDSTREAM_*``, with the
+  running local stack's broker and database for what the environment does not set
+  (:func:`predstream.local.settings_with_local_stack`). A dataset or
   setting that is wrong fails here, before the first training step.
 * Predictions are recorded after each evaluation (``on_evaluate=True``), every
   ``every_n_steps`` optimizer steps, and/or at each epoch end (``on_epoch_end=True``) —
@@ -30,7 +32,7 @@ What happens when:
 
 Job id and attempt: rank 0 settles them and broadcasts them to the other ranks, so all
 ranks of a run share them. A new job id is ``<run_name or output_dir's name>-<UTC
-time>-<6 hex>``, written to ``<output_dir>/predstream-job.json`` (:mod:`producer.jobfile`).
+time>-<6 hex>``, written to ``<output_dir>/predstream-job.json`` (:mod:`predstream.producer.jobfile`).
 A run resumed from a checkpoint (``state.global_step > 0`` at train begin) reuses the job id
 in that file, so a step it regenerates lands on the same rows; a fresh run in the same
 folder gets a new id. Pass ``job_id=`` to choose it yourself (then every rank must pass the
@@ -42,7 +44,7 @@ reuses it, so the same rows come back under the same ``event_id`` even when the 
 given under another path or the checkout moved.
 
 Distributed: every rank takes part; rank ``r`` of ``W`` generates ``samples[r::W]`` and
-publishes its own events (see :class:`producer.recorder.PredictionRecorder`).
+publishes its own events (see :class:`predstream.producer.recorder.PredictionRecorder`).
 
 The tokenizer is the Trainer's ``processing_class`` (a processor's ``.tokenizer`` is
 used), or ``tokenizer=`` given here.
@@ -64,7 +66,7 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_imports
         "pip install 'predstream[train]'"
     ) from exc
 
-from schemas import MAX_JOB_ID_CHARS, GenerationSettings, load_settings
+from predstream.schemas import MAX_JOB_ID_CHARS, GenerationSettings
 
 from .generator import Generator
 from .jobfile import JOB_FILE, settle_dataset_id, settle_job
@@ -75,7 +77,7 @@ from .settings import ProducerSettings
 
 __all__ = ["TrainingPredictionsCallback", "JOB_FILE"]
 
-_log = logging.getLogger("predstream.callback")
+_log = logging.getLogger(__name__)
 
 
 class TrainingPredictionsCallback(TrainerCallback):
@@ -169,7 +171,7 @@ class TrainingPredictionsCallback(TrainerCallback):
             settings = self._producer_settings()
             self.samples = load_set_for_training(
                 self.prediction_set,
-                database_url=self.database_url or settings.find_database_url(),
+                database_url=self.database_url or settings.database_url,
                 copies_dir=settings.prediction_sets_dir,
             ).samples()
         else:
@@ -212,8 +214,13 @@ class TrainingPredictionsCallback(TrainerCallback):
     # -- helpers ----------------------------------------------------------------
 
     def _producer_settings(self) -> ProducerSettings:
+        """``settings=`` if given, else ``PREDSTREAM_*`` with the running local stack's
+        addresses for what the environment does not set (the one route the CLI takes too;
+        :mod:`predstream.local` is imported here, lazily, and imports no CLI)."""
         if self.settings is None:
-            self.settings = load_settings(ProducerSettings)
+            from predstream.local import settings_with_local_stack
+
+            self.settings = settings_with_local_stack(ProducerSettings)
         return self.settings
 
     def _open_publisher(self) -> None:
@@ -298,7 +305,7 @@ class TrainingPredictionsCallback(TrainerCallback):
 
     def _dataset_id(self, args: Any) -> str | None:
         """``dataset_id=`` if given, else the id kept in the job file since the job's first
-        start (:func:`producer.jobfile.settle_dataset_id`); ``None`` for a prediction set."""
+        start (:func:`predstream.producer.jobfile.settle_dataset_id`); ``None`` for a prediction set."""
         if self.dataset_id is not None or self.dataset is None:
             return self.dataset_id
         out = getattr(args, "output_dir", None) or "trainer_output"

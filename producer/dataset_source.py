@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from schemas import MAX_JOB_ID_CHARS
+from predstream.schemas import MAX_JOB_ID_CHARS
 
 from .errors import DatasetError
 
 __all__ = ["NO_ROW", "DatasetRows", "read_dataset", "dataset_id", "bounded_id"]
 
-_log = logging.getLogger("predstream.sampler")
+_log = logging.getLogger(__name__)
 
 
 class _NoRow:

@@ -1,6 +1,6 @@
 """Generate predictions for eval samples: batched, left-padded, without touching training.
 
-:class:`Generator` turns :class:`~producer.sampler.Sample` objects into
+:class:`Generator` turns :class:`~predstream.producer.sampler.Sample` objects into
 :class:`Generation` results with any causal LM that has ``generate()`` (a
 ``transformers`` model) and its tokenizer:
 
@@ -40,13 +40,13 @@ except ImportError as exc:  # pragma: no cover - exercised by tests/test_imports
         f"producer.generator needs torch ({exc.name} is missing): pip install 'predstream[train]'"
     ) from exc
 
-from schemas import MAX_TEXT_CHARS, GenerationSettings
+from predstream.schemas import MAX_TEXT_CHARS, GenerationSettings
 
 from .sampler import Sample
 
 __all__ = ["Generator", "Generation", "join_messages", "generation_settings"]
 
-_log = logging.getLogger("predstream.generator")
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ Two homes, same content:
                 "ground_truth": "…" | null}, …]}
 
   ``description`` is optional. Items are read in ``item_index`` order; indices must be
-  unique and each ``prompt_id`` must equal ``schemas.prompt_id(messages, prompt)``.
+  unique and each ``prompt_id`` must equal ``predstream.schemas.compute_prompt_id(messages, prompt)``.
 
 A set never changes once created (migration 0010 makes the database refuse changes to its
 items). Every loader (file, database, the training side's local copy) recomputes ``set_id``
@@ -41,9 +41,9 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from schemas import prompt_id as compute_prompt_id
-from schemas.prediction_set import prediction_set_document as _document
-from schemas.prediction_set import prediction_set_id as _set_id
+from predstream.schemas import compute_prompt_id
+from predstream.schemas.prediction_set import prediction_set_document as _document
+from predstream.schemas.prediction_set import prediction_set_id as _set_id
 
 from .errors import PredictionSetError, PredictionSetUnavailableError
 from .sampler import Sample
@@ -87,7 +87,7 @@ class PredictionSet:
 
 
 def prediction_set_id(samples: Iterable[Sample]) -> str:
-    """The stable id of a set with these items (:mod:`schemas.prediction_set`)."""
+    """The stable id of a set with these items (:mod:`predstream.schemas.prediction_set`)."""
     return _set_id((s.sample_index, s.source_index, s.prompt_id, s.ground_truth) for s in samples)
 
 
@@ -99,7 +99,7 @@ def prediction_set_from_samples(
     seed: int | None = None,
     description: str | None = None,
 ) -> PredictionSet:
-    """Build a set from sampled rows (e.g. :func:`producer.sampler.sample_dataset`).
+    """Build a set from sampled rows (e.g. :func:`predstream.producer.sampler.sample_dataset`).
 
     Items are numbered 0..N-1 in the given order; ``source`` defaults to the samples'
     ``sample_source_id`` when they all share one.

@@ -5,7 +5,7 @@
 
 * the **sender** encodes queued events and gives them to an idempotent librdkafka
   producer (``acks=all``), and serves its delivery reports. An event goes to the local
-  :class:`~producer.spool.Spool` instead when the broker is known to be unreachable, when
+  :class:`~predstream.producer.spool.Spool` instead when the broker is known to be unreachable, when
   librdkafka's queue is full, or when its delivery fails (timeout, broker restart, ...).
   After a fatal producer error, a delivery failure, or an outage, the producer is
   replaced by a fresh one: an idempotent producer whose broker restarted and lost its state
@@ -13,7 +13,7 @@
 * the **watcher** probes the broker (a metadata request) while it is unreachable and,
   once it answers again, re-sends the spool (:func:`drain_spool`) when
   ``settings.spool_auto_drain`` is on. With a schema registry configured it also registers
-  the event schema (:mod:`producer.registry`), and retries while the registry does not
+  the event schema (:mod:`predstream.producer.registry`), and retries while the registry does not
   answer: meanwhile events are spooled, as during a broker outage, and re-sent in the
   Confluent framing once it answers.
 
@@ -39,10 +39,10 @@ from typing import Any, Callable, Iterable
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from schemas.codec import Decoder, SingleObjectEncoder
-from schemas.errors import RegistryUnavailableError, UnknownSchemaError
-from schemas.event import MAX_EVENT_BYTES, PredictionEvent
-from schemas.transport import Headers, message_key
+from predstream.schemas.codec import Decoder, SingleObjectEncoder
+from predstream.schemas.errors import RegistryUnavailableError, UnknownSchemaError
+from predstream.schemas.event import MAX_EVENT_BYTES, PredictionEvent
+from predstream.schemas.transport import Headers, message_key
 
 from .errors import PublisherClosedError
 from .registry import RegistryFraming, schema_header
@@ -51,7 +51,7 @@ from .spool import Spool, claim, list_segments
 
 __all__ = ["Publisher", "PublishReport", "PublisherStats", "DrainReport", "drain_spool"]
 
-_log = logging.getLogger("predstream.publisher")
+_log = logging.getLogger(__name__)
 _rdkafka_log = logging.getLogger("predstream.librdkafka")
 
 #: Pause of the sender when it has nothing to do (also the delivery-report latency).
@@ -148,7 +148,7 @@ class _FlushRequest:
 
 
 class Publisher:
-    """Publishes :class:`~schemas.event.PredictionEvent` s to ``settings.topic``.
+    """Publishes :class:`~predstream.schemas.event.PredictionEvent` s to ``settings.topic``.
 
     ``publish`` never blocks and never raises for broker trouble. Call :meth:`close` (or
     use it as a context manager) at the end: it waits up to ``settings.flush_timeout_s``

@@ -15,7 +15,7 @@
 ``attempt`` is the job's attempt counter, put on every event: of two events with the same
 ``event_id`` the higher attempt wins, then the later ``produced_at``. A custom loop that
 resumes a job from a checkpoint passes a higher ``attempt`` than the run it continues (the
-``TrainingPredictionsCallback`` keeps it in the job file, see :mod:`producer.jobfile`), so
+``TrainingPredictionsCallback`` keeps it in the job file, see :mod:`predstream.producer.jobfile`), so
 the regenerated steps replace the first attempt's rows whatever the hosts' clocks say.
 
 Distributed runs: every rank must call :meth:`~PredictionRecorder.record` (a sharded model
@@ -32,13 +32,13 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol, Sequence
 
-from schemas import MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent
+from predstream.schemas import MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent
 
 from .sampler import Sample
 
 __all__ = ["PredictionRecorder", "EventSink", "distributed_rank"]
 
-_log = logging.getLogger("predstream.recorder")
+_log = logging.getLogger(__name__)
 
 
 class EventSink(Protocol):

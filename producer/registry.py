@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from schemas.codec import (
+from predstream.schemas.codec import (
     CONFLUENT_MAGIC,
     SCHEMA_VERSIONS,
     SINGLE_OBJECT_MAGIC,
@@ -27,11 +27,11 @@ from schemas.codec import (
     parse_frame,
     schema_fingerprint,
 )
-from schemas.errors import FramingError, RegistryUnavailableError, UnknownSchemaError
+from predstream.schemas.errors import FramingError, RegistryUnavailableError, UnknownSchemaError
 
 __all__ = ["RegistryFraming", "schema_header"]
 
-_log = logging.getLogger("predstream.registry")
+_log = logging.getLogger(__name__)
 
 #: Client defaults: one short try per call (the publisher retries on its own schedule, and a
 #: call must not hold up close() at interpreter exit). ``PREDSTREAM_SCHEMA_REGISTRY_OPTIONS`` wins.

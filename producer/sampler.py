@@ -8,14 +8,14 @@ contract's identity fields:
   array file, a list or a ``datasets`` dataset; for a JSONL file the 0-based line index
   counting EVERY line (blank and invalid lines included), so the index points at the
   line a person finds in the file (line ``source_index + 1``).
-* ``prompt_id`` — :func:`schemas.prompt_id` of exactly the ``messages`` and ``prompt`` the
+* ``prompt_id`` — :func:`predstream.schemas.prompt_id` of exactly the ``messages`` and ``prompt`` the
   events will carry.
 * ``sample_index`` — 0..n-1 within this sample.
 * ``sample_source="dataset"``, ``sample_source_id`` — the dataset's id: given by the
   caller (``dataset_id=``), else :func:`.dataset_source.dataset_id` (a file: its resolved
   real path, so it does not depend on how the path is spelled).
 
-Sampling (:mod:`schemas.sample_rank`, with vectors for other languages): every usable row is
+Sampling (:mod:`predstream.schemas.sample_rank`, with vectors for other languages): every usable row is
 ranked by ``HMAC-SHA256(key=decimal seed, msg=prompt_id)``; the ``n`` smallest ranks are
 taken, ties (the same prompt at several ``source_index``) broken by ``source_index``; the
 sample is listed in ``source_index`` order. A row's rank depends only on the seed and its
@@ -49,9 +49,9 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from typing import Any, Iterator, Mapping, Sequence
 
-from schemas import MAX_EVENT_BYTES, MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent, SingleObjectEncoder, prompt_id
-from schemas.prompt_id import PromptIdError, prompt_messages
-from schemas.sample_rank import sample_rank
+from predstream.schemas import MAX_EVENT_BYTES, MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent, SingleObjectEncoder, compute_prompt_id
+from predstream.schemas.prompt_id import PromptIdError, prompt_messages
+from predstream.schemas.sample_rank import compute_sample_rank
 
 from .dataset_source import NO_ROW, DatasetRows, dataset_id, read_dataset
 from .errors import DatasetError
@@ -61,7 +61,7 @@ __all__ = [
     "row_to_sample", "check_dataset_id", "BadRow",
 ]
 
-_log = logging.getLogger("predstream.sampler")
+_log = logging.getLogger(__name__)
 
 #: Fields tried, in order, for the reference answer.
 DEFAULT_GROUND_TRUTH_FIELDS = ("ground_truth", "answer", "completion", "response")
@@ -153,7 +153,7 @@ def row_to_sample(
         sample_source_id=sample_source_id,
     )
     try:  # the id of exactly what the event will carry
-        sample = replace(sample, prompt_id=prompt_id(sample.messages_list(), sample.prompt))
+        sample = replace(sample, prompt_id=compute_prompt_id(sample.messages_list(), sample.prompt))
     except PromptIdError as exc:
         raise BadRow(str(exc)) from None
     _check_contract(sample)
@@ -284,7 +284,7 @@ def _ranked(source: DatasetRows, seed: int, fmt: RowFormat, tally: _Tally) -> It
         except BadRow as exc:
             tally.skip(index, exc)
             continue
-        yield sample_rank(seed, sample.prompt_id), index, sample
+        yield compute_sample_rank(seed, sample.prompt_id), index, sample
 
 
 def sample_dataset(
@@ -298,7 +298,7 @@ def sample_dataset(
     """Draw ``n`` usable rows of ``dataset`` by ``seed``; see the module docstring.
 
     Fewer than ``n`` usable rows: all of them are returned (with an info log).
-    Raises :class:`~producer.errors.DatasetError` when the dataset cannot be read or holds
+    Raises :class:`~predstream.producer.errors.DatasetError` when the dataset cannot be read or holds
     no usable row.
     """
     if n < 1:

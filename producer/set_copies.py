@@ -7,7 +7,7 @@ train begin:
 * a name or ``set_id`` is read from the database (``database_url=``, else
   ``PREDSTREAM_DATABASE_URL``, else the local stack's) and a copy is written to
   ``<spool_dir>/prediction-sets/<set_id>.json`` (the export file format of
-  :mod:`schemas.prediction_set`);
+  :mod:`predstream.schemas.prediction_set`);
 * when the database does not answer, or none is configured, the newest local copy of that
   set is used instead, with one warning. A copy is verified when read (``set_id``
   recomputed from its items), like every other loader.
@@ -28,7 +28,7 @@ from .prediction_sets import PredictionSet, fetch_prediction_set, read_predictio
 
 __all__ = ["load_set_for_training", "write_local_copy", "find_local_copy"]
 
-_log = logging.getLogger("predstream.prediction_sets")
+_log = logging.getLogger(__name__)
 
 
 def _is_file(name_or_path: str | os.PathLike[str]) -> bool:

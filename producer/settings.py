@@ -8,16 +8,22 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from schemas.settings import StreamSettings, local_stack, predstream_home
+from predstream.schemas.settings import StreamSettings
 
 __all__ = ["ProducerSettings"]
+
+
+def _default_spool_dir() -> Path:
+    """``$PREDSTREAM_HOME/spool``, default ``~/.predstream/spool`` (the folder
+    :func:`predstream.local.predstream_home` names)."""
+    return Path(os.environ.get("PREDSTREAM_HOME") or Path.home() / ".predstream") / "spool"
 
 
 class ProducerSettings(StreamSettings):
     """Publisher and spool settings."""
 
     #: Where events wait on local disk while Kafka is unreachable.
-    spool_dir: Path = Field(default_factory=lambda: predstream_home() / "spool")
+    spool_dir: Path = Field(default_factory=_default_spool_dir)
     #: Most bytes the spool may hold; past it new events are dropped with an error log.
     spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20)
     #: ``batch``: fsync after each burst of appends (default); ``always``: after every
@@ -33,9 +39,10 @@ class ProducerSettings(StreamSettings):
     flush_timeout_s: float = Field(default=30.0, ge=0)
     #: Re-send spooled events automatically when the broker is reachable again.
     spool_auto_drain: bool = True
-    #: Where ``prediction_set="name"`` is read from (``postgresql://...``); default: the
-    #: local stack's Postgres. Optional: training never needs the database to be up (a
-    #: verified local copy of each set used is kept in ``<spool_dir>/prediction-sets``).
+    #: Where ``prediction_set="name"`` is read from (``postgresql://...``); the training
+    #: callback falls back to the running local stack's Postgres. Optional: training never
+    #: needs the database to be up (a verified local copy of each set used is kept in
+    #: ``<spool_dir>/prediction-sets``).
     database_url: str | None = None
 
     @field_validator("spool_dir")
@@ -43,13 +50,6 @@ class ProducerSettings(StreamSettings):
     def _absolute(cls, v: Path) -> Path:
         # a relative folder is the working folder's: say where in full (logs, `spool status`)
         return Path(os.path.abspath(os.path.expanduser(v)))
-
-    def find_database_url(self) -> str | None:
-        """The database URL from the settings, else the running local stack's, else ``None``."""
-        if self.database_url:
-            return self.database_url
-        stack = local_stack()
-        return stack.get("database_url") if stack else None
 
     @property
     def prediction_sets_dir(self) -> Path:

@@ -6,7 +6,7 @@ publisher's auto-drain and ``predstream spool drain``) sends the records back to
 
 Files
     Segments named ``spool-<ms since epoch>-<pid>-<n>.pss`` in the spool folder, in the
-    format of :mod:`schemas.spoolfile`. A process appends to one *active* segment at a
+    format of :mod:`predstream.schemas.spoolfile`. A process appends to one *active* segment at a
     time and starts a new one when it reaches ``segment_bytes``. Several processes (one per
     rank) may share a folder: names carry the pid, and every segment is held under an
     exclusive ``flock`` while it is written (the writer) or re-sent (a drainer), so a
@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Literal
 
-from schemas.spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
+from predstream.schemas.spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
 
 from .errors import SpoolError
 
@@ -62,7 +62,7 @@ __all__ = [
     "SEGMENT_GLOB",
 ]
 
-_log = logging.getLogger("predstream.spool")
+_log = logging.getLogger(__name__)
 
 SEGMENT_GLOB = "spool-*.pss"
 FsyncPolicy = Literal["batch", "always", "never"]

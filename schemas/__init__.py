@@ -42,8 +42,8 @@ from .event import (
     event_id,
 )
 from .identity import IDENTITY_MISMATCH, check_identity
-from .prompt_id import canonical_messages, prompt_id
-from .settings import StreamSettings, load_settings, local_stack, predstream_home
+from .prompt_id import PromptIdError, canonical_messages, compute_prompt_id
+from .settings import StreamSettings, load_settings
 from .spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
 from .transport import DEFAULT_TOPIC, Headers, dlq_topic, message_key, parse_kafka_options, redact
 
@@ -79,11 +79,10 @@ __all__ = [
     "IDENTITY_MISMATCH",
     "check_identity",
     "canonical_messages",
-    "prompt_id",
+    "PromptIdError",
+    "compute_prompt_id",
     "StreamSettings",
     "load_settings",
-    "local_stack",
-    "predstream_home",
     "SPOOL_HEADER",
     "SpoolContents",
     "encode_record",

@@ -11,7 +11,7 @@
 
 :class:`Decoder` reads both framings and resolves any known writer schema (older
 versions included) against the current reader schema, then validates the result and
-verifies its ``prompt_id`` and ``event_id`` against its own fields (:mod:`schemas.identity`).
+verifies its ``prompt_id`` and ``event_id`` against its own fields (:mod:`predstream.schemas.identity`).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ CURRENT_VERSION = SCHEMA_VERSIONS[-1]
 @lru_cache(maxsize=None)
 def load_schema_text(version: int = CURRENT_VERSION) -> str:
     """Return the JSON text of ``prediction_event.v{version}.avsc``."""
-    return resources.files("schemas").joinpath(f"avro/prediction_event.v{version}.avsc").read_text()
+    return resources.files("predstream.schemas").joinpath(f"avro/prediction_event.v{version}.avsc").read_text()
 
 
 @lru_cache(maxsize=None)
@@ -218,8 +218,8 @@ def make_encoder(topic: str, registry_url: str | None, registry_config: dict[str
 class Decoder:
     """Decodes either framing into a validated :class:`PredictionEvent`.
 
-    Raises a :class:`~schemas.errors.DecodeError` subclass for unreadable bytes and
-    :class:`~schemas.errors.InvalidEventError` for events that break the contract.
+    Raises a :class:`~predstream.schemas.errors.DecodeError` subclass for unreadable bytes and
+    :class:`~predstream.schemas.errors.InvalidEventError` for events that break the contract.
     """
 
     def __init__(
@@ -237,7 +237,7 @@ class Decoder:
         self._registry = client or (_registry_client(registry_url, registry_config) if registry_url else None)
 
     def decode(self, data: bytes | None) -> PredictionEvent:
-        """Decode, validate, and verify the event's identities (:func:`schemas.identity.check_identity`)."""
+        """Decode, validate, and verify the event's identities (:func:`predstream.schemas.identity.check_identity`)."""
         return check_identity(PredictionEvent.from_avro(self.decode_record(data)))
 
     def decode_record(self, data: bytes | None) -> dict[str, Any]:

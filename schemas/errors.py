@@ -28,7 +28,7 @@ __all__ = [
 
 
 class SchemaError(Exception):
-    """Root of every error raised by ``schemas``."""
+    """Root of every error raised by ``predstream.schemas``."""
 
     reason = "schema-error"
 
@@ -75,6 +75,11 @@ class RegistryUnavailableError(SchemaError):
 
 
 class ConfigError(SchemaError):
-    """A setting is missing or wrong. The message is one line that says what to fix."""
+    """A setting is missing or wrong. The message is one line that says what to fix;
+    ``field`` names the settings field at fault, when one is."""
 
     reason = "config"
+
+    def __init__(self, message: str, *, reason: str | None = None, field: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.field = field

@@ -3,7 +3,7 @@
 The model validates what Avro cannot: sizes, NUL characters (Postgres ``text`` rejects
 them), finite non-negative numbers, hex identities, and that a prompt is present.
 ``PredictionEvent.from_avro`` / ``to_avro`` convert to and from the dicts fastavro reads
-and writes; the codec (``schemas.codec``) turns those into bytes.
+and writes; the codec (``predstream.schemas.codec``) turns those into bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 from pydantic_core import PydanticCustomError
 
 from .errors import InvalidEventError
-from .prompt_id import prompt_id as compute_prompt_id
+from .prompt_id import compute_prompt_id
 
 __all__ = [
     "ChatMessage",

@@ -1,12 +1,12 @@
 """Identities are verified, not trusted.
 
-An event carries two identities: ``prompt_id`` (:func:`schemas.prompt_id` of its ``messages``
-and ``prompt``) and ``event_id`` (:func:`schemas.event.event_id` of its job, step, sample
+An event carries two identities: ``prompt_id`` (:func:`predstream.schemas.prompt_id` of its ``messages``
+and ``prompt``) and ``event_id`` (:func:`predstream.schemas.event.event_id` of its job, step, sample
 and ``prompt_id``). The consumer, replay and backfill store an event on the row its
 ``event_id`` names, and compare runs by ``prompt_id``. So both are recomputed from the
 event's own fields before it is stored (:func:`check_identity`, called by
-:meth:`schemas.codec.Decoder.decode` and by backfill for exported rows); a mismatch is an
-:class:`~schemas.errors.InvalidEventError` with reason ``identity-mismatch``. No producer
+:meth:`predstream.schemas.codec.Decoder.decode` and by backfill for exported rows); a mismatch is an
+:class:`~predstream.schemas.errors.InvalidEventError` with reason ``identity-mismatch``. No producer
 can then take another job's row with a borrowed ``event_id``, nor poison comparisons with a
 ``prompt_id`` that is not its prompt's.
 
@@ -24,7 +24,7 @@ from typing import Optional
 
 from .errors import InvalidEventError
 from .event import PredictionEvent, event_id
-from .prompt_id import prompt_id
+from .prompt_id import compute_prompt_id
 
 __all__ = ["IDENTITY_MISMATCH", "check_identity"]
 
@@ -50,7 +50,7 @@ def check_identity(event: PredictionEvent) -> PredictionEvent:
     messages = event.messages
     content: _Content = (event.prompt, None if messages is None else tuple((m.role, m.content) for m in messages))
     if _verified.get(carried) != content:
-        computed = prompt_id(event.messages_as_dicts(), event.prompt)
+        computed = compute_prompt_id(event.messages_as_dicts(), event.prompt)
         if computed != carried:
             raise _mismatch("prompt_id", carried, computed, "its messages and prompt")
         _remember(carried, content)

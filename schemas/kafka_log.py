@@ -13,7 +13,7 @@ While a broker is unreachable, librdkafka logs a ``FAIL`` line for every connect
 Every other line passes through to the ``predstream.librdkafka`` logger at its own level.
 
 :data:`BROKER_LOG` is the process's announcing sink: the default ``logger`` of every client
-built by :meth:`schemas.settings.StreamSettings.kafka_config`. Short commands that only read
+built by :meth:`predstream.schemas.settings.StreamSettings.kafka_config`. Short commands that only read
 (``dlq list``, replay planning) give their clients a :func:`quiet_log` instead, which prints
 nothing at INFO and keeps the last failure for the command's own one-line error.
 """

@@ -7,7 +7,7 @@ and its plain ``prompt``::
     prompt_id = sha256(utf8(canonical(messages) + "|" + prompt)).hexdigest()
 
 The sampler, ``PredictionEvent.create()``, prediction sets and the consumer's verification
-all call :func:`prompt_id` on the event's own fields, so they cannot disagree.
+all call :func:`compute_prompt_id` on the event's own fields, so they cannot disagree.
 
 Byte-level definition, exact enough to reimplement in any language:
 
@@ -48,7 +48,7 @@ import hashlib
 from json.encoder import encode_basestring
 from typing import Any, Mapping, Sequence
 
-__all__ = ["PromptIdError", "canonical_messages", "prompt_id", "prompt_messages"]
+__all__ = ["PromptIdError", "canonical_messages", "compute_prompt_id", "prompt_messages"]
 
 _string = encode_basestring  # JSON string literal, non-ASCII as itself (json.dumps with ensure_ascii=False)
 _MISSING = object()
@@ -102,7 +102,7 @@ def _pairs(messages: Sequence[Any]) -> list[tuple[str, str]]:
     return out
 
 
-def prompt_id(messages: Sequence[Any] | None = None, prompt: str | None = None) -> str:
+def compute_prompt_id(messages: Sequence[Any] | None = None, prompt: str | None = None) -> str:
     """Return the hex SHA-256 identity of a prompt given as chat ``messages`` and/or text.
 
     Raises :class:`PromptIdError` (a ``ValueError``) when both are missing, when a role,

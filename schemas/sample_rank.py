@@ -1,6 +1,6 @@
 """Which rows a seeded sample takes: a keyed hash of ``(seed, prompt_id)``, smallest first.
 
-The rule (``producer.sampler.sample_dataset`` applies it; any other trainer can too):
+The rule (``predstream.producer.sampler.sample_dataset`` applies it; any other trainer can too):
 
 1. Every usable row gets the rank ``HMAC-SHA256(key=utf8(decimal(seed)), msg=ascii(prompt_id))``:
    the key is the seed written in base 10 (``"7"``, ``"-3"``, ``"0"``: no ``+``, no leading
@@ -25,10 +25,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-__all__ = ["sample_rank"]
+__all__ = ["compute_sample_rank"]
 
 
-def sample_rank(seed: int, prompt_id: str) -> str:
+def compute_sample_rank(seed: int, prompt_id: str) -> str:
     """The rank of a row with ``prompt_id`` in a sample drawn with ``seed`` (64 hex digits)."""
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an integer, not {type(seed).__name__}")

@@ -1,19 +1,18 @@
 """Settings both sides share: where the broker is, which topic, which framing.
 
-Each side has one pydantic-settings model (``producer.ProducerSettings``,
-``consumer.ConsumerSettings``) that extends :class:`StreamSettings`. They read the
-environment (prefix ``PREDSTREAM_``), are validated once at start-up, and are passed in
-explicitly. When neither ``PREDSTREAM_KAFKA_BOOTSTRAP`` nor ``PREDSTREAM_DATABASE_URL`` is
-set, the addresses of a local stack started by ``predstream up`` are used (see
-:func:`local_stack`).
+Each side has one pydantic-settings model (``predstream.producer.ProducerSettings``,
+``predstream.consumer.ConsumerSettings``) that extends :class:`StreamSettings`. They read
+their arguments and the environment (prefix ``PREDSTREAM_``), are validated once at
+start-up, and are passed in explicitly. Nothing here knows where a developer's local stack
+runs: :func:`load_settings` takes *fallbacks* for what neither the arguments nor the
+environment give, and the entry points hand in the local stack's addresses
+(:mod:`predstream.local` says how).
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,34 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import ConfigError
 from .transport import DEFAULT_TOPIC, parse_kafka_options
 
-__all__ = ["StreamSettings", "local_stack", "predstream_home", "load_settings"]
-
-
-
-def predstream_home() -> Path:
-    """Folder of the local stack's state (``$PREDSTREAM_HOME``, default ``~/.predstream``)."""
-    return Path(os.environ.get("PREDSTREAM_HOME") or Path.home() / ".predstream")
-
-
-def local_stack() -> dict[str, Any] | None:
-    """The running local stack's state (``bootstrap``, ``database_url``, ...), or ``None``."""
-    path = predstream_home() / "stack.json"
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    for pid in state.get("pids", {}).values():
-        if not _alive(pid):
-            return None
-    return state
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(int(pid), 0)
-    except (OSError, ValueError):
-        return False
-    return True
+__all__ = ["StreamSettings", "load_settings"]
 
 
 class StreamSettings(BaseSettings):
@@ -56,7 +28,8 @@ class StreamSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="PREDSTREAM_", extra="ignore", validate_default=True)
 
-    #: ``host:port[,host:port]``; default: the local stack's broker.
+    #: ``host:port[,host:port]``; the CLI and the training callback fall back to the
+    #: running local stack's broker.
     kafka_bootstrap: str | None = None
     #: librdkafka settings passed through as they are (TLS, SASL, tuning). JSON object or
     #: ``k=v,k=v``; e.g. ``{"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"}``.
@@ -100,12 +73,9 @@ class StreamSettings(BaseSettings):
         return init_settings, _RawEnv(settings_cls, env_prefix="PREDSTREAM_"), file_secret_settings
 
     def require_bootstrap(self) -> str:
-        """The broker address, from the settings or the local stack; a clear error if neither."""
+        """The broker address; a clear error when none is set."""
         if self.kafka_bootstrap:
             return self.kafka_bootstrap
-        stack = local_stack()
-        if stack:
-            return stack["bootstrap"]
         raise ConfigError(
             "no Kafka broker: set PREDSTREAM_KAFKA_BOOTSTRAP=host:port or start the local stack with `predstream up`"
         )
@@ -123,17 +93,34 @@ class StreamSettings(BaseSettings):
         return self.topic + ".dlq"
 
 
-def load_settings(cls: type[StreamSettings], **overrides: Any):
-    """Build a settings model from the environment plus ``overrides`` (``None`` values are
-    ignored), turning a validation failure into one :class:`ConfigError` line."""
+S = TypeVar("S", bound=StreamSettings)
+
+
+def load_settings(cls: type[S], *, fallbacks: Mapping[str, Any] | None = None, **overrides: Any) -> S:
+    """Build a settings model, turning a validation failure into one :class:`ConfigError` line.
+
+    Each field comes from the first of: ``overrides`` (a CLI flag or an argument; ``None``
+    means not given), the environment (``PREDSTREAM_*``), ``fallbacks`` (e.g. the running
+    local stack's addresses), the model's default.
+    """
     given = {k: v for k, v in overrides.items() if v is not None}
+    settings = _build(cls, given)
+    missing = {
+        k: v
+        for k, v in (fallbacks or {}).items()
+        if v is not None and k in cls.model_fields and k not in settings.model_fields_set
+    }
+    return _build(cls, {**given, **missing}) if missing else settings
+
+
+def _build(cls: type[S], values: dict[str, Any]) -> S:
     try:
-        return cls(**given)
+        return cls(**values)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = str(err["loc"][0]) if err["loc"] else "settings"
         msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"bad setting PREDSTREAM_{field.upper()}: {msg}") from None
+        raise ConfigError(f"bad setting PREDSTREAM_{field.upper()}: {msg}", field=field) from None
 
 
 from pydantic_settings import EnvSettingsSource  # noqa: E402

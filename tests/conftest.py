@@ -31,7 +31,7 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     """The embedded broker and PostgreSQL, started once for the session."""
-    from consumer.migrate import migrate
+    from predstream.consumer import ConsumerSettings, apply_migrations
     from predstream.local import LocalStack
 
     s = LocalStack(tmp_path_factory.mktemp("stack"), durable=False)
@@ -41,7 +41,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
 
     with psycopg.connect(s.database_url("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{_TEMPLATE_DB}"')
-    migrate(s.template_database_url)
+    apply_migrations(ConsumerSettings(database_url=s.template_database_url))
     yield s
     s.stop()
 
@@ -105,7 +105,7 @@ def topic(kafka_bootstrap) -> str:
 
 @pytest.fixture
 def producer_settings(kafka_bootstrap, topic, tmp_path):
-    from producer.settings import ProducerSettings
+    from predstream.producer.settings import ProducerSettings
 
     return ProducerSettings(
         kafka_bootstrap=kafka_bootstrap, topic=topic, spool_dir=tmp_path / "spool", message_timeout_ms=5000
@@ -114,7 +114,7 @@ def producer_settings(kafka_bootstrap, topic, tmp_path):
 
 @pytest.fixture
 def consumer_settings(kafka_bootstrap, topic, database_url):
-    from consumer.settings import ConsumerSettings
+    from predstream.consumer.settings import ConsumerSettings
 
     return ConsumerSettings(
         kafka_bootstrap=kafka_bootstrap,

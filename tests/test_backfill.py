@@ -10,14 +10,15 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from _consumer_kit import make_event
-from consumer.backfill import BackfillError, backfill, file_kind, legacy_row_to_event
-from consumer.sink import IngestRecord, PostgresSink
-from schemas.codec import SingleObjectEncoder
-from schemas.errors import InvalidEventError
-from schemas.event import event_id
-from schemas.prompt_id import prompt_id
-from schemas.spoolfile import SPOOL_HEADER, encode_record
+from support import make_event
+from predstream.consumer.settings import ConsumerSettings
+from predstream.consumer.backfill import BackfillError, run_backfill, file_kind, legacy_row_to_event
+from predstream.consumer.sink import IngestRecord, PostgresSink
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.errors import InvalidEventError
+from predstream.schemas.event import event_id
+from predstream.schemas.prompt_id import compute_prompt_id
+from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record
 
 CREATED = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)
 
@@ -31,7 +32,7 @@ LEGACY = [
     # phase 1 identity columns present
     {"id": 3, "job_id": "old-run", "epoch": 1, "step": 100, "sample_index": 0, "prompt": "2+2=",
      "ground_truth": "4", "prediction": "4", "created_at": "2025-03-01T11:00:00Z",
-     "prompt_id": prompt_id(None, "2+2="), "source_index": 17, "sample_source": "dataset",
+     "prompt_id": compute_prompt_id(None, "2+2="), "source_index": 17, "sample_source": "dataset",
      "sample_source_id": "eval.jsonl"},
     None,  # the invalid row goes here (line 4)
     # chat messages as the JSONB text of a later export, no plain prompt
@@ -63,7 +64,7 @@ def _rows(database_url: str) -> list[tuple]:
 @pytest.mark.integration
 def test_backfill_of_a_legacy_export_loads_good_rows_and_reports_the_bad_line(tmp_path, database_url):
     path = _export(tmp_path / "old.jsonl")
-    report = backfill([path], database_url)
+    report = run_backfill([path], ConsumerSettings(database_url=database_url))
 
     assert [(p.where, p.reason) for p in report.problems] == [("line 4", "missing-field:prediction")]
     assert str(report.problems[0]).startswith(f"{path}:line 4: ")
@@ -72,7 +73,7 @@ def test_backfill_of_a_legacy_export_loads_good_rows_and_reports_the_bad_line(tm
     rows = _rows(database_url)
     assert len(rows) == 4
     first = rows[0]
-    pid = prompt_id(None, "2+2=")
+    pid = compute_prompt_id(None, "2+2=")
     assert first[4] == pid and first[5] is None and first[6:8] == ("dataset", None)
     assert first[0] == event_id(job_id="old-run", step=50, sample_source="dataset", sample_source_id=None,
                                 source_index=None, sample_index=0, prompt_id=pid)
@@ -80,16 +81,16 @@ def test_backfill_of_a_legacy_export_loads_good_rows_and_reports_the_bad_line(tm
     identity = next(r for r in rows if r[2] == 100 and r[3] == 0)
     assert identity[4:8] == (pid, 17, "dataset", "eval.jsonl")
     chat = next(r for r in rows if r[3] == 2)
-    assert chat[4] == prompt_id([{"role": "user", "content": "hi"}], None)
+    assert chat[4] == compute_prompt_id([{"role": "user", "content": "hi"}], None)
     assert chat[9] == datetime(2025, 3, 1, 11, tzinfo=timezone.utc)  # no zone: UTC
 
 
 @pytest.mark.integration
 def test_backfill_twice_adds_no_rows(tmp_path, database_url):
     path = _export(tmp_path / "old.jsonl")
-    backfill([path], database_url)
+    run_backfill([path], ConsumerSettings(database_url=database_url))
     before = _rows(database_url)
-    again = backfill([path], database_url, batch_size=2)
+    again = run_backfill([path], ConsumerSettings(database_url=database_url, batch_size=2))
 
     assert again.total("inserted") == again.total("updated") == 0
     assert again.total("unchanged") == 4
@@ -98,14 +99,14 @@ def test_backfill_twice_adds_no_rows(tmp_path, database_url):
 
 @pytest.mark.integration
 def test_a_real_event_for_a_backfilled_prediction_point_wins(tmp_path, database_url):
-    backfill([_export(tmp_path / "old.jsonl")], database_url)
+    run_backfill([_export(tmp_path / "old.jsonl")], ConsumerSettings(database_url=database_url))
     old = legacy_row_to_event(LEGACY[0])
     regenerated = old.model_copy(update={"prediction": "4", "produced_at": old.produced_at + timedelta(days=30)})
     with PostgresSink(database_url) as sink:
         result = sink.write([IngestRecord(regenerated)])
     assert result.updated == 1
 
-    backfill([tmp_path / "old.jsonl"], database_url)  # loading the old export again changes nothing
+    run_backfill([tmp_path / "old.jsonl"], ConsumerSettings(database_url=database_url))  # loading the old export again changes nothing
     assert next(r for r in _rows(database_url) if r[0] == old.event_id)[8] == "4"
 
 
@@ -113,11 +114,11 @@ def test_a_real_event_for_a_backfilled_prediction_point_wins(tmp_path, database_
 def test_backfill_strict_loads_nothing_when_a_row_is_bad(tmp_path, database_url):
     path = _export(tmp_path / "old.jsonl")
     with pytest.raises(BackfillError, match=r"--strict: nothing loaded; .*old.jsonl:line 4: "):
-        backfill([path], database_url, strict=True)
+        run_backfill([path], ConsumerSettings(database_url=database_url), strict=True)
     assert _rows(database_url) == []
 
     clean = _export(tmp_path / "clean.jsonl", rows=[r for r in LEGACY if r is not None])
-    assert backfill([clean], database_url, strict=True).total("inserted") == 4
+    assert run_backfill([clean], ConsumerSettings(database_url=database_url), strict=True).total("inserted") == 4
 
 
 # -- spool files ----------------------------------------------------------------------------
@@ -137,7 +138,7 @@ def test_backfill_of_a_spool_file_with_a_truncated_tail_loads_the_good_records(t
     path = _spool(tmp_path / "spool-0001.pspool", frames, cut=7)  # the last record is cut short
     good_size = len(SPOOL_HEADER) + sum(8 + len(f) for f in frames[:-1])
 
-    report = backfill([path], database_url)
+    report = run_backfill([path], ConsumerSettings(database_url=database_url))
 
     f = report.files[0]
     assert f.kind == "spool" and f.bad_tail == (good_size, 8 + len(frames[-1]) - 7, "truncated record")
@@ -151,7 +152,7 @@ def test_backfill_of_a_spool_file_with_a_truncated_tail_loads_the_good_records(t
 
 @pytest.mark.integration
 def test_backfill_loads_the_segments_the_training_sides_spool_wrote(tmp_path, database_url):
-    from producer.spool import Spool, list_segments
+    from predstream.producer.spool import Spool, list_segments
 
     enc = SingleObjectEncoder()
     events = [make_event(i, job="outage") for i in range(25)]
@@ -161,7 +162,7 @@ def test_backfill_loads_the_segments_the_training_sides_spool_wrote(tmp_path, da
     segments = list_segments(tmp_path / "spool")
     assert len(segments) > 1
 
-    report = backfill(segments, database_url)
+    report = run_backfill(segments, ConsumerSettings(database_url=database_url))
 
     assert report.ok and {f.kind for f in report.files} == {"spool"}
     assert report.total("inserted") == 25
@@ -216,4 +217,4 @@ def test_file_kind_is_told_by_the_first_bytes(tmp_path):
 
 def test_backfill_of_a_missing_file_fails_before_loading_anything(tmp_path):
     with pytest.raises(BackfillError, match="no such file"):
-        backfill([tmp_path / "nope.jsonl"], "postgresql://unused@127.0.0.1:1/x")
+        run_backfill([tmp_path / "nope.jsonl"], ConsumerSettings(database_url="postgresql://unused@127.0.0.1:1/x"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -13,9 +12,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
-from producer import TrainingPredictionsCallback  # noqa: E402
-from producer.callback import JOB_FILE  # noqa: E402
-from schemas import Decoder, prompt_id  # noqa: E402
+from predstream.producer import TrainingPredictionsCallback  # noqa: E402
+from predstream.producer.callback import JOB_FILE  # noqa: E402
+from predstream.schemas import compute_prompt_id  # noqa: E402
+from support.consumer_kit import read_events  # noqa: E402
 
 pytestmark = pytest.mark.train
 
@@ -34,30 +34,6 @@ class _FakePublisher:
 
     def close(self):
         self.closed = True
-
-
-def read_events(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """Every event on ``topic`` (all partitions, from the start) once ``expected`` arrived."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        decoder, events, deadline = Decoder(), [], time.monotonic() + timeout
-        while len(events) < expected and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is not None and not msg.error():
-                events.append(decoder.decode(msg.value()))
-        # a short extra wait: more events than expected would be a bug too
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end:
-            msg = consumer.poll(0.2)
-            if msg is not None and not msg.error():
-                events.append(decoder.decode(msg.value()))
-        return events
-    finally:
-        consumer.close()
 
 
 def _trainer(callback, tmp_path, *, max_steps=30, eval_steps=10):
@@ -121,7 +97,7 @@ def test_trainer_streams_predictions_that_change_as_the_model_learns(producer_se
     by_prompt = defaultdict(dict)
     for e in events:
         source_index, row = rows_by_prompt[e.prompt]
-        assert e.prompt_id == prompt_id(None, row["prompt"])
+        assert e.prompt_id == compute_prompt_id(None, row["prompt"])
         assert e.source_index == source_index and e.ground_truth == row["ground_truth"]
         assert 0 <= e.sample_index < 6
         assert (e.sample_source, e.sample_source_id) == ("dataset", "addition-eval")
@@ -165,7 +141,7 @@ def test_every_event_carries_the_attempt_of_the_run(tmp_path):
 
 
 def test_a_custom_loop_sets_the_attempt_on_the_recorder():
-    from producer import Generator, PredictionRecorder, sample_dataset
+    from predstream.producer import Generator, PredictionRecorder, sample_dataset
 
     samples = sample_dataset(addition_rows(10), 2, seed=1)
     with pytest.raises(ValueError, match="attempt"):
@@ -207,7 +183,7 @@ def test_callback_needs_exactly_one_source_and_something_to_do():
 
 
 def test_callback_with_a_prediction_set_file_records_its_items_by_item_index(tmp_path):
-    from producer import prediction_set_from_samples, sample_dataset, write_prediction_set_file
+    from predstream.producer import prediction_set_from_samples, sample_dataset, write_prediction_set_file
 
     pset = prediction_set_from_samples("adds-3", sample_dataset(addition_rows(30), 3, seed=9))
     path = write_prediction_set_file(pset, tmp_path / "adds-3.json")

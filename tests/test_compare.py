@@ -10,10 +10,11 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from consumer.compare import compare_runs
+from predstream.consumer.compare import compare_runs
+from predstream.consumer.settings import ConsumerSettings
 from predstream.cli import app
 from predstream.report import plot_comparison
-from schemas import prompt_id
+from predstream.schemas import compute_prompt_id
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def _seed(url: str) -> None:
                          ("run-b", {0: ["9", "9", "9"], 10: ["4", "5", "1"], 20: ["46", "50", "15"]})):
         for step, preds in answers.items():
             for i, ((prompt, gt), pred) in enumerate(zip(_PROMPTS, preds)):
-                rows.append((job, step, i, prompt, gt, pred, prompt_id(None, prompt), i, f"{job}-{step}-{i}"))
+                rows.append((job, step, i, prompt, gt, pred, compute_prompt_id(None, prompt), i, f"{job}-{step}-{i}"))
     with psycopg.connect(url) as conn:
         conn.cursor().executemany(
             """INSERT INTO training_predictions (job_id, step, sample_index, prompt, ground_truth, prediction,
@@ -38,11 +39,10 @@ def _seed(url: str) -> None:
 
 def test_compare_shows_each_prompt_across_steps_and_runs(database_url, tmp_path):
     _seed(database_url)
-    with psycopg.connect(database_url) as conn:
-        result = compare_runs(conn, ["run-a", "run-b"], max_prompts=2)
+    result = compare_runs(ConsumerSettings(database_url=database_url), ["run-a", "run-b"], max_prompts=2)
     assert [p.source_index for p in result.prompts] == [0, 1]
     first = result.prompts[0]
-    assert first.prompt_id == prompt_id(None, "12+34=")
+    assert first.prompt_id == compute_prompt_id(None, "12+34=")
     assert first.steps == [0, 10, 20]
     assert first.predictions["run-a"][10] == ("46", True)
     assert first.predictions["run-b"][10] == ("4", False)
@@ -69,7 +69,7 @@ def test_compare_command_formats(database_url, fmt):
 
 def test_compare_one_prompt_only(database_url):
     _seed(database_url)
-    pid = prompt_id(None, "7+8=")
+    pid = compute_prompt_id(None, "7+8=")
     result = CliRunner().invoke(app, ["compare", "run-a", "--prompt-id", pid, "--format", "json", "--database-url", database_url])
     doc = json.loads(result.output)
     assert {r["prompt_id"] for r in doc["predictions"]} == {pid}

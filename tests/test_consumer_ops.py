@@ -8,13 +8,13 @@ import logging
 
 import pytest
 
-from consumer.dlq import DeadLetter
-from consumer.dlq_redrive import _with_count
-from consumer.membership import Membership
-from consumer.settings import redact_url
-from consumer.supervisor import restart_delay
-from schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata
-from schemas.transport import Headers
+from predstream.consumer.dlq import DeadLetter
+from predstream.consumer.dlq_redrive import _with_count
+from predstream.consumer.membership import Membership
+from predstream.consumer.settings import redact_url
+from predstream.consumer.supervisor import restart_delay
+from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata
+from predstream.schemas.transport import Headers
 
 _REFUSED = "[thrd:127.0.0.1:9/bootstrap]: 127.0.0.1:9/bootstrap: Connect to ipv4#127.0.0.1:9 failed: Connection refused"
 
@@ -58,7 +58,7 @@ def test_a_quiet_log_prints_nothing_and_keeps_the_last_failure(caplog):
 def test_cluster_metadata_gives_up_early_when_every_connection_is_refused(monkeypatch):
     from confluent_kafka import KafkaError, KafkaException
 
-    import schemas.kafka_log as kafka_log
+    import predstream.schemas.kafka_log as kafka_log
 
     monkeypatch.setattr(kafka_log, "_GIVE_UP_S", 0.0)
     log = BrokerLog(announce=False)

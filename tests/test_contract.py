@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import (
+from predstream.schemas import (
     SCHEMA_VERSIONS,
     ConfluentEncoder,
     Decoder,
@@ -23,45 +23,39 @@ from schemas import (
     PredictionEvent,
     SingleObjectEncoder,
     UnknownSchemaError,
+    compute_prompt_id,
     load_schema,
-    prompt_id,
 )
-from schemas.codec import load_schema_text, schema_fingerprint
+from predstream.schemas.codec import load_schema_text, schema_fingerprint
+from support import T0, make_event
 
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=200)
-
-
-def _event(**over) -> PredictionEvent:
-    fields = dict(job_id="job-1", epoch=1.5, step=30, sample_index=2, prompt="12+34=", ground_truth="46",
-                  prediction="46", sample_source="dataset", sample_source_id="data.jsonl", source_index=7)
-    fields.update(over)
-    return PredictionEvent.create(**fields)
 
 
 # -- prompt_id ---------------------------------------------------------------------
 
 
 def test_prompt_id_matches_every_shipped_vector():
-    doc = json.loads(resources.files("schemas").joinpath("prompt_id_vectors.json").read_text())
+    doc = json.loads(resources.files("predstream.schemas").joinpath("prompt_id_vectors.json").read_text())
     assert len(doc["vectors"]) >= 10
     for v in doc["vectors"]:
-        assert prompt_id(v["messages"], v["prompt"]) == v["prompt_id"], v["name"]
+        assert compute_prompt_id(v["messages"], v["prompt"]) == v["prompt_id"], v["name"]
         import hashlib
 
         assert hashlib.sha256(bytes.fromhex(v["hashed_text_utf8_hex"])).hexdigest() == v["prompt_id"], v["name"]
 
 
 def test_prompt_id_ignores_key_order_but_not_content():
-    a = prompt_id([{"role": "user", "content": "hi"}], None)
-    b = prompt_id([{"content": "hi", "role": "user"}], None)
+    a = compute_prompt_id([{"role": "user", "content": "hi"}], None)
+    b = compute_prompt_id([{"content": "hi", "role": "user"}], None)
     assert a == b
-    assert a != prompt_id([{"role": "user", "content": "hi "}], None)
-    assert prompt_id(None, "x") != prompt_id([], "x")  # no messages is not an empty list
+    assert a != compute_prompt_id([{"role": "user", "content": "hi "}], None)
+    assert compute_prompt_id(None, "x") != compute_prompt_id([], "x")  # no messages is not an empty list
 
 
 def test_prompt_id_needs_a_prompt():
     with pytest.raises(ValueError):
-        prompt_id(None, None)
+        compute_prompt_id(None, None)
 
 
 # -- validation --------------------------------------------------------------------
@@ -83,17 +77,18 @@ def test_prompt_id_needs_a_prompt():
 )
 def test_invalid_events_are_refused_with_a_reason(over, reason):
     with pytest.raises(InvalidEventError) as info:
-        _event(**over)
+        # epoch and time fixed: a bad step must not make them bad too (make_event derives them from step)
+        make_event(**{"epoch": 1.5, "produced_at": T0, **over})
     assert info.value.reason == reason
     assert str(info.value)  # a message for people
 
 
 def test_event_id_is_deterministic_and_ignores_prediction_and_time():
-    a = _event(prediction="1", produced_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
-    b = _event(prediction="2")
+    a = make_event(prediction="1", produced_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    b = make_event(prediction="2")
     assert a.event_id == b.event_id
-    assert a.event_id != _event(step=31).event_id
-    assert a.event_id != _event(sequence_index=1).event_id
+    assert a.event_id != make_event(step=31).event_id
+    assert a.event_id != make_event(sequence_index=1).event_id
 
 
 # -- codec ---------------------------------------------------------------------------
@@ -131,7 +126,7 @@ def test_single_object_round_trip_is_lossless(data):
 
 def test_confluent_framing_round_trips_through_a_registry():
     enc = ConfluentEncoder("mock://contract", "training.predictions")
-    event = _event()
+    event = make_event()
     frame = enc.encode(event)
     assert frame[0] == 0 and enc.schema_ref.startswith("id:")
     assert Decoder(client=enc.client).decode(frame) == event
@@ -140,13 +135,13 @@ def test_confluent_framing_round_trips_through_a_registry():
 def test_one_decoder_reads_both_framings():
     enc = ConfluentEncoder("mock://both", "training.predictions")
     dec = Decoder(client=enc.client)
-    a, b = _event(step=1), _event(step=2)
+    a, b = make_event(step=1), make_event(step=2)
     assert dec.decode(enc.encode(a)) == a
     assert dec.decode(SingleObjectEncoder().encode(b)) == b
 
 
 def test_confluent_frame_without_a_registry_is_an_unknown_schema():
-    frame = ConfluentEncoder("mock://noreg", "t").encode(_event())
+    frame = ConfluentEncoder("mock://noreg", "t").encode(make_event())
     with pytest.raises(UnknownSchemaError, match="PREDSTREAM_SCHEMA_REGISTRY_URL"):
         Decoder().decode(frame)
 
@@ -167,7 +162,7 @@ def test_unreadable_frames_raise_decode_errors(frame, error):
 
 
 def test_trailing_bytes_are_malformed():
-    frame = SingleObjectEncoder().encode(_event()) + b"extra"
+    frame = SingleObjectEncoder().encode(make_event()) + b"extra"
     with pytest.raises(MalformedBodyError, match="trailing"):
         Decoder().decode(frame)
 
@@ -176,7 +171,7 @@ def test_trailing_bytes_are_malformed():
 
 
 def _v1_record() -> dict:
-    e = _event()
+    e = make_event(2, step=30, prompt="12+34=", ground_truth="46", prediction="46")
     r = e.to_avro()
     return {k: r[k] for k in (f["name"] for f in json.loads(load_schema_text(1))["fields"])}
 
@@ -190,7 +185,7 @@ def test_event_written_by_a_v1_producer_decodes_with_the_current_reader():
 
 def test_v2_event_is_readable_by_a_v1_reader():
     """Forward compatibility: consumers not yet upgraded can still read new events."""
-    event = _event(generation=GenerationSettings(max_new_tokens=8), messages=[{"role": "user", "content": "hi"}])
+    event = make_event(generation=GenerationSettings(max_new_tokens=8), messages=[{"role": "user", "content": "hi"}])
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, load_schema(2), event.to_avro())
     buf.seek(0)
@@ -199,14 +194,14 @@ def test_v2_event_is_readable_by_a_v1_reader():
 
 
 def test_event_written_by_a_v2_producer_decodes_with_the_v3_reader_as_attempt_0():
-    event = _event(messages=[{"role": "user", "content": "hi"}], prompt=None)
+    event = make_event(messages=[{"role": "user", "content": "hi"}], prompt=None)
     frame = SingleObjectEncoder(version=2).encode(event.model_copy(update={"attempt": 5}))
     got = Decoder().decode(frame)
     assert got.attempt == 0 and got == event
 
 
 def test_v3_event_is_readable_by_a_v2_reader_which_ignores_the_attempt():
-    event = _event(attempt=3)
+    event = make_event(attempt=3)
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, load_schema(3), event.to_avro())
     buf.seek(0)
@@ -215,10 +210,10 @@ def test_v3_event_is_readable_by_a_v2_reader_which_ignores_the_attempt():
 
 
 def test_attempt_is_not_part_of_the_event_identity_and_is_never_negative():
-    assert _event(attempt=4).event_id == _event().event_id
-    assert Decoder().decode(SingleObjectEncoder().encode(_event(attempt=4))).attempt == 4
+    assert make_event(attempt=4).event_id == make_event().event_id
+    assert Decoder().decode(SingleObjectEncoder().encode(make_event(attempt=4))).attempt == 4
     with pytest.raises(InvalidEventError) as info:
-        _event(attempt=-1)
+        make_event(attempt=-1)
     assert info.value.reason == "out-of-range:attempt"
 
 

@@ -9,10 +9,10 @@ import os
 
 import pytest
 
-from producer.dataset_source import bounded_id, dataset_id, read_dataset
-from producer.errors import DatasetError
-from producer.sampler import sample_dataset
-from schemas import MAX_JOB_ID_CHARS, MAX_TEXT_CHARS, PredictionEvent
+from predstream.producer.dataset_source import bounded_id, dataset_id, read_dataset
+from predstream.producer.errors import DatasetError
+from predstream.producer.sampler import sample_dataset
+from predstream.schemas import MAX_JOB_ID_CHARS, MAX_TEXT_CHARS, PredictionEvent
 
 
 def _write_jsonl(path, rows) -> None:
@@ -86,7 +86,7 @@ def test_null_rows_are_skipped_with_a_warning_naming_them(tmp_path, caplog):
     array, jsonl = tmp_path / "eval.json", tmp_path / "eval.jsonl"
     array.write_text(json.dumps([{"prompt": "a"}, None, {"prompt": "c"}]))
     jsonl.write_text('{"prompt": "a"}\nnull\n')
-    with caplog.at_level(logging.WARNING, logger="predstream.sampler"):
+    with caplog.at_level(logging.WARNING, logger="predstream.producer"):
         assert [s.source_index for s in sample_dataset(array, 5)] == [0, 2]
         assert [s.source_index for s in sample_dataset(jsonl, 5)] == [0]
     assert f"{array} item 1 is null, not an object; skipped" in caplog.text
@@ -113,7 +113,7 @@ def test_null_rows_are_skipped_with_a_warning_naming_them(tmp_path, caplog):
 def test_a_row_the_contract_would_refuse_is_skipped_once_with_file_and_line(tmp_path, caplog, bad_row, says):
     path = tmp_path / "eval.jsonl"
     path.write_text('{"prompt": "good 0"}\n' + bad_row + '\n{"prompt": "good 2"}\n', encoding="utf-8")
-    with caplog.at_level(logging.WARNING, logger="predstream.sampler"):
+    with caplog.at_level(logging.WARNING, logger="predstream.producer"):
         samples = sample_dataset(path, 3, seed=1)
     assert [s.source_index for s in samples] == [0, 2]
     assert f"{path} line 2 (source_index 1)" in caplog.text and says in caplog.text, caplog.text
@@ -126,7 +126,7 @@ def test_a_row_the_contract_would_refuse_is_skipped_once_with_file_and_line(tmp_
 
 def test_many_bad_rows_are_counted_and_listed_not_logged_one_by_one(caplog):
     rows = [{"prompt": None}] * 30 + [{"prompt": "ok"}]
-    with caplog.at_level(logging.WARNING, logger="predstream.sampler"):
+    with caplog.at_level(logging.WARNING, logger="predstream.producer"):
         assert len(sample_dataset(rows, 3)) == 1
     assert len(caplog.records) == 6
     assert "30 unusable rows skipped in all; the 25 not listed above are rows 5, 6, 7" in caplog.records[-1].message

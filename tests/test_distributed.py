@@ -17,15 +17,14 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from schemas import event_id  # noqa: E402
+from predstream.schemas import event_id  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]
 
-HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE))
-import _dist_worker as worker  # noqa: E402
+from support import dist_worker as worker  # noqa: E402
+from support.consumer_kit import read_events  # noqa: E402
 
-from test_callback import read_events  # noqa: E402
+HERE = Path(__file__).parent
 
 WORLD = 2
 
@@ -52,7 +51,7 @@ def _run_ranks(mode: str, bootstrap: str, topic: str, tmp_path: Path, timeout: f
             # the checkout's code, whatever the installed copy is
             "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
         }
-        cmd = [sys.executable, str(HERE / "_dist_worker.py"), mode, bootstrap, topic, str(tmp_path / "spool"), str(tmp_path)]
+        cmd = [sys.executable, str(HERE / "support" / "dist_worker.py"), mode, bootstrap, topic, str(tmp_path / "spool"), str(tmp_path)]
         log = open(tmp_path / f"rank{rank}.log", "w")
         procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=HERE.parent), log))
     try:
@@ -88,7 +87,7 @@ def _one_process_event_ids(job_id: str, steps) -> list[str]:
 
 def test_two_ranks_with_the_recorder_publish_the_one_process_events_once_each(kafka_bootstrap, topic, tmp_path):
     from predstream.tinymodel import build_model, build_tokenizer
-    from producer import Generator, PredictionRecorder
+    from predstream.producer import Generator, PredictionRecorder
 
     results = _run_ranks("recorder", kafka_bootstrap, topic, tmp_path)
     n = worker.N_SAMPLES * len(worker.STEPS)

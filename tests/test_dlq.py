@@ -11,11 +11,13 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from _consumer_kit import count_rows, encoded, make_event, produce, rows_reach, wait_for, worker_thread
-from consumer.dlq import DeadLetter, dead_letter_headers, list_dead_letters, redrive
-from schemas.codec import SingleObjectEncoder
-from schemas.event import MAX_TEXT_CHARS
-from schemas.transport import Headers, message_key
+from support import make_event, wait_for
+
+from support.consumer_kit import count_rows, encoded, produce, rows_reach, worker_thread
+from predstream.consumer.dlq import DeadLetter, dead_letter_headers, list_dead_letters, redrive
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.event import MAX_TEXT_CHARS
+from predstream.schemas.transport import Headers, message_key
 
 
 def test_dead_letter_headers_keep_the_original_ones_and_replace_earlier_dead_letter_headers():

@@ -1,4 +1,4 @@
-"""The compiled Avro reader (``schemas._fastread``) reads exactly what fastavro reads.
+"""The compiled Avro reader (``predstream.schemas._fastread``) reads exactly what fastavro reads.
 
 The consumer decodes every body written with the current schema with it, so it is held to
 fastavro's answer: the same dict for every valid body, and a refusal wherever fastavro
@@ -15,9 +15,9 @@ import fastavro
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _mutations import mutated
-from schemas._fastread import MalformedAvro, compile_reader
-from schemas.codec import SCHEMA_VERSIONS, load_schema
+from support.mutations import mutated
+from predstream.schemas._fastread import MalformedAvro, compile_reader
+from predstream.schemas.codec import SCHEMA_VERSIONS, load_schema
 
 _FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -174,8 +174,8 @@ def test_types_it_does_not_cover_leave_the_reading_to_fastavro(field_type):
 def test_an_event_framed_through_a_schema_registry_is_read_by_the_compiled_reader():
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    from schemas.codec import ConfluentEncoder, Decoder
-    from schemas.event import PredictionEvent
+    from predstream.schemas.codec import ConfluentEncoder, Decoder
+    from predstream.schemas.event import PredictionEvent
 
     registry = SchemaRegistryClient.new_client({"url": "mock://fastread"})
     event = PredictionEvent.create(job_id="j", epoch=0.5, step=1, sample_index=0, prompt="p", prediction="x",

@@ -16,7 +16,9 @@ import uuid
 
 import pytest
 
-from _fault_kit import audit, consumer_process, frames, produce_fast, row_count, small_events, stop, wait_until
+from support import make_events, wait_for
+
+from support.fault_kit import audit, consumer_process, frames, produce_fast, row_count, stop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 
@@ -53,20 +55,20 @@ def settings_for(consumer_settings):
 def test_a_broker_that_hangs_mid_backlog_and_one_that_restarts_lose_nothing_stored(broker, settings_for, database_url, tmp_path):
     settings = settings_for(broker)
     t0 = time.monotonic()
-    backlog = small_events(20_000, job="broker-hang")
-    after = small_events(3_000, job="broker-restart")
+    backlog = make_events(20_000, job="broker-hang")
+    after = make_events(3_000, job="broker-restart")
     produce_fast(broker.bootstrap, broker.topic, frames(backlog))
     log = tmp_path / "consume.log"
     worker = consumer_process(settings, log)
     try:
         # 1. The broker freezes (SIGSTOP) while the worker is mid-backlog, for 4 session timeouts.
-        wait_until(lambda: row_count(database_url) >= 2_000, 60, "the backlog under way", every=0.02)
+        wait_for(lambda: row_count(database_url) >= 2_000, 60, "the backlog under way", every=0.02)
         os.kill(broker.broker_pid, signal.SIGSTOP)
         frozen_at = row_count(database_url)
         time.sleep(4.0)
         os.kill(broker.broker_pid, signal.SIGCONT)
         assert worker.poll() is None, "the worker died while the broker hung"
-        wait_until(lambda: row_count(database_url) >= len(backlog), 120, "the whole backlog")
+        wait_for(lambda: row_count(database_url) >= len(backlog), 120, "the whole backlog")
         # 2. The broker is stopped and comes back empty; the worker keeps running and takes new events.
         broker.stop_broker()
         time.sleep(3.0)
@@ -75,7 +77,7 @@ def test_a_broker_that_hangs_mid_backlog_and_one_that_restarts_lose_nothing_stor
         broker.create_topics()
         time.sleep(3.0)  # the worker finds the broker again and rejoins its (new) group
         produce_fast(broker.bootstrap, broker.topic, frames(after))
-        wait_until(lambda: row_count(database_url) >= len(backlog) + len(after), 60, "the events sent after the restart")
+        wait_for(lambda: row_count(database_url) >= len(backlog) + len(after), 60, "the events sent after the restart")
         time.sleep(1.0)
     finally:
         code = stop(worker)
@@ -98,8 +100,8 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
     from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
-    from producer import Publisher, TrainingPredictionsCallback
-    from producer.settings import ProducerSettings
+    from predstream.producer import Publisher, TrainingPredictionsCallback
+    from predstream.producer.settings import ProducerSettings
 
     n_samples, every, max_steps, down_at, up_at = 8, 4, 40, 10, 26
     settings = settings_for(broker)
@@ -115,8 +117,8 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step == down_at:
                 # what the broker took so far is stored; then the broker goes away
-                wait_until(lambda: publisher.stats().delivered == publisher.stats().published, 30, "deliveries")
-                wait_until(lambda: row_count(database_url) == publisher.stats().delivered, 60, "rows so far")
+                wait_for(lambda: publisher.stats().delivered == publisher.stats().published, 30, "deliveries")
+                wait_for(lambda: row_count(database_url) == publisher.stats().delivered, 60, "rows so far")
                 broker.stop_broker()
             elif state.global_step == up_at:
                 broker.start_broker()
@@ -142,7 +144,7 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
         report = publisher.close(timeout=30)
         stats = publisher.stats()
         expected = n_samples * (max_steps // every)
-        wait_until(lambda: row_count(database_url) >= expected, 90, f"{expected} rows")
+        wait_for(lambda: row_count(database_url) >= expected, 90, f"{expected} rows")
         time.sleep(1.0)
     finally:
         publisher.close(timeout=1)

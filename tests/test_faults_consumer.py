@@ -17,17 +17,9 @@ import time
 
 import pytest
 
-from _fault_kit import (
-    SteadyProducer,
-    audit,
-    consumer_process,
-    frames,
-    produce_fast,
-    row_count,
-    small_events,
-    stop,
-    wait_until,
-)
+from support import make_events, wait_for
+
+from support.fault_kit import SteadyProducer, audit, consumer_process, frames, produce_fast, row_count, stop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 
@@ -51,7 +43,7 @@ def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(f
     seed = int(os.environ.get("FAULTS_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
     t0 = time.monotonic()
-    events = small_events(STREAM)
+    events = make_events(STREAM, job="faults")
     produce_fast(kafka_bootstrap, fast_settings.topic, frames(events))
     produced_s = time.monotonic() - t0
     log = tmp_path / "consume.log"
@@ -73,7 +65,7 @@ def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(f
                         time.sleep(0.01)
                     kill_at.append(f"start+{delay:.2f}s")
                 else:  # somewhere in a later batch: decoding, COPY, upsert, DB commit, offset commit
-                    wait_until(lambda: row_count(database_url) >= target, 60, "this life's share of the stream", every=0.01)
+                    wait_for(lambda: row_count(database_url) >= target, 60, "this life's share of the stream", every=0.01)
                     delay = rng.uniform(0.0, 0.05)
                     time.sleep(delay)
                     kill_at.append(f"rows+{delay:.2f}s")
@@ -84,7 +76,7 @@ def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(f
         assert after_kill[-1] < STREAM, f"the stream ended before kill {KILLS}: {after_kill}"
         final = consumer_process(fast_settings, log)
         try:
-            wait_until(lambda: row_count(database_url) >= STREAM, 120, f"{STREAM} rows", every=0.2)
+            wait_for(lambda: row_count(database_url) >= STREAM, 120, f"{STREAM} rows", every=0.2)
             time.sleep(1.0)  # a late duplicate would show now
         finally:
             code = stop(final)
@@ -102,7 +94,7 @@ def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(f
 def test_postgres_restarted_twice_mid_stream_leaves_exactly_the_streamed_rows(stack, fast_settings, kafka_bootstrap, database_url, tmp_path):
     n = 20_000
     t0 = time.monotonic()
-    events = small_events(n, job="pg-restarts")
+    events = make_events(n, job="pg-restarts")
     log = tmp_path / "consume.log"
     worker = consumer_process(fast_settings, log)
     producer = SteadyProducer(kafka_bootstrap, fast_settings.topic, frames(events), seconds=10)
@@ -110,7 +102,7 @@ def test_postgres_restarted_twice_mid_stream_leaves_exactly_the_streamed_rows(st
     try:
         producer.start()
         for _ in range(2):
-            wait_until(lambda: row_count(database_url) > (at_restart[-1] if at_restart else 0) + 1000, 60, "progress")
+            wait_for(lambda: row_count(database_url) > (at_restart[-1] if at_restart else 0) + 1000, 60, "progress")
             at_restart.append(row_count(database_url))
             stack.stop_postgres()
             try:
@@ -119,7 +111,7 @@ def test_postgres_restarted_twice_mid_stream_leaves_exactly_the_streamed_rows(st
             finally:
                 stack.start_postgres()
         producer.finish()
-        wait_until(lambda: row_count(database_url) >= n, 120, f"{n} rows")
+        wait_for(lambda: row_count(database_url) >= n, 120, f"{n} rows")
         time.sleep(1.0)
     finally:
         code = stop(worker)
@@ -139,15 +131,15 @@ def test_workers_joining_and_leaving_the_group_mid_stream_lose_and_duplicate_not
     """Four workers come and go (clean leaves, a kill -9, late joiners) while 30k events stream in."""
     n = 30_000
     t0 = time.monotonic()
-    events = small_events(n, job="rebalances")
+    events = make_events(n, job="rebalances")
     logs = [tmp_path / f"w{i}.log" for i in range(4)]
     procs = {0: consumer_process(fast_settings, logs[0])}
     producer = SteadyProducer(kafka_bootstrap, fast_settings.topic, frames(events), seconds=12)
     codes: dict[int, int] = {}
     try:
-        wait_until(lambda: "assigned" in logs[0].read_text(), 30, "worker 0 in the group")
+        wait_for(lambda: "assigned" in logs[0].read_text(), 30, "worker 0 in the group")
         producer.start()
-        wait_until(lambda: row_count(database_url) > 1000, 60, "progress")
+        wait_for(lambda: row_count(database_url) > 1000, 60, "progress")
         procs[1] = consumer_process(fast_settings, logs[1])  # joins: 0 gives up half
         procs[2] = consumer_process(fast_settings, logs[2])  # joins
         time.sleep(2.5)
@@ -159,7 +151,7 @@ def test_workers_joining_and_leaving_the_group_mid_stream_lose_and_duplicate_not
         procs[1].wait(10)
         mid = row_count(database_url)
         producer.finish()
-        wait_until(lambda: row_count(database_url) >= n, 120, f"{n} rows")
+        wait_for(lambda: row_count(database_url) >= n, 120, f"{n} rows")
         time.sleep(1.0)
     finally:
         for i, p in procs.items():

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from _consumer_kit import worker_thread
-from _fault_kit import audit, frames, small_events, wait_until
-from producer.publisher import drain_spool
-from producer.settings import ProducerSettings
-from producer.spool import Spool, list_segments
-from schemas.spoolfile import read_spool
+from support.consumer_kit import worker_thread
+from support import make_events, wait_for
+from support.fault_kit import audit, frames
+from predstream.producer.publisher import drain_spool
+from predstream.producer.settings import ProducerSettings
+from predstream.producer.spool import Spool, list_segments
+from predstream.schemas.spoolfile import read_spool
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 
@@ -29,8 +30,8 @@ def _report(name: str, **numbers) -> None:
 
 def _store_everything(settings, expected_ids, database_url) -> None:
     with worker_thread(settings) as worker:
-        wait_until(lambda: audit(database_url, expected_ids).missing == 0, 60, "every spooled event stored")
-        wait_until(lambda: not worker._buffer, 10, "the batch stored")
+        wait_for(lambda: audit(database_url, expected_ids).missing == 0, 60, "every spooled event stored")
+        wait_for(lambda: not worker._buffer, 10, "the batch stored")
 
 
 @pytest.mark.train
@@ -44,7 +45,7 @@ def test_a_producer_killed_right_after_the_callback_returned_keeps_its_spooled_e
     spool_dir = tmp_path / "spool"
     nowhere = f"127.0.0.1:{free_port()}"  # no broker: everything is spooled
     proc = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("_killed_producer.py")), str(spool_dir), nowhere, when],
+        [sys.executable, str(Path(__file__).parent / "support" / "killed_producer.py"), str(spool_dir), nowhere, when],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))},
     )
@@ -71,7 +72,7 @@ def test_a_producer_killed_right_after_the_callback_returned_keeps_its_spooled_e
 def test_a_spool_file_with_a_truncated_tail_gives_back_its_good_records_and_reports_the_rest(
     tmp_path, consumer_settings, kafka_bootstrap, database_url, caplog
 ):
-    events = small_events(100, job="torn-spool")
+    events = make_events(100, job="torn-spool")
     spool_dir = tmp_path / "spool"
     spool = Spool(spool_dir, max_bytes=1 << 24)
     for _key, value, _headers in frames(events):

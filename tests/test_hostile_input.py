@@ -17,13 +17,15 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from _consumer_kit import count_rows, make_event, produce, wait_for, worker_thread
-from _mutations import mutated
-from consumer.dlq import list_dead_letters
-from schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
-from schemas.errors import DecodeError, InvalidEventError
-from schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
-from schemas.prompt_id import prompt_id
+from support import make_event, wait_for
+
+from support.consumer_kit import count_rows, produce, worker_thread
+from support.mutations import mutated
+from predstream.consumer.dlq import list_dead_letters
+from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
+from predstream.schemas.errors import DecodeError, InvalidEventError
+from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
+from predstream.schemas.prompt_id import compute_prompt_id
 
 ENC = SingleObjectEncoder()
 DEC = Decoder()
@@ -48,7 +50,7 @@ def _frame_with_ids(i: int = 0, **fields: Any) -> bytes:
     an honest producer would), where they can be."""
     r = _record(i, **fields)
     try:
-        r["prompt_id"] = prompt_id(r["messages"], r["prompt"])
+        r["prompt_id"] = compute_prompt_id(r["messages"], r["prompt"])
         r["event_id"] = event_id(**{k: r[k] for k in ("job_id", "step", "sample_source", "sample_source_id",
                                                        "source_index", "sample_index", "prompt_id", "sequence_index")})
     except (ValueError, TypeError):

@@ -13,15 +13,16 @@ import pytest
 from psycopg.rows import dict_row
 from typer.testing import CliRunner
 
-from consumer.backfill import backfill, legacy_row_to_event
-from consumer.compare import compare_runs
-from consumer.errors import IdentifyError
-from consumer.identify import identify_legacy_rows
-from consumer.migrate import find_migrations, migrate
-from consumer.sink import IngestRecord, PostgresSink
+from predstream.consumer.settings import ConsumerSettings
+from predstream.consumer.backfill import run_backfill, legacy_row_to_event
+from predstream.consumer.compare import compare_runs
+from predstream.consumer.errors import IdentifyError
+from predstream.consumer.identify import identify_legacy_rows
+from predstream.consumer.migrate import find_migrations, apply_migrations
+from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.cli import app
-from schemas.event import PredictionEvent
-from schemas.prompt_id import prompt_id
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.prompt_id import compute_prompt_id
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +76,7 @@ def test_identify_gives_every_old_row_the_identity_backfill_would_while_the_old_
     writer = _OldWriter(database_url)
     writer.start()
     try:
-        first = identify_legacy_rows(database_url, batch_size=97)
+        first = identify_legacy_rows(ConsumerSettings(database_url=database_url, identify_batch_size=97))
     finally:
         writer.stop.set()
         writer.join(10)
@@ -83,7 +84,7 @@ def test_identify_gives_every_old_row_the_identity_backfill_would_while_the_old_
     assert first.ok and first.duplicates == []
     assert first.identified == first.examined == first.to_examine >= 1000
 
-    again = identify_legacy_rows(database_url, batch_size=97)  # the rows the writer added meanwhile
+    again = identify_legacy_rows(ConsumerSettings(database_url=database_url, identify_batch_size=97))  # the rows the writer added meanwhile
     rows = _table(database_url)
     assert first.identified + again.identified == len(rows) == 1000 + writer.count
     for row in rows:
@@ -92,7 +93,7 @@ def test_identify_gives_every_old_row_the_identity_backfill_would_while_the_old_
             expected.event_id, expected.prompt_id, "dataset")
         assert row["produced_at"] == row["created_at"]
 
-    third = identify_legacy_rows(database_url)
+    third = identify_legacy_rows(ConsumerSettings(database_url=database_url))
     assert (third.examined, third.identified) == (0, 0)
     assert _table(database_url) == rows  # not one row written again (xmin unchanged)
 
@@ -104,13 +105,11 @@ def test_compare_shows_the_old_rows_once_identified(database_url):
            for i, (p, gt) in enumerate(_PROMPTS[:3])]
     with PostgresSink(database_url) as sink:
         sink.write([IngestRecord(e) for e in new])
-    with psycopg.connect(database_url) as conn:
-        assert compare_runs(conn, ["old-run", "new-run"]).prompts == []
+    assert compare_runs(ConsumerSettings(database_url=database_url), ["old-run", "new-run"]).prompts == []
 
-    identify_legacy_rows(database_url)
-    with psycopg.connect(database_url) as conn:
-        result = compare_runs(conn, ["old-run", "new-run"])
-    assert [p.prompt_id for p in result.prompts] == sorted(prompt_id(None, p) for p, _ in _PROMPTS[:3])
+    identify_legacy_rows(ConsumerSettings(database_url=database_url))
+    result = compare_runs(ConsumerSettings(database_url=database_url), ["old-run", "new-run"])
+    assert [p.prompt_id for p in result.prompts] == sorted(compute_prompt_id(None, p) for p, _ in _PROMPTS[:3])
     history = next(p for p in result.prompts if p.prompt == "0+0=")
     assert history.predictions == {"old-run": {100: ("guess 100 0", False), 200: ("guess 200 0", False)},
                                    "new-run": {100: ("0", True)}}
@@ -121,9 +120,9 @@ def test_backfill_of_the_old_tables_export_into_the_same_database_adds_nothing(d
     _old_writer_rows(database_url, "old-run", prompts=_PROMPTS[:5])
     export = _export(database_url, tmp_path / "old.jsonl")
     if identify_first:
-        identify_legacy_rows(database_url)
+        identify_legacy_rows(ConsumerSettings(database_url=database_url))
     for _ in range(2):
-        report = backfill([export], database_url, batch_size=3)
+        report = run_backfill([export], ConsumerSettings(database_url=database_url, batch_size=3))
         assert report.ok, report.problems
         assert (report.total("inserted"), report.total("updated"), report.total("unchanged")) == (0, 0, 10)
         assert len(_table(database_url)) == 10
@@ -137,12 +136,12 @@ def test_two_copies_of_a_prediction_point_keep_the_newest_and_report_the_other(d
     ids = [r["id"] for r in _table(database_url)]  # [hour 1: p0, p1], [hour 0: p0], [hour 2: p0]
 
     for batch_size in (1, 1000):  # across batches as within one; the second run changes nothing
-        report = identify_legacy_rows(database_url, batch_size=batch_size)
+        report = identify_legacy_rows(ConsumerSettings(database_url=database_url, identify_batch_size=batch_size))
         assert report.ok
         rows = {r["id"]: r for r in _table(database_url)}
         assert rows[ids[3]]["event_id"] and rows[ids[1]]["event_id"]
         assert rows[ids[0]]["event_id"] is rows[ids[2]]["event_id"] is None
-        assert rows[ids[0]]["prompt_id"] == rows[ids[3]]["prompt_id"] == prompt_id(None, _PROMPTS[0][0])
+        assert rows[ids[0]]["prompt_id"] == rows[ids[3]]["prompt_id"] == compute_prompt_id(None, _PROMPTS[0][0])
         assert sorted((d.id, d.kept_id) for d in report.duplicates) == [(ids[0], ids[3]), (ids[2], ids[3])]
 
 
@@ -176,6 +175,6 @@ def test_identify_on_a_database_not_migrated_says_to_migrate(empty_database_url,
     for mig in find_migrations():
         if mig.version <= 5:
             (base / mig.path.name).write_text(mig.sql)
-    migrate(empty_database_url, base)
+    apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=base))
     with pytest.raises(IdentifyError, match=r"not migrated .*run `predstream migrate` first"):
-        identify_legacy_rows(empty_database_url)
+        identify_legacy_rows(ConsumerSettings(database_url=empty_database_url))

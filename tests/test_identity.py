@@ -9,15 +9,18 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from _consumer_kit import T0, count_rows, make_event, produce, wait_for, worker_thread
-from _contract_kit import frame_0_1, record_0_1
-from consumer.backfill import backfill
-from consumer.dlq import list_dead_letters
-from consumer.replay import replay
-from schemas import identity
-from schemas.codec import Decoder, SingleObjectEncoder
-from schemas.errors import InvalidEventError
-from schemas.identity import IDENTITY_MISMATCH, check_identity
+from support import T0, make_event, wait_for
+
+from support.consumer_kit import count_rows, produce, worker_thread
+from support.contract_kit import frame_0_1, record_0_1
+from predstream.consumer.settings import ConsumerSettings
+from predstream.consumer.backfill import run_backfill
+from predstream.consumer.dlq import list_dead_letters
+from predstream.consumer.replay import run_replay
+from predstream.schemas import identity
+from predstream.schemas.codec import Decoder, SingleObjectEncoder
+from predstream.schemas.errors import InvalidEventError
+from predstream.schemas.identity import IDENTITY_MISMATCH, check_identity
 
 DEC = Decoder()
 ENC = SingleObjectEncoder()
@@ -108,7 +111,7 @@ def test_the_memory_of_verified_prompts_is_bounded(monkeypatch):
 
 def test_an_exported_row_with_a_wrong_prompt_id_is_refused_by_backfill(tmp_path, monkeypatch):
     """No database needed to refuse it: the row is checked before the write."""
-    from consumer.backfill import legacy_row_to_event
+    from predstream.consumer.backfill import legacy_row_to_event
 
     row = {"job_id": "old", "step": 1, "sample_index": 0, "prompt": "2+2=", "prediction": "4",
            "created_at": "2026-01-01T00:00:00Z", "prompt_id": make_event(9).prompt_id}
@@ -143,7 +146,7 @@ def test_an_event_reusing_another_rows_event_id_never_moves_that_row(consumer_se
             ("victim", "mine", 0)]
 
     # replayed: counted invalid, the row still untouched
-    stats = replay(consumer_settings)
+    stats = run_replay(consumer_settings)
     assert (stats.read, stats.invalid, stats.by_reason, stats.unchanged) == (2, 1, {"identity-mismatch": 1}, 1)
     assert count_rows(database_url, "job_id = 'victim' AND prediction = 'mine'") == 1
 
@@ -158,14 +161,14 @@ def test_backfill_refuses_a_line_whose_prompt_id_is_not_its_prompts_and_loads_th
     export = tmp_path / "export.jsonl"
     export.write_text("".join(json.dumps(r) + "\n" for r in lines))
     spool_frame = _forged(make_event(4, job="spooled"), step=99)
-    report = backfill([export], database_url)
+    report = run_backfill([export], ConsumerSettings(database_url=database_url))
     (problem,) = report.problems
     assert (problem.where, problem.reason) == ("line 2", "identity-mismatch") and "prompt_id" in problem.message
     assert count_rows(database_url) == 1
-    from schemas.spoolfile import SPOOL_HEADER, encode_record
+    from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record
 
     spool = tmp_path / "seg.spool"
     spool.write_bytes(SPOOL_HEADER + encode_record(ENC.encode(make_event(5, job="spooled"))) + encode_record(spool_frame))
-    report = backfill([spool], database_url)
+    report = run_backfill([spool], ConsumerSettings(database_url=database_url))
     assert [(p.where.split(" (")[0], p.reason) for p in report.problems] == [("record 2", "identity-mismatch")]
     assert count_rows(database_url) == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from itertools import count
 
-from producer.jobfile import JOB_FILE, settle_dataset_id, settle_job
+from predstream.producer.jobfile import JOB_FILE, settle_dataset_id, settle_job
 
 _ids = count()
 

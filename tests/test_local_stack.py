@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from schemas import Decoder, PredictionEvent, SingleObjectEncoder, message_key
+from predstream.schemas import Decoder, PredictionEvent, SingleObjectEncoder, message_key
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +128,56 @@ def test_the_configured_database_is_used_and_nothing_local_starts(cli_env, empty
     assert "applied: 0001_training_predictions" in result.stdout
     assert not (tmp_path / "home" / "stack.json").exists()
     assert _processes_under(tmp_path / "home") == []
+
+
+def _pretend_stack_runs(home: Path, bootstrap: str, database_url: str) -> None:
+    """A stack.json as `predstream up` writes it, its "processes" this test's own."""
+    import json
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "stack.json").write_text(json.dumps({"bootstrap": bootstrap, "database_url": database_url,
+                                                 "pids": {"broker": os.getpid(), "postgres": os.getpid()}}))
+
+
+def test_a_command_uses_the_running_stack_unless_the_environment_or_a_flag_says_otherwise(
+        tmp_path, monkeypatch, kafka_bootstrap, database_url, empty_database_url):
+    from typer.testing import CliRunner
+
+    from predstream.cli import app
+
+    monkeypatch.setenv("PREDSTREAM_HOME", str(tmp_path / "home"))
+    _pretend_stack_runs(tmp_path / "home", kafka_bootstrap, database_url)
+    runner = CliRunner()
+    found = runner.invoke(app, ["migrate", "--dry-run"])  # the stack's database is migrated
+    assert found.exit_code == 0 and found.stdout.strip() == "nothing to apply", found.output
+
+    monkeypatch.setenv("PREDSTREAM_DATABASE_URL", empty_database_url)  # the environment wins over the stack
+    from_env = runner.invoke(app, ["migrate", "--dry-run"])
+    assert from_env.exit_code == 0 and "0001_training_predictions" in from_env.stdout, from_env.output
+
+    from_flag = runner.invoke(app, ["migrate", "--dry-run", "--database-url", database_url])  # a flag wins over both
+    assert from_flag.exit_code == 0 and from_flag.stdout.strip() == "nothing to apply", from_flag.output
+
+    bad = runner.invoke(app, ["replay", "--batch-size", "0", "--no-progress"])  # bounds live in the settings
+    assert bad.exit_code == 2
+    assert bad.stderr.strip().startswith("error: bad --batch-size:") and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.train
+def test_the_training_callback_finds_the_running_stack_by_itself(tmp_path, monkeypatch, kafka_bootstrap, database_url):
+    from types import SimpleNamespace
+
+    from predstream import TrainingPredictionsCallback
+
+    monkeypatch.setenv("PREDSTREAM_HOME", str(tmp_path / "home"))
+    _pretend_stack_runs(tmp_path / "home", kafka_bootstrap, database_url)
+    callback = TrainingPredictionsCallback(dataset=[{"prompt": "1+1=", "ground_truth": "2"}], n_samples=1)
+    args, state = SimpleNamespace(output_dir=str(tmp_path / "out"), run_name="r"), SimpleNamespace(global_step=0)
+    callback.on_train_begin(args, state, None)
+    try:
+        assert callback.settings is not None
+        assert (callback.settings.kafka_bootstrap, callback.settings.database_url) == (kafka_bootstrap, database_url)
+        assert callback.settings.spool_dir == tmp_path / "home" / "spool"
+    finally:
+        callback.on_train_end(args, state, None)
+    assert callback.last_report is not None and callback.last_report.dropped == 0

@@ -8,8 +8,10 @@ import urllib.request
 import pytest
 from typer.testing import CliRunner
 
-from _consumer_kit import make_event, produce_events, rows_reach, start_cli_consumer, wait_for
-from consumer.metrics import ConsumerMetrics, check_health, serve_metrics
+from support import make_event, wait_for
+
+from support.consumer_kit import produce_events, rows_reach, start_cli_consumer
+from predstream.consumer.metrics import ConsumerMetrics, check_health, serve_metrics
 from predstream.local import free_port
 
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from consumer.errors import MigrationError
-from consumer import migrate as migrate_module
-from consumer._sqlsplit import split_statements
-from consumer.migrate import SUPERSEDED_CHECKSUMS, find_migrations, migrate, pending_migrations
+from predstream.consumer.errors import MigrationError
+from predstream.consumer import migrate as migrate_module
+from predstream.consumer._sqlsplit import split_statements
+from predstream.consumer.settings import ConsumerSettings
+from predstream.consumer.migrate import SUPERSEDED_CHECKSUMS, find_migrations, apply_migrations, pending_migrations
 
 pytestmark = pytest.mark.integration
 
@@ -61,9 +62,9 @@ def _check_schema(url: str) -> None:
 
 
 def test_migrate_twice_applies_nothing_the_second_time(empty_database_url):
-    assert migrate(empty_database_url) == _EXPECTED
-    assert migrate(empty_database_url) == []
-    assert pending_migrations(empty_database_url) == []
+    assert apply_migrations(ConsumerSettings(database_url=empty_database_url)) == _EXPECTED
+    assert apply_migrations(ConsumerSettings(database_url=empty_database_url)) == []
+    assert pending_migrations(ConsumerSettings(database_url=empty_database_url)) == []
     _check_schema(empty_database_url)
     with psycopg.connect(empty_database_url) as conn:
         rows = conn.execute("SELECT version, name, length(checksum) FROM predstream_migrations ORDER BY version").fetchall()
@@ -79,8 +80,8 @@ def test_migrations_run_on_the_external_server_too(external_database_url):
         conn.execute(f'CREATE DATABASE "{name}"')
     url = psycopg.conninfo.make_conninfo(external_database_url, dbname=name)
     try:
-        assert migrate(url) == _EXPECTED
-        assert migrate(url) == []
+        assert apply_migrations(ConsumerSettings(database_url=url)) == _EXPECTED
+        assert apply_migrations(ConsumerSettings(database_url=url)) == []
         _check_schema(url)
     finally:
         with psycopg.connect(external_database_url, autocommit=True) as conn:
@@ -93,7 +94,7 @@ def test_two_concurrent_migrate_runs_apply_each_file_once(empty_database_url):
 
     def run() -> None:
         try:
-            results.append(migrate(empty_database_url))
+            results.append(apply_migrations(ConsumerSettings(database_url=empty_database_url)))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -111,18 +112,18 @@ def test_two_concurrent_migrate_runs_apply_each_file_once(empty_database_url):
 def test_an_edited_applied_migration_stops_migrate_naming_the_file(empty_database_url, tmp_path):
     folder = tmp_path / "migrations"
     shutil.copytree(find_migrations()[0].path.parent, folder)
-    migrate(empty_database_url, folder)
+    apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=folder))
     (folder / "0002_prediction_identity_columns.sql").write_text("-- edited\nSELECT 1;\n")
     with pytest.raises(MigrationError, match="0002_prediction_identity_columns.sql was edited"):
-        migrate(empty_database_url, folder)
+        apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=folder))
 
 
 def test_a_new_migration_file_is_applied_alone(empty_database_url, tmp_path):
     folder = tmp_path / "migrations"
     shutil.copytree(find_migrations()[0].path.parent, folder)
-    migrate(empty_database_url, folder)
+    apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=folder))
     (folder / "0099_extra.sql").write_text("CREATE TABLE extra_thing (id int);")
-    assert migrate(empty_database_url, folder) == ["0099_extra"]
+    assert apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=folder)) == ["0099_extra"]
 
 
 def test_a_failing_migration_rolls_back_and_names_the_file(empty_database_url, tmp_path):
@@ -131,7 +132,7 @@ def test_a_failing_migration_rolls_back_and_names_the_file(empty_database_url, t
     (folder / "0001_ok.sql").write_text("CREATE TABLE ok_table (id int);")
     (folder / "0002_broken.sql").write_text("CREATE TABLE half (id int); SELECT no_such_column FROM ok_table;")
     with pytest.raises(MigrationError, match="0002_broken.sql failed"):
-        migrate(empty_database_url, folder)
+        apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=folder))
     with psycopg.connect(empty_database_url) as conn:
         assert conn.execute("SELECT to_regclass('half')").fetchone()[0] is None
         assert conn.execute("SELECT count(*) FROM predstream_migrations").fetchone()[0] == 1
@@ -204,12 +205,12 @@ def test_no_transactional_migration_builds_an_index_on_training_predictions():
 
 
 def test_a_0_1_database_migrates_to_the_schema_of_a_fresh_install(empty_database_url, database_url):
-    assert migrate(empty_database_url, _DATA_0_1) == _EXPECTED[:5]  # as predstream 0.1 left it
+    assert apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=_DATA_0_1)) == _EXPECTED[:5]  # as predstream 0.1 left it
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO training_predictions (job_id, step, sample_index, prompt, prediction)"
                      " VALUES ('old', 1, 0, 'p', 'x')")
-    assert migrate(empty_database_url) == _EXPECTED[5:]
-    assert migrate(empty_database_url) == []
+    assert apply_migrations(ConsumerSettings(database_url=empty_database_url)) == _EXPECTED[5:]
+    assert apply_migrations(ConsumerSettings(database_url=empty_database_url)) == []
     assert _schema(empty_database_url) == _schema(database_url)  # database_url: a fresh install
     _check_schema(empty_database_url)
 
@@ -220,19 +221,19 @@ def test_a_rerun_after_a_failed_concurrent_build_rebuilds_the_invalid_index(empt
     for mig in find_migrations():
         if mig.version <= 5:
             shutil.copy(mig.path, base)
-    migrate(empty_database_url, base)
+    apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=base))
     twice = ("INSERT INTO training_predictions (job_id, step, sample_index, prompt, prediction, event_id)"
              " VALUES ('j', 1, 0, 'p', 'x', repeat('a', 64)), ('j', 1, 0, 'p', 'y', repeat('a', 64))")
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute(twice)
     with pytest.raises(MigrationError, match=r"0007_concurrent_indexes.sql failed at statement 4 of 5: .*duplicate.*"
                                              r"training_predictions_event_id_key may be left INVALID"):
-        migrate(empty_database_url)
+        apply_migrations(ConsumerSettings(database_url=empty_database_url))
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'training_predictions_event_id_key'::regclass"
                             ).fetchone() == (False,)
         conn.execute("DELETE FROM training_predictions WHERE prediction = 'y'")  # the user removes the duplicate
-    assert migrate(empty_database_url) == [m for m in _EXPECTED if m >= "0007"]
+    assert apply_migrations(ConsumerSettings(database_url=empty_database_url)) == [m for m in _EXPECTED if m >= "0007"]
     schema = _schema(empty_database_url)
     assert schema["invalid_indexes"] == []
     assert ("training_predictions", "training_predictions_event_id_key", "u", "UNIQUE (event_id)") in schema["constraints"]
@@ -258,8 +259,8 @@ def test_a_migration_waiting_for_a_lock_gives_up_instead_of_queueing_writers(dat
         writer = threading.Thread(target=write)
         writer.start()
         with pytest.raises(MigrationError, match="0099_more.sql failed: .*lock timeout.*run migrate again"):
-            migrate(database_url, folder)
+            apply_migrations(ConsumerSettings(database_url=database_url, migrations_dir=folder))
         writer.join(10)
         reader.rollback()
     assert waits and waits[0] < 1.5
-    assert migrate(database_url, folder) == ["0099_more"]
+    assert apply_migrations(ConsumerSettings(database_url=database_url, migrations_dir=folder)) == ["0099_more"]

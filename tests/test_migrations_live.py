@@ -16,7 +16,9 @@ import time
 import psycopg
 import pytest
 
-from consumer.migrate import find_migrations, migrate
+from predstream.consumer.settings import ConsumerSettings
+
+from predstream.consumer.migrate import find_migrations, apply_migrations
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -75,7 +77,7 @@ def test_migrate_on_a_million_row_table_never_blocks_the_old_writer(empty_databa
     for mig in find_migrations():
         if mig.version <= 5:
             shutil.copy(mig.path, base)
-    migrate(url, base)  # the table, its columns and the views: no predstream index yet
+    apply_migrations(ConsumerSettings(database_url=url, migrations_dir=base))  # the table, its columns and the views: no predstream index yet
     started = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_FILL, (ROWS,))
@@ -89,7 +91,7 @@ def test_migrate_on_a_million_row_table_never_blocks_the_old_writer(empty_databa
     time.sleep(0.3)
     started = time.monotonic()
     try:
-        applied = migrate(url)
+        applied = apply_migrations(ConsumerSettings(database_url=url))
     finally:
         took = time.monotonic() - started
         time.sleep(0.3)
@@ -123,7 +125,7 @@ def test_a_concurrent_build_cancelled_midway_is_finished_by_the_next_migrate(emp
     """The build of the UNIQUE (event_id) index is cancelled while it runs (as a DBA's
     pg_cancel_backend or a lost session would): Postgres leaves the index INVALID; the next
     `migrate` drops and rebuilds it, attaches the constraint and records 0007 once."""
-    from consumer.errors import MigrationError
+    from predstream.consumer.errors import MigrationError
 
     url = empty_database_url
     base = tmp_path / "base"
@@ -131,7 +133,7 @@ def test_a_concurrent_build_cancelled_midway_is_finished_by_the_next_migrate(emp
     for mig in find_migrations():
         if mig.version <= 5:
             shutil.copy(mig.path, base)
-    migrate(url, base)
+    apply_migrations(ConsumerSettings(database_url=url, migrations_dir=base))
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_FILL, (300_000,))
     cancelled: list[str] = []
@@ -151,14 +153,14 @@ def test_a_concurrent_build_cancelled_midway_is_finished_by_the_next_migrate(emp
     canceller = threading.Thread(target=cancel_the_build)
     canceller.start()
     with pytest.raises(MigrationError, match=r"0007_concurrent_indexes.sql failed at statement 4 of 5: canceling statement"):
-        migrate(url)
+        apply_migrations(ConsumerSettings(database_url=url))
     canceller.join(60)
     assert cancelled
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'training_predictions_event_id_key'::regclass"
                             ).fetchone() == (False,)
 
-    assert "0007_concurrent_indexes" in migrate(url)
+    assert "0007_concurrent_indexes" in apply_migrations(ConsumerSettings(database_url=url))
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM pg_index WHERE NOT indisvalid").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_constraint WHERE conname = 'training_predictions_event_id_key'"

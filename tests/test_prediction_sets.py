@@ -1,5 +1,5 @@
 """Prediction sets: created from dataset files, stored in a real Postgres, exported, and read
-back by the training side (``producer.prediction_sets``) from the file and from the database."""
+back by the training side (``predstream.producer.prediction_sets``) from the file and from the database."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from consumer.prediction_sets import (
+from predstream.consumer.prediction_sets import (
     PredictionSetError,
     SetItem,
     create_set,
@@ -20,10 +20,11 @@ from consumer.prediction_sets import (
     set_id_for,
 )
 from predstream.cli import app
-from producer.errors import PredictionSetError as ProducerSetError
-from producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
-from producer.sampler import sample_dataset
-from schemas.prompt_id import prompt_id
+from predstream.consumer.settings import ConsumerSettings
+from predstream.producer.errors import PredictionSetError as ProducerSetError
+from predstream.producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
+from predstream.producer.sampler import sample_dataset
+from predstream.schemas.prompt_id import compute_prompt_id
 
 
 def _dataset(path: Path) -> Path:
@@ -65,7 +66,7 @@ def test_sets_create_from_indices_then_list_show_export_and_training_reads_the_s
     created = _cli("sets", "create", "hard-ones", "--from", str(data), "--indices", "9,1,7",
                    "--description", "three picked by hand", "--database-url", database_url)
     assert created.exit_code == 0, created.output
-    stored = get_set(database_url, "hard-ones")
+    stored = get_set(ConsumerSettings(database_url=database_url), "hard-ones")
     assert created.stdout.strip() == f"created set 'hard-ones' ({stored.set_id}, 3 items)"
 
     assert [i.source_index for i in stored.items] == [9, 1, 7]  # the order given
@@ -73,7 +74,7 @@ def test_sets_create_from_indices_then_list_show_export_and_training_reads_the_s
     assert stored.items[0].prompt == "9 + 9 =" and stored.items[0].ground_truth == "18"
     chat = stored.items[2]
     assert chat.messages_list() == [{"role": "user", "content": "say hi"}] and chat.ground_truth == "hi"
-    assert chat.prompt_id == prompt_id([{"role": "user", "content": "say hi"}], None)
+    assert chat.prompt_id == compute_prompt_id([{"role": "user", "content": "say hi"}], None)
     assert (stored.source, stored.seed, stored.description) == (str(data), None, "three picked by hand")
 
     listed = _cli("sets", "list", "--json", "--database-url", database_url)
@@ -103,7 +104,7 @@ def test_sets_create_by_sample_and_seed_picks_what_the_sampler_picks(tmp_path, d
                   "--database-url", database_url)
     assert result.exit_code == 0, result.output
 
-    stored = get_set(database_url, "s5")
+    stored = get_set(ConsumerSettings(database_url=database_url), "s5")
     expected = sample_dataset(data, 5, seed=42)
     assert [(i.source_index, i.prompt_id) for i in stored.items] == [(s.source_index, s.prompt_id) for s in expected]
     assert 2 not in [i.source_index for i in stored.items]  # the blank line is never picked
@@ -128,7 +129,7 @@ def test_creating_a_set_again_is_a_no_op_but_a_taken_name_with_other_items_is_an
     alias = _cli("sets", "create", "mine-too", "--from", str(data), "--sample", "4", "--seed", "1",
                  "--database-url", database_url)
     assert alias.exit_code == 2 and "already stored as set 'mine'" in alias.output
-    assert [s.name for s in list_sets(database_url)] == ["mine"]
+    assert [s.name for s in list_sets(ConsumerSettings(database_url=database_url))] == ["mine"]
 
 
 @pytest.mark.integration
@@ -137,7 +138,7 @@ def test_sets_create_reads_custom_prompt_and_answer_fields(tmp_path, database_ur
     result = _cli("sets", "create", "qa", "--from", str(data), "--indices", "0,4", "--prompt-field", "question",
                   "--answer-field", "solution", "--database-url", database_url)
     assert result.exit_code == 0, result.output
-    items = get_set(database_url, "qa").items
+    items = get_set(ConsumerSettings(database_url=database_url), "qa").items
     assert [(i.prompt, i.ground_truth) for i in items] == [("q0", "s0"), ("q4", "s4")]
 
 
@@ -158,7 +159,7 @@ def test_sets_create_explains_bad_requests(tmp_path, database_url):
         assert result.exit_code == 2 and message in result.output, (extra, result.output)
     missing = _cli("sets", "create", "bad", "--from", str(tmp_path / "nope.jsonl"), "--sample", "2", *db)
     assert missing.exit_code == 2 and "eval dataset not found" in missing.output
-    assert list_sets(database_url) == []
+    assert list_sets(ConsumerSettings(database_url=database_url)) == []
     unknown = _cli("sets", "show", "nothing-here", *db)
     assert unknown.exit_code == 2 and "no prediction set named 'nothing-here'" in unknown.output
 
@@ -166,13 +167,13 @@ def test_sets_create_explains_bad_requests(tmp_path, database_url):
 @pytest.mark.integration
 def test_sets_delete_removes_the_set_and_its_items(tmp_path, database_url):
     items = make_items([{"prompt": "a"}, {"prompt": "b", "ground_truth": "B"}])
-    stored, created = create_set(database_url, "tmp", items, source="inline")
-    assert created and get_set(database_url, stored.set_id).name == "tmp"  # by set_id too
+    stored, created = create_set(ConsumerSettings(database_url=database_url), "tmp", items, source="inline")
+    assert created and get_set(ConsumerSettings(database_url=database_url), stored.set_id).name == "tmp"  # by set_id too
 
     result = _cli("sets", "delete", "tmp", "--yes", "--database-url", database_url)
     assert result.exit_code == 0, result.output
-    assert list_sets(database_url) == []
-    assert not delete_set(database_url, "tmp")
+    assert list_sets(ConsumerSettings(database_url=database_url)) == []
+    assert not delete_set(ConsumerSettings(database_url=database_url), "tmp")
     import psycopg
 
     with psycopg.connect(database_url) as conn:
@@ -183,18 +184,18 @@ def test_inconsistent_items_are_refused_before_touching_the_database():
     url = "postgresql://unused@127.0.0.1:1/x"
     good = make_items([{"prompt": "a"}])
     with pytest.raises(PredictionSetError, match="does not match its prompt"):
-        create_set(url, "x", [SetItem(0, prompt_id(None, "other"), prompt="a")])
+        create_set(ConsumerSettings(database_url=url), "x", [SetItem(0, compute_prompt_id(None, "other"), prompt="a")])
     with pytest.raises(PredictionSetError, match="numbered 0..N-1"):
-        create_set(url, "x", [SetItem(1, good[0].prompt_id, prompt="a")])
+        create_set(ConsumerSettings(database_url=url), "x", [SetItem(1, good[0].prompt_id, prompt="a")])
     with pytest.raises(PredictionSetError, match="at least one item"):
-        create_set(url, "x", [])
+        create_set(ConsumerSettings(database_url=url), "x", [])
     with pytest.raises(PredictionSetError, match="reserved"):
-        create_set(url, "ps_0123", good)
+        create_set(ConsumerSettings(database_url=url), "ps_0123", good)
 
 
 def _stored_set(database_url: str, name: str = "fixed"):
     items = make_items([{"prompt": "1 + 1 =", "ground_truth": "2"}, {"prompt": "2 + 2 =", "ground_truth": "4"}])
-    return create_set(database_url, name, items, source="inline")[0]
+    return create_set(ConsumerSettings(database_url=database_url), name, items, source="inline")[0]
 
 
 @pytest.mark.integration
@@ -214,10 +215,10 @@ def test_the_database_refuses_every_change_to_a_created_set(database_url, statem
         with pytest.raises(psycopg.errors.RestrictViolation, match=message) as caught:
             conn.execute(statement)
     assert stored.set_id in str(caught.value)
-    assert get_set(database_url, "fixed").items == stored.items  # unchanged, and still verified
+    assert get_set(ConsumerSettings(database_url=database_url), "fixed").items == stored.items  # unchanged, and still verified
     with psycopg.connect(database_url) as conn:  # what a set's metadata may still do
         conn.execute("UPDATE prediction_sets SET description = 'the two sums', name = 'sums'")
-    assert get_set(database_url, "sums").description == "the two sums"
+    assert get_set(ConsumerSettings(database_url=database_url), "sums").description == "the two sums"
 
 
 @pytest.mark.integration
@@ -228,7 +229,7 @@ def test_a_set_changed_behind_the_triggers_back_is_refused_by_every_database_rea
     with psycopg.connect(database_url) as conn:  # e.g. a database without migration 0010
         conn.execute("ALTER TABLE prediction_set_items DISABLE TRIGGER prediction_set_items_immutable")
         conn.execute("UPDATE prediction_set_items SET ground_truth = '5' WHERE item_index = 1")
-    for read in (lambda: load_prediction_set("fixed", database_url), lambda: get_set(database_url, "fixed")):
+    for read in (lambda: load_prediction_set("fixed", database_url), lambda: get_set(ConsumerSettings(database_url=database_url), "fixed")):
         with pytest.raises((PredictionSetError, ProducerSetError)) as caught:
             read()
         text = str(caught.value)
@@ -258,24 +259,28 @@ def test_an_edited_export_file_is_refused_with_the_set_name_and_what_to_do(tmp_p
 def test_the_training_side_finds_the_database_in_its_settings_or_the_running_local_stack(tmp_path, monkeypatch):
     import os
 
-    from producer.settings import ProducerSettings
+    from predstream.local import settings_with_local_stack
+    from predstream.producer.settings import ProducerSettings
 
     monkeypatch.setenv("PREDSTREAM_HOME", str(tmp_path))  # no local stack here
-    assert ProducerSettings().find_database_url() is None
+    assert settings_with_local_stack(ProducerSettings).database_url is None
     monkeypatch.setenv("PREDSTREAM_DATABASE_URL", "postgresql://me@db.example.com/p")
-    assert ProducerSettings().find_database_url() == "postgresql://me@db.example.com/p"
+    assert settings_with_local_stack(ProducerSettings).database_url == "postgresql://me@db.example.com/p"
     monkeypatch.delenv("PREDSTREAM_DATABASE_URL")
     (tmp_path / "stack.json").write_text(json.dumps({"bootstrap": "127.0.0.1:1", "pids": {"me": os.getpid()},
                                                      "database_url": "postgresql://stack@127.0.0.1:2/p"}))
-    assert ProducerSettings().find_database_url() == "postgresql://stack@127.0.0.1:2/p"
-    assert ProducerSettings(database_url="postgresql://given@h/p").find_database_url() == "postgresql://given@h/p"
+    assert settings_with_local_stack(ProducerSettings).database_url == "postgresql://stack@127.0.0.1:2/p"
+    given = settings_with_local_stack(ProducerSettings, database_url="postgresql://given@h/p")
+    assert given.database_url == "postgresql://given@h/p"
+    # the settings model alone reads its arguments and the environment, never the stack
+    assert ProducerSettings().database_url is None and ProducerSettings().kafka_bootstrap is None
 
 
 @pytest.mark.integration
 def test_a_set_read_from_the_database_leaves_a_verified_copy_that_serves_when_no_database_is_configured(
     tmp_path, database_url, caplog
 ):
-    from producer.set_copies import load_set_for_training
+    from predstream.producer.set_copies import load_set_for_training
 
     stored = _stored_set(database_url)
     copies = tmp_path / "copies"
@@ -289,7 +294,7 @@ def test_a_set_read_from_the_database_leaves_a_verified_copy_that_serves_when_no
 
     path = copies / f"{stored.set_id}.json"
     doc = json.loads(path.read_text(encoding="utf-8"))
-    doc["items"][0]["prompt"], doc["items"][0]["prompt_id"] = "1 + 2 =", prompt_id(None, "1 + 2 =")
+    doc["items"][0]["prompt"], doc["items"][0]["prompt_id"] = "1 + 2 =", compute_prompt_id(None, "1 + 2 =")
     path.write_text(json.dumps(doc), encoding="utf-8")
     with pytest.raises(ProducerSetError) as caught:
         load_set_for_training("fixed", database_url=None, copies_dir=copies)

@@ -11,31 +11,31 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producer.sampler import sample_dataset
-from schemas import Decoder, InvalidEventError, PredictionEvent, SingleObjectEncoder, prompt_id
-from schemas.prompt_id import PromptIdError
+from predstream.producer.sampler import sample_dataset
+from predstream.schemas import Decoder, InvalidEventError, PredictionEvent, SingleObjectEncoder, compute_prompt_id
+from predstream.schemas.prompt_id import PromptIdError
 
-_VECTORS = json.loads(resources.files("schemas").joinpath("prompt_id_vectors.json").read_text(encoding="utf-8"))
+_VECTORS = json.loads(resources.files("predstream.schemas").joinpath("prompt_id_vectors.json").read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("vector", _VECTORS["refused"], ids=lambda v: v["name"])
 def test_what_has_no_hashed_form_is_refused_with_its_reason(vector):
     with pytest.raises(PromptIdError) as caught:
-        prompt_id(vector["messages"], vector["prompt"])
+        compute_prompt_id(vector["messages"], vector["prompt"])
     assert caught.value.reason == vector["reason"]
     assert isinstance(caught.value, ValueError)
 
 
 def test_a_lone_surrogate_is_refused_with_a_message_that_says_where():
     with pytest.raises(PromptIdError, match=r"message 1 content holds a lone surrogate \(U\+D800\)"):
-        prompt_id([{"role": "user", "content": "ok"}, {"role": "user", "content": "bad \ud800"}], None)
+        compute_prompt_id([{"role": "user", "content": "ok"}, {"role": "user", "content": "bad \ud800"}], None)
     with pytest.raises(PromptIdError, match=r"the prompt holds a lone surrogate \(U\+DC00\)"):
-        prompt_id(None, "\udc00")
+        compute_prompt_id(None, "\udc00")
 
 
 def test_a_number_where_text_belongs_is_refused_not_hashed():
     with pytest.raises(PromptIdError, match="got a string and a number"):
-        prompt_id([{"role": "user", "content": 3}], None)
+        compute_prompt_id([{"role": "user", "content": 3}], None)
 
 
 _ROWS = [
@@ -58,16 +58,16 @@ def test_sampler_event_and_consumer_recompute_the_same_id():
         computed_by_create = PredictionEvent.create(**_event_fields(s))
         assert computed_by_create.prompt_id == s.prompt_id
         read_back = decoder.decode(encoder.encode(PredictionEvent.create(**_event_fields(s), prompt_id=s.prompt_id)))
-        assert prompt_id(read_back.messages_as_dicts(), read_back.prompt) == s.prompt_id
-        assert prompt_id(read_back.messages, read_back.prompt) == s.prompt_id  # ChatMessage objects too
+        assert compute_prompt_id(read_back.messages_as_dicts(), read_back.prompt) == s.prompt_id
+        assert compute_prompt_id(read_back.messages, read_back.prompt) == s.prompt_id  # ChatMessage objects too
     # the extra key 'name' and the trailing answer are not part of the prompt the event carries
     first = sample_dataset(_ROWS[:1], 1)[0]
-    assert first.prompt_id == prompt_id([{"role": "user", "content": "2+2?"}], None)
+    assert first.prompt_id == compute_prompt_id([{"role": "user", "content": "2+2?"}], None)
 
 
 def test_an_event_carrying_an_empty_list_is_hashed_with_it():
     event = PredictionEvent.create(**{**_event_fields(sample_dataset(_ROWS[1:2], 1)[0]), "messages": []})
-    assert event.prompt_id == prompt_id([], event.prompt) != prompt_id(None, event.prompt)
+    assert event.prompt_id == compute_prompt_id([], event.prompt) != compute_prompt_id(None, event.prompt)
 
 
 def test_create_names_the_reason_for_a_prompt_without_a_hashed_form():
@@ -86,4 +86,4 @@ def test_lists_of_role_content_strings_hash_exactly_as_in_0_1(messages, prompt):
     """0.1 hashed json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False):
     events already on a topic keep their ids."""
     text = json.dumps(messages, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "|" + (prompt or "")
-    assert prompt_id(messages, prompt) == hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert compute_prompt_id(messages, prompt) == hashlib.sha256(text.encode("utf-8")).hexdigest()

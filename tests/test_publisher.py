@@ -15,28 +15,17 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 from typer.testing import CliRunner
 
-import producer.publisher as publisher_module
-from producer.errors import PublisherClosedError
-from producer.publisher import Publisher, drain_spool
-from producer.settings import ProducerSettings
-from producer.spool import Spool, list_segments
-from schemas.codec import Decoder, SingleObjectEncoder
-from schemas.event import PredictionEvent
-from schemas.spoolfile import read_spool
-from schemas.transport import Headers
+import predstream.producer.publisher as publisher_module
+from predstream.producer.errors import PublisherClosedError
+from predstream.producer.publisher import Publisher, drain_spool
+from predstream.producer.settings import ProducerSettings
+from predstream.producer.spool import Spool, list_segments
+from predstream.schemas.codec import Decoder, SingleObjectEncoder
+from predstream.schemas.spoolfile import read_spool
+from predstream.schemas.transport import Headers
+from support import make_events, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def make_events(n: int, *, start: int = 0, job: str = "job-pub") -> list[PredictionEvent]:
-    return [
-        PredictionEvent.create(
-            job_id=job, epoch=0.5, step=start + i, sample_index=i % 7, source_index=i,
-            prompt=f"what is {i} + {i}?", ground_truth=str(2 * i), prediction=f"{2 * i}",
-            sample_source="dataset", sample_source_id="synthetic",
-        )
-        for i in range(n)
-    ]
 
 
 def spooled_ids(directory: Path) -> list[str]:
@@ -69,14 +58,6 @@ def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 30.0
 def event_ids(messages: list[Any]) -> Counter[str]:
     decoder = Decoder()
     return Counter(decoder.decode(m.value()).event_id for m in messages)
-
-
-def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def publisher_threads() -> list[threading.Thread]:
@@ -162,7 +143,7 @@ def offline_settings(tmp_path):
 
 
 def test_a_fatal_producer_error_replaces_the_producer_and_spools_what_was_in_flight(fake_kafka, offline_settings):
-    events = make_events(10)
+    events = make_events(10, job="job-pub")
     pub = Publisher(offline_settings, job_id="job-pub")
     try:
         pub.publish_many(events)
@@ -172,7 +153,7 @@ def test_a_fatal_producer_error_replaces_the_producer_and_spools_what_was_in_fli
         fake_kafka[0].errors.append(KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "broker lost the producer id", fatal=True))
         wait_for(lambda: len(fake_kafka) == 2, what="a fresh producer")
         fake_kafka[1].auto_deliver = True
-        more = make_events(5, start=100)
+        more = make_events(5, start=100, job="job-pub")
         pub.publish_many(more)
         report = pub.close(timeout=5)
     finally:
@@ -183,14 +164,14 @@ def test_a_fatal_producer_error_replaces_the_producer_and_spools_what_was_in_fli
 
 
 def test_timed_out_deliveries_are_spooled_once_and_the_producer_replaced(fake_kafka, offline_settings):
-    events = make_events(8)
+    events = make_events(8, job="job-pub")
     with Publisher(offline_settings) as pub:
         pub.publish_many(events)
         wait_for(lambda: len(fake_kafka[0].held) == 8, what="8 messages in flight")
         fake_kafka[0].fail_all(KafkaError._MSG_TIMED_OUT)
         wait_for(lambda: len(fake_kafka) == 2, what="a fresh producer")
         fake_kafka[1].auto_deliver = True
-        pub.publish(make_events(1, start=50)[0])
+        pub.publish(make_events(1, start=50, job="job-pub")[0])
     assert pub.report() == publisher_module.PublishReport(delivered=1, spooled=8, dropped=0, pending=0)
     assert Counter(spooled_ids(offline_settings.spool_dir)) == Counter(e.event_id for e in events)
 
@@ -199,7 +180,7 @@ def test_while_all_brokers_are_down_new_events_go_straight_to_the_spool(fake_kaf
     with Publisher(offline_settings) as pub:
         fake_kafka[0].errors.append(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
         wait_for(lambda: not pub.stats().broker_reachable, what="the outage to be noticed")
-        pub.publish_many(make_events(20))
+        pub.publish_many(make_events(20, job="job-pub"))
         wait_for(lambda: pub.stats().spooled == 20, what="20 spooled")
         assert fake_kafka[0].held == []
     assert len(spooled_ids(offline_settings.spool_dir)) == 20
@@ -207,7 +188,7 @@ def test_while_all_brokers_are_down_new_events_go_straight_to_the_spool(fake_kaf
 
 def test_flush_spools_what_is_undelivered_at_the_deadline(fake_kafka, offline_settings):
     pub = Publisher(offline_settings)
-    pub.publish_many(make_events(12))
+    pub.publish_many(make_events(12, job="job-pub"))
     t0 = time.monotonic()
     report = pub.flush(timeout=0.5)
     assert 0.4 < time.monotonic() - t0 < 3
@@ -217,7 +198,7 @@ def test_flush_spools_what_is_undelivered_at_the_deadline(fake_kafka, offline_se
 
 def test_flush_with_the_broker_down_spools_what_is_in_flight_at_once(fake_kafka, offline_settings):
     pub = Publisher(offline_settings)
-    pub.publish_many(make_events(6))
+    pub.publish_many(make_events(6, job="job-pub"))
     wait_for(lambda: len(fake_kafka[0].held) == 6, what="6 messages in flight")
     fake_kafka[0].errors.append(KafkaError(KafkaError._ALL_BROKERS_DOWN, "1/1 brokers are down"))
     wait_for(lambda: not pub.stats().broker_reachable, what="the outage to be noticed")
@@ -232,14 +213,14 @@ def test_close_stops_every_thread_and_later_publishes_are_refused(fake_kafka, of
     before = len(publisher_threads())
     pub = Publisher(offline_settings)
     fake_kafka[0].auto_deliver = True
-    pub.publish_many(make_events(3))
+    pub.publish_many(make_events(3, job="job-pub"))
     with pytest.raises(TypeError, match="PredictionEvent"):
         pub.publish({"not": "an event"})  # type: ignore[arg-type]
     assert len(publisher_threads()) == before + 2
     assert pub.close(timeout=5).delivered == 3
     assert len(publisher_threads()) == before
     with pytest.raises(PublisherClosedError, match="create a new one"):
-        pub.publish(make_events(1)[0])
+        pub.publish(make_events(1, job="job-pub")[0])
     pub.close()  # twice is fine
 
 
@@ -249,7 +230,7 @@ def test_a_full_spool_drops_and_counts_instead_of_blocking(fake_kafka, offline_s
         pub._spool.max_bytes = 2000  # room for a few events only
         fake_kafka[0].errors.append(KafkaError(KafkaError._ALL_BROKERS_DOWN, "down"))
         wait_for(lambda: not pub.stats().broker_reachable)
-        pub.publish_many(make_events(30))
+        pub.publish_many(make_events(30, job="job-pub"))
         wait_for(lambda: pub.stats().pending == 0)
         stats = pub.stats()
     assert stats.spooled + stats.dropped == 30 and stats.dropped > 0 and stats.spooled > 0
@@ -257,7 +238,7 @@ def test_a_full_spool_drops_and_counts_instead_of_blocking(fake_kafka, offline_s
 
 
 def test_publish_costs_microseconds(fake_kafka, offline_settings):
-    events = make_events(2000)
+    events = make_events(2000, job="job-pub")
     with Publisher(offline_settings) as pub:
         fake_kafka[0].auto_deliver = True
         times = []
@@ -273,7 +254,7 @@ def test_publish_costs_microseconds(fake_kafka, offline_settings):
 
 @pytest.mark.integration
 def test_published_events_arrive_keyed_by_prompt_id_with_headers(producer_settings, kafka_bootstrap, topic):
-    events = make_events(50)
+    events = make_events(50, job="job-pub")
     with Publisher(producer_settings, job_id="job-pub") as pub:
         pub.publish_many(events[:25])
         for e in events[25:]:
@@ -301,7 +282,7 @@ def test_published_events_arrive_keyed_by_prompt_id_with_headers(producer_settin
 def test_with_the_broker_down_all_run_publish_stays_fast_and_drain_delivers_every_event(
     offline_settings, kafka_bootstrap, topic
 ):
-    events = make_events(200)
+    events = make_events(200, job="job-pub")
     pub = Publisher(offline_settings)
     durations = []
     for e in events:
@@ -334,7 +315,7 @@ def test_the_spool_drains_itself_when_the_broker_comes_back(tmp_path):
     broker = LocalStack(tmp_path / "broker")
     settings = ProducerSettings(kafka_bootstrap=broker.bootstrap, topic="t.autodrain", spool_dir=tmp_path / "spool",
                                 message_timeout_ms=2000)
-    events = make_events(60)
+    events = make_events(60, job="job-pub")
     pub = Publisher(settings)
     try:
         pub.publish_many(events[:30])
@@ -368,7 +349,7 @@ def test_a_broker_restart_mid_run_loses_no_event(tmp_path):
     create_topics(broker.bootstrap, {"t.restart": 3})
     settings = ProducerSettings(kafka_bootstrap=broker.bootstrap, topic="t.restart", spool_dir=tmp_path / "spool",
                                 message_timeout_ms=20_000)
-    before, in_flight, while_down, after = (make_events(30, start=s) for s in (0, 1000, 2000, 3000))
+    before, in_flight, while_down, after = (make_events(30, start=s, job="job-pub") for s in (0, 1000, 2000, 3000))
     pub = Publisher(settings)
     try:
         pub.publish_many(before)
@@ -415,7 +396,7 @@ def test_cli_spool_status_and_drain(tmp_path, kafka_bootstrap, topic, monkeypatc
     spool_dir = tmp_path / "spool"
     spool = Spool(spool_dir, max_bytes=1 << 20)
     encoder = SingleObjectEncoder()
-    events = make_events(12)
+    events = make_events(12, job="job-pub")
     for e in events:
         spool.append(encoder.encode(e))
     spool.close()
@@ -441,7 +422,7 @@ def test_cli_spool_drain_with_no_broker_keeps_the_events_and_fails(tmp_path, mon
     from predstream.local import free_port
 
     spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
-    spool.append(SingleObjectEncoder().encode(make_events(1)[0]))
+    spool.append(SingleObjectEncoder().encode(make_events(1, job="job-pub")[0]))
     spool.close()
     monkeypatch.setenv("PREDSTREAM_KAFKA_BOOTSTRAP", f"127.0.0.1:{free_port()}")
     result = CliRunner().invoke(app, ["spool", "drain", "--spool-dir", str(tmp_path / "spool"), "--timeout", "5"])
@@ -461,7 +442,7 @@ def test_a_publisher_never_closed_delivers_or_spools_its_events_at_exit(broker, 
 
     bootstrap = kafka_bootstrap if broker == "up" else f"127.0.0.1:{free_port()}"
     spool = tmp_path / "spool"
-    script = Path(__file__).with_name("_unclosed_publisher.py")
+    script = Path(__file__).parent / "support" / "unclosed_publisher.py"
     proc = subprocess.run([sys.executable, str(script), bootstrap, topic, str(spool), "50"],
                           capture_output=True, text=True, timeout=90)
     exited = time.monotonic()

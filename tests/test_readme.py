@@ -39,8 +39,8 @@ def test_the_first_screen_gives_the_main_job_and_the_test_command():
 
 
 def test_every_setting_of_both_sides_is_in_the_configuration_table():
-    from consumer.settings import ConsumerSettings
-    from producer.settings import ProducerSettings
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.producer.settings import ProducerSettings
 
     for model in (ConsumerSettings, ProducerSettings):
         for name in model.model_fields:
@@ -59,7 +59,7 @@ def test_every_predstream_command_in_the_readme_parses():
 def test_the_trainer_snippet_compiles_against_the_public_api():
     snippet = next(b for b in _blocks("python") if "TrainingPredictionsCallback(" in b)
     compile(snippet, "README", "exec")
-    import producer
+    from predstream import producer
 
     assert "TrainingPredictionsCallback" in producer.__all__
 
@@ -70,7 +70,7 @@ def test_the_custom_loop_snippet_runs_and_its_events_arrive(producer_settings, k
     from confluent_kafka import Consumer
 
     from predstream.tinymodel import addition_rows, build_model, build_tokenizer
-    from schemas import Decoder
+    from predstream.schemas import Decoder
 
     monkeypatch.setenv("PREDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
     monkeypatch.setenv("PREDSTREAM_TOPIC", topic)

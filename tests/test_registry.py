@@ -1,5 +1,5 @@
 """The publisher with a schema registry: Confluent framing, and a registry outage that spools
-instead of dropping. Against a real HTTP registry double (tests/_registry_double.py) and the
+instead of dropping. Against a real HTTP registry double (tests/support/registry_double.py) and the
 in-process ``mock://`` registry."""
 
 from __future__ import annotations
@@ -9,28 +9,18 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from _registry_double import RegistryDouble
+from support.registry_double import RegistryDouble
 from predstream.cli import app
-from producer.publisher import Publisher, drain_spool
-from producer.registry import RegistryFraming
-from producer.settings import ProducerSettings
-from producer.spool import list_segments
-from schemas.codec import ConfluentEncoder, Decoder, SingleObjectEncoder
-from schemas.event import PredictionEvent
-from schemas.spoolfile import read_spool
-from schemas.transport import Headers
+from predstream.producer.publisher import Publisher, drain_spool
+from predstream.producer.registry import RegistryFraming
+from predstream.producer.settings import ProducerSettings
+from predstream.producer.spool import list_segments
+from predstream.schemas.codec import ConfluentEncoder, Decoder, SingleObjectEncoder
+from predstream.schemas.spoolfile import read_spool
+from predstream.schemas.transport import Headers
+from support import make_events
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _events(n: int, job: str = "job-reg") -> list[PredictionEvent]:
-    return [
-        PredictionEvent.create(
-            job_id=job, epoch=0.1, step=i, sample_index=i, source_index=i, prompt=f"{i} + {i} =",
-            ground_truth=str(2 * i), prediction=str(2 * i), sample_source="dataset", sample_source_id="sums",
-        )
-        for i in range(n)
-    ]
 
 
 def _messages(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) -> list:
@@ -51,7 +41,7 @@ def _messages(bootstrap: str, topic: str, expected: int, timeout: float = 20.0) 
 
 
 def test_the_confluent_frame_is_what_confluent_kafkas_serializer_writes():
-    event = _events(1)[0]
+    event = make_events(1, job="job-reg")[0]
     with RegistryDouble() as registry:
         theirs = ConfluentEncoder(registry.url, "training.predictions").encode(event)
         ours = RegistryFraming(registry.url, "training.predictions").to_confluent(SingleObjectEncoder().encode(event))
@@ -70,7 +60,7 @@ def test_a_mock_registry_publisher_delivers_confluent_frames(kafka_bootstrap, to
     client = SchemaRegistryClient.new_client({"url": "mock://publisher"})
     settings = ProducerSettings(kafka_bootstrap=kafka_bootstrap, topic=topic, spool_dir=tmp_path / "spool",
                                 schema_registry_url="mock://publisher")
-    events = _events(5)
+    events = make_events(5, job="job-reg")
     with Publisher(settings, registry_client=client) as publisher:
         publisher.publish_many(events)
         assert publisher.flush(20).delivered == 5
@@ -80,7 +70,7 @@ def test_a_mock_registry_publisher_delivers_confluent_frames(kafka_bootstrap, to
     assert {m.value()[:1] for m in messages} == {b"\x00"}
     assert {dict(m.headers())[Headers.SCHEMA] for m in messages} == {b"id:1"}
     decoder = Decoder(client=client)
-    assert sorted((decoder.decode(m.value()) for m in messages), key=lambda e: e.step) == events
+    assert sorted((decoder.decode(m.value()) for m in messages), key=lambda e: e.sample_index) == events
 
 
 @pytest.mark.integration
@@ -91,7 +81,7 @@ def test_a_drain_while_the_registry_is_down_keeps_the_spool_and_says_why(kafka_b
     settings = ProducerSettings(kafka_bootstrap=kafka_bootstrap, topic=topic, spool_dir=tmp_path / "spool",
                                 schema_registry_url=registry.url, spool_auto_drain=False, flush_timeout_s=10)
     publisher = Publisher(settings)
-    publisher.publish_many(_events(4))
+    publisher.publish_many(make_events(4, job="job-reg"))
     report = publisher.close()
     assert (report.delivered, report.spooled, report.dropped) == (0, 4, 0)
     records = [r for p in list_segments(settings.spool_dir) for r in read_spool(p).records]

@@ -11,13 +11,15 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from _consumer_kit import T0, make_event, rows_reach, wait_for, worker_thread
+from support import T0, make_event, wait_for
+
+from support.consumer_kit import rows_reach, worker_thread
 from conftest import make_topic
-from consumer.replay import ReplayError, parse_offsets, parse_timestamp, replay
-from consumer.settings import ConsumerSettings
-from consumer.sink import IngestRecord, PostgresSink
-from schemas.codec import SingleObjectEncoder
-from schemas.transport import Headers, message_key
+from predstream.consumer.replay import ReplayError, parse_offsets, parse_timestamp, run_replay
+from predstream.consumer.settings import ConsumerSettings
+from predstream.consumer.sink import IngestRecord, PostgresSink
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.transport import Headers, message_key
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +128,7 @@ def _committed(kafka_bootstrap: str, topic: str, group: str, partitions: int = 6
 def test_replay_into_an_empty_database_reproduces_the_live_table_and_leaves_the_live_group_alone(
     kafka_bootstrap, loaded, database_url, empty_database_url
 ):
-    from consumer.migrate import migrate
+    from predstream.consumer.migrate import apply_migrations
 
     live = _settings(kafka_bootstrap, loaded.name, database_url, group_id="live-" + uuid.uuid4().hex[:8])
     with worker_thread(live):
@@ -134,8 +136,8 @@ def test_replay_into_an_empty_database_reproduces_the_live_table_and_leaves_the_
     committed_before = _committed(kafka_bootstrap, loaded.name, live.group_id)
     assert sum(max(o, 0) for _, o in committed_before) == len(loaded.sent)
 
-    migrate(empty_database_url)
-    stats = replay(_settings(kafka_bootstrap, loaded.name, empty_database_url))
+    apply_migrations(ConsumerSettings(database_url=empty_database_url))
+    stats = run_replay(_settings(kafka_bootstrap, loaded.name, empty_database_url))
 
     assert stats.read == len(loaded.sent)
     assert stats.inserted == len(loaded.events)
@@ -146,10 +148,10 @@ def test_replay_into_an_empty_database_reproduces_the_live_table_and_leaves_the_
 
 
 def test_replay_twice_adds_no_rows(kafka_bootstrap, loaded, database_url):
-    settings = _settings(kafka_bootstrap, loaded.name, database_url)
-    first = replay(settings, batch_size=7)
+    settings = _settings(kafka_bootstrap, loaded.name, database_url, batch_size=7)
+    first = run_replay(settings)
     rows = _rows(database_url)
-    second = replay(settings, batch_size=7)
+    second = run_replay(settings)
 
     assert first.inserted == len(loaded.events) == len(rows)
     assert (second.inserted, second.updated, second.unchanged) == (0, 0, len(loaded.events))
@@ -159,7 +161,7 @@ def test_replay_twice_adds_no_rows(kafka_bootstrap, loaded, database_url):
 def test_replay_stops_at_the_true_end_of_each_partition(kafka_bootstrap, loaded, database_url):
     """Several record batches per partition: the uncached high watermark of some brokers
     (tansu) is too low; replay must still read every message, and nothing beyond."""
-    stats = replay(_settings(kafka_bootstrap, loaded.name, database_url))
+    stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url))
     ends = {r.partition: r.end for r in stats.ranges}
     for p in range(6):
         offsets = [s.offset for s in loaded.sent if s.partition == p]
@@ -175,7 +177,7 @@ def test_replay_of_old_events_never_overwrites_newer_rows(kafka_bootstrap, loade
     with PostgresSink(database_url) as sink:
         sink.write([IngestRecord(newer)])
 
-    stats = replay(_settings(kafka_bootstrap, loaded.name, database_url))
+    stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url))
 
     assert stats.unchanged == 1 and stats.inserted == len(loaded.events) - 1
     with psycopg.connect(database_url) as conn:
@@ -187,7 +189,7 @@ def test_replay_of_old_events_never_overwrites_newer_rows(kafka_bootstrap, loade
 
 
 def test_replay_with_job_filter_stores_only_that_job(kafka_bootstrap, loaded, database_url):
-    stats = replay(_settings(kafka_bootstrap, loaded.name, database_url), job_id="job-b")
+    stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url), job_id="job-b")
 
     job_b = [s for s in loaded.events if s.job == "job-b"]
     assert stats.inserted == len(job_b) == 12
@@ -199,7 +201,7 @@ def test_replay_with_job_filter_stores_only_that_job(kafka_bootstrap, loaded, da
 def test_replay_from_timestamp_takes_the_first_event_at_or_after_it(kafka_bootstrap, loaded, database_url):
     # in the middle of round 2 (one record batch per partition): 4.5 s after its first message
     since = ROUND_MS[1] + 4_500
-    stats = replay(_settings(kafka_bootstrap, loaded.name, database_url),
+    stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url),
                    from_timestamp=datetime.fromtimestamp(since / 1000, timezone.utc))
 
     expected = [s for s in loaded.sent if s.timestamp_ms >= since]
@@ -209,7 +211,7 @@ def test_replay_from_timestamp_takes_the_first_event_at_or_after_it(kafka_bootst
 
 def test_replay_from_a_timestamp_after_the_last_record_replays_nothing(kafka_bootstrap, loaded, database_url):
     after = datetime.fromtimestamp(NOW_MS / 1000, timezone.utc) + timedelta(minutes=5)
-    stats = replay(_settings(kafka_bootstrap, loaded.name, database_url), from_timestamp=after)
+    stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url), from_timestamp=after)
 
     assert stats.stored == 0 and stats.invalid == 0
     assert _rows(database_url) == []
@@ -219,7 +221,7 @@ def test_replay_from_offsets_reads_only_those_partitions_from_there(kafka_bootst
     counts = {p: sum(1 for s in loaded.sent if s.partition == p) for p in range(6)}
     busy = sorted(counts, key=counts.get, reverse=True)[:2]
     start = {busy[0]: 2, busy[1]: 0}
-    stats = replay(_settings(kafka_bootstrap, loaded.name, database_url), from_offsets=start)
+    stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url), from_offsets=start)
 
     expected = [s for s in loaded.sent if s.partition in start and s.offset >= start[s.partition]]
     assert stats.read == len(expected) == counts[busy[0]] - 2 + counts[busy[1]]
@@ -240,11 +242,11 @@ def test_replay_with_to_end_also_reads_what_arrives_meanwhile(kafka_bootstrap, t
                            [(message_key(e.prompt_id), enc.encode(e), [], e.event_id, "x") for e in late], NOW_MS)
 
     settings = _settings(kafka_bootstrap, topic, database_url)
-    bounded = replay(settings, progress=on_progress)
+    bounded = run_replay(settings, progress=on_progress)
     assert bounded.read == 6  # the high watermarks taken at the start
 
     produced_late.clear()
-    following = replay(settings, to_end=True, progress=on_progress)
+    following = run_replay(settings, to_end=True, progress=on_progress)
     assert following.read == 18  # 12 there at the start + 6 that arrived while reading
 
 
@@ -252,13 +254,13 @@ def test_replay_with_to_end_also_reads_what_arrives_meanwhile(kafka_bootstrap, t
 
 
 def test_replay_with_dlq_sends_invalid_events_to_the_dead_letter_topic(kafka_bootstrap, loaded, database_url):
-    from consumer.dlq import DeadLetterWriter, list_dead_letters
+    from predstream.consumer.dlq import DeadLetterWriter, list_dead_letters
 
     dlq_topic = make_topic(kafka_bootstrap)  # a fresh pair, so the live test's dead letters don't count
     settings = _settings(kafka_bootstrap, loaded.name, database_url)
     writer = DeadLetterWriter(_settings(kafka_bootstrap, dlq_topic, database_url))
     try:
-        stats = replay(settings, dead_letters=writer)
+        stats = run_replay(settings, dead_letters=writer)
     finally:
         writer.close()
 
@@ -287,7 +289,7 @@ def test_replay_command_prints_counts(kafka_bootstrap, loaded, database_url, mon
 def test_replay_of_a_missing_topic_says_so_and_creates_nothing(kafka_bootstrap, database_url):
     name = "t.missing-" + uuid.uuid4().hex[:8]
     with pytest.raises(ReplayError, match="does not exist"):
-        replay(_settings(kafka_bootstrap, name, database_url))
+        run_replay(_settings(kafka_bootstrap, name, database_url))
     from confluent_kafka.admin import AdminClient
 
     assert name not in AdminClient({"bootstrap.servers": kafka_bootstrap}).list_topics(timeout=10).topics
@@ -305,7 +307,7 @@ def test_replay_start_points_parse_or_explain():
 
 
 def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_bytes(kafka_bootstrap, topic, database_url):
-    from consumer.dlq import DeadLetterWriter, list_dead_letters
+    from predstream.consumer.dlq import DeadLetterWriter, list_dead_letters
 
     enc = SingleObjectEncoder()
     events = [make_event(i, job="job-r") for i in range(4)] + [make_event(9, job="job-r", epoch=1e12)]  # INTEGER overflow
@@ -314,7 +316,7 @@ def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_byt
     settings = _settings(kafka_bootstrap, topic, database_url)
     writer = DeadLetterWriter(settings)
     try:
-        stats = replay(settings, dead_letters=writer)
+        stats = run_replay(settings, dead_letters=writer)
     finally:
         writer.close()
 

@@ -9,16 +9,16 @@ from math import comb
 
 import pytest
 
-from producer.sampler import sample_dataset
-from schemas import prompt_id
-from schemas.sample_rank import sample_rank
+from predstream.producer.sampler import sample_dataset
+from predstream.schemas import compute_prompt_id
+from predstream.schemas.sample_rank import compute_sample_rank
 
-_DOC = json.loads(resources.files("schemas").joinpath("sample_vectors.json").read_text(encoding="utf-8"))
+_DOC = json.loads(resources.files("predstream.schemas").joinpath("sample_vectors.json").read_text(encoding="utf-8"))
 
 
 def test_every_rank_vector_is_reproduced():
     for v in _DOC["ranks"]:
-        assert sample_rank(int(v["seed"]), v["prompt_id"]) == v["rank"], v
+        assert compute_sample_rank(int(v["seed"]), v["prompt_id"]) == v["rank"], v
 
 
 @pytest.mark.parametrize("case", _DOC["cases"], ids=lambda c: c["name"][:40])
@@ -31,11 +31,11 @@ def test_the_sampler_picks_what_each_vector_says(case):
 
 def test_a_seed_must_be_an_integer():
     with pytest.raises(TypeError):
-        sample_rank("7", "0" * 64)  # type: ignore[arg-type]
+        compute_sample_rank("7", "0" * 64)  # type: ignore[arg-type]
 
 
 def _picks(ids: list[str], seed: int, n: int) -> set[int]:
-    return {i for _, i in heapq.nsmallest(n, ((sample_rank(seed, p), i) for i, p in enumerate(ids)))}
+    return {i for _, i in heapq.nsmallest(n, ((compute_sample_rank(seed, p), i) for i, p in enumerate(ids)))}
 
 
 def test_appending_100_rows_to_1000_keeps_nearly_every_pick():
@@ -43,7 +43,7 @@ def test_appending_100_rows_to_1000_keeps_nearly_every_pick():
     ranks; the number of the 100 new rows among them is hypergeometric with mean
     8 * 100 / 1100 = 0.73, so 7.27 of 8 picks are kept on average, and at least 7 with
     probability P(k <= 1) = 0.84. Old rows never enter the sample: only new rows displace."""
-    ids = [prompt_id(None, f"question {i}: what is {i} + {i}?") for i in range(1100)]
+    ids = [compute_prompt_id(None, f"question {i}: what is {i} + {i}?") for i in range(1100)]
     seeds = range(300)
     kept = []
     for seed in seeds:
@@ -66,7 +66,7 @@ def test_sample_dataset_keeps_its_picks_when_the_file_grows(tmp_path):
     before = {s.prompt_id for s in sample_dataset(path, 8, seed=7)}
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     after = sample_dataset(path, 8, seed=7)
-    ids = [prompt_id(None, r["prompt"]) for r in rows]
+    ids = [compute_prompt_id(None, r["prompt"]) for r in rows]
     assert {s.prompt_id for s in after} == {ids[i] for i in _picks(ids, 7, 8)}
     new_ones = {s.prompt_id for s in after if s.source_index >= 1000}
     assert len(before - {s.prompt_id for s in after}) == len(new_ones)  # only a new row takes a pick's place
@@ -74,7 +74,7 @@ def test_sample_dataset_keeps_its_picks_when_the_file_grows(tmp_path):
 
 def test_duplicate_prompts_share_a_rank_and_are_picked_together():
     rows = [{"prompt": "same"}] + [{"prompt": f"other {i}"} for i in range(30)] + [{"prompt": "same"}]
-    seed = next(s for s in range(500) if min(_picks([prompt_id(None, r["prompt"]) for r in rows], s, 1)) == 0)
+    seed = next(s for s in range(500) if min(_picks([compute_prompt_id(None, r["prompt"]) for r in rows], s, 1)) == 0)
     picked = sample_dataset(rows, 2, seed=seed)
     assert [s.source_index for s in picked] == [0, 31] and picked[0].prompt_id == picked[1].prompt_id
     assert [s.source_index for s in sample_dataset(rows, 1, seed=seed)] == [0]  # ties: lower source_index

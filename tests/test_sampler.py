@@ -8,15 +8,15 @@ import os
 
 import pytest
 
-from producer.errors import DatasetError, PredictionSetError
-from producer.prediction_sets import (
+from predstream.producer.errors import DatasetError, PredictionSetError
+from predstream.producer.prediction_sets import (
     load_prediction_set,
     prediction_set_from_samples,
     read_prediction_set_file,
     write_prediction_set_file,
 )
-from producer.sampler import RowFormat, sample_dataset
-from schemas import prompt_id
+from predstream.producer.sampler import RowFormat, sample_dataset
+from predstream.schemas import compute_prompt_id
 
 
 def _rows(n: int = 40) -> list[dict]:
@@ -40,7 +40,7 @@ def test_same_dataset_and_seed_pick_the_same_prompts_twice(tmp_path):
     assert _identity(sample_dataset(path, 8, seed=8)) != _identity(first)
     for s in first:
         assert s.prompt == f"{s.source_index}+{s.source_index}="
-        assert s.prompt_id == prompt_id(None, s.prompt)
+        assert s.prompt_id == compute_prompt_id(None, s.prompt)
         assert s.ground_truth == str(2 * s.source_index)
 
 
@@ -55,7 +55,7 @@ def test_jsonl_source_index_counts_every_line_including_blank_and_broken_ones(tm
     ]
     path = tmp_path / "eval.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    with caplog.at_level(logging.WARNING, logger="predstream.sampler"):
+    with caplog.at_level(logging.WARNING, logger="predstream.producer"):
         samples = sample_dataset(path, 10, seed=1)
     assert [(s.source_index, s.prompt) for s in samples] == [(0, "zero"), (3, "three"), (5, "five")]
     assert samples[1].ground_truth == "3"
@@ -70,7 +70,7 @@ def test_chat_rows_drop_the_trailing_assistant_answer_from_the_prompt():
     a, b = sample_dataset(rows, 2, seed=0, dataset_id="chat-v1")
     assert a.messages_list() == [{"role": "user", "content": "2+2?"}]
     assert a.ground_truth == "4"
-    assert a.prompt_id == prompt_id([{"role": "user", "content": "2+2?"}], None)
+    assert a.prompt_id == compute_prompt_id([{"role": "user", "content": "2+2?"}], None)
     assert b.messages_list()[0] == {"role": "system", "content": "be brief"}  # reduced to role/content
     assert b.ground_truth is None and a.sample_source_id == "chat-v1"
 
@@ -84,7 +84,7 @@ def test_prompt_and_answer_fields_are_configurable():
 
 def test_unusable_rows_are_skipped_and_an_empty_dataset_is_a_clear_error(caplog):
     rows = [{"text": "no prompt"}, {"prompt": 3}, {"prompt": "ok"}, {"prompt": "nul\x00"}]
-    with caplog.at_level(logging.WARNING, logger="predstream.sampler"):
+    with caplog.at_level(logging.WARNING, logger="predstream.producer"):
         samples = sample_dataset(rows, 4, seed=0)
     assert [s.source_index for s in samples] == [2]
     assert "row 0 has no prompt" in caplog.text

@@ -14,12 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from _consumer_kit import T0, count_rows, make_event, produce_events, wait_for, worker_thread
-from consumer.settings import ConsumerSettings, redact_url
-from schemas.errors import ConfigError, InvalidEventError
-from schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS
-from schemas.settings import load_settings
-from schemas.transport import redact
+from support import T0, make_event, wait_for
+
+from support.consumer_kit import count_rows, produce_events, worker_thread
+from predstream.consumer.settings import ConsumerSettings, redact_url
+from predstream.schemas.errors import ConfigError, InvalidEventError
+from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS
+from predstream.schemas.settings import load_settings
+from predstream.schemas.transport import redact
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "S3cr3t-Pw-7f2a"
@@ -40,10 +42,10 @@ SASL_SSL = {
 
 
 def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(monkeypatch, tmp_path):
-    from consumer.dlq import _make_producer
-    from consumer.worker import consumer_config
-    from producer.publisher import _producer_config
-    from producer.settings import ProducerSettings
+    from predstream.consumer.dlq import _make_producer
+    from predstream.consumer.worker import consumer_config
+    from predstream.producer.publisher import _producer_config
+    from predstream.producer.settings import ProducerSettings
 
     monkeypatch.setenv("PREDSTREAM_KAFKA_BOOTSTRAP", "broker-1.example:9093")
     monkeypatch.setenv("PREDSTREAM_KAFKA_OPTIONS", json.dumps(SASL_SSL))
@@ -68,7 +70,7 @@ def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(mon
 def test_mutual_tls_options_given_as_cli_style_pairs_are_parsed_the_same(tmp_path):
     pairs = ["security.protocol=SSL", f"ssl.ca.location={_CA}", "ssl.certificate.location=/etc/predstream/client.pem",
              "ssl.key.location=/etc/predstream/client.key", f"ssl.key.password={SECRET}"]
-    from schemas.transport import parse_kafka_options
+    from predstream.schemas.transport import parse_kafka_options
 
     opts = parse_kafka_options(pairs)
     assert opts["security.protocol"] == "SSL" and opts["ssl.key.password"] == SECRET
@@ -121,16 +123,17 @@ def test_tls_is_really_used_a_tls_client_cannot_talk_to_a_plaintext_broker(kafka
     f"host=127.0.0.1 port=1 user=predstream password='{SECRET} with spaces'",
 ])
 def test_database_errors_of_every_entry_point_never_show_the_password(url, caplog, capfd):
-    from consumer.errors import ConsumerError
-    from consumer.migrate import migrate
-    from consumer.sink import PostgresSink
-    from producer.errors import ProducerError
-    from producer.prediction_sets import fetch_prediction_set
+    from predstream.consumer.errors import ConsumerError
+    from predstream.consumer.migrate import apply_migrations
+    from predstream.consumer.settings import ConsumerSettings
+    from predstream.consumer.sink import PostgresSink
+    from predstream.producer.errors import ProducerError
+    from predstream.producer.prediction_sets import fetch_prediction_set
 
     caplog.set_level(logging.DEBUG)
     messages = []
     for attempt in (lambda: PostgresSink(url).ping(), lambda: PostgresSink(url).write([_record()]),
-                    lambda: migrate(url), lambda: fetch_prediction_set("set", url)):
+                    lambda: apply_migrations(ConsumerSettings.model_construct(database_url=url)), lambda: fetch_prediction_set("set", url)):
         with pytest.raises((ConsumerError, ProducerError)) as caught:
             attempt()
         messages.append(str(caught.value))
@@ -142,7 +145,7 @@ def test_database_errors_of_every_entry_point_never_show_the_password(url, caplo
 
 
 def _record():
-    from consumer.sink import IngestRecord
+    from predstream.consumer.sink import IngestRecord
 
     return IngestRecord(make_event(1))
 
@@ -219,7 +222,7 @@ def test_the_role_has_exactly_the_documented_grants(consumer_role_url, database_
 def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(consumer_role_url, consumer_settings, kafka_bootstrap, database_url):
     from datetime import timedelta
 
-    from consumer.dlq import list_dead_letters
+    from predstream.consumer.dlq import list_dead_letters
 
     settings = consumer_settings.model_copy(update={"database_url": consumer_role_url})
     first = [make_event(i, prediction="v1") for i in range(100)]
@@ -273,7 +276,7 @@ def test_the_producer_side_refuses_oversize_fields_at_creation():
 
 @pytest.mark.integration
 def test_the_publisher_drops_and_counts_an_event_over_the_message_limit_and_sends_the_rest(producer_settings, caplog):
-    from producer import Publisher
+    from predstream.producer import Publisher
 
     caplog.set_level(logging.ERROR, logger="predstream")
     # every field within MAX_TEXT_CHARS, the whole over MAX_EVENT_BYTES (3-byte characters)

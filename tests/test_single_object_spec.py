@@ -15,23 +15,15 @@ import fastavro
 import pytest
 from fastavro.schema import to_parsing_canonical_form
 
-from _consumer_kit import count_rows, make_event, produce, rows_reach, wait_for, worker_thread
-from _contract_kit import (
-    avro_package_frame,
-    avro_package_read,
-    avsc_text,
-    crc64_avro,
-    frame_0_1,
-    record_0_1,
-    shipped_versions,
-    spec_canonical_form,
-    spec_header,
-)
-from producer.publisher import _frame_headers
-from schemas import GenerationSettings
-from schemas.codec import SCHEMA_VERSIONS, Decoder, SingleObjectEncoder, parse_frame, single_object_header
-from schemas.errors import UnknownSchemaError
-from schemas.transport import Headers
+from support import make_event, wait_for
+
+from support.consumer_kit import count_rows, produce, rows_reach, worker_thread
+from support.contract_kit import avro_package_frame, avro_package_read, avsc_text, crc64_avro, frame_0_1, record_0_1, shipped_versions, spec_canonical_form, spec_header
+from predstream.producer.publisher import _frame_headers
+from predstream.schemas import GenerationSettings
+from predstream.schemas.codec import SCHEMA_VERSIONS, Decoder, SingleObjectEncoder, parse_frame, single_object_header
+from predstream.schemas.errors import UnknownSchemaError
+from predstream.schemas.transport import Headers
 
 DATA = Path(__file__).parent / "data" / "apache_avro"
 ROOT = Path(__file__).resolve().parent.parent

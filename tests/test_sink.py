@@ -8,10 +8,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from _consumer_kit import T0, make_event
-from consumer.errors import DatabaseUnavailableError
-from consumer.sink import IngestRecord, PostgresSink
-from schemas.event import GenerationSettings
+from support import T0, make_event
+from predstream.consumer.errors import DatabaseUnavailableError
+from predstream.consumer.sink import IngestRecord, PostgresSink
+from predstream.schemas.event import GenerationSettings
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +181,7 @@ def test_text_that_cannot_be_encoded_is_rejected_not_fatal(database_url):
 def test_the_contract_refuses_text_that_is_not_unicode():
     import pytest
 
-    from schemas import InvalidEventError
+    from predstream.schemas import InvalidEventError
 
     with pytest.raises(InvalidEventError) as info:
         make_event(1, prediction="a\ud800b")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from producer.errors import SpoolError
-from producer.spool import Spool, claim, list_segments, spool_status
-from schemas.spoolfile import SPOOL_HEADER, encode_record, read_spool
+from predstream.producer.errors import SpoolError
+from predstream.producer.spool import Spool, claim, list_segments, spool_status
+from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record, read_spool
 
 
 def frames(n: int, size: int = 50, tag: str = "e") -> list[bytes]:
@@ -49,7 +49,7 @@ def test_segments_rotate_by_size_and_keep_the_order(tmp_path):
 def test_a_full_spool_refuses_new_events_with_one_warning_per_episode(tmp_path, caplog):
     record = len(encode_record(frames(1)[0]))
     spool = Spool(tmp_path, max_bytes=len(SPOOL_HEADER) + 10 * record)
-    caplog.set_level(logging.INFO, logger="predstream.spool")
+    caplog.set_level(logging.INFO, logger="predstream.producer.spool")
     results = [spool.append(f) for f in frames(25)]
     assert results == [True] * 10 + [False] * 15
     assert spool.dropped == 15 and spool.appended == 10
@@ -75,7 +75,7 @@ def test_a_truncated_tail_is_reported_and_the_good_records_kept(tmp_path, caplog
     (segment,) = list_segments(tmp_path)
     full = segment.read_bytes()
     segment.write_bytes(full[:-7])  # a crash in the middle of the last append
-    caplog.set_level(logging.WARNING, logger="predstream.spool")
+    caplog.set_level(logging.WARNING, logger="predstream.producer.spool")
 
     c = claim(segment)
     assert c is not None
@@ -129,7 +129,7 @@ def test_batch_fsync_happens_at_least_every_100ms_during_a_long_burst(tmp_path, 
     calls = []
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append(fd))
     clock = [1000.0]
-    monkeypatch.setattr("producer.spool.time.monotonic", lambda: clock[0])
+    monkeypatch.setattr("predstream.producer.spool.time.monotonic", lambda: clock[0])
     spool = Spool(tmp_path, max_bytes=1 << 20, fsync="batch")
     spool.append(b"first")  # opens the segment: header fsync + folder fsync
     opened = len(calls)

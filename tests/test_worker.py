@@ -10,17 +10,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from _consumer_kit import (
-    T0,
-    count_rows,
-    make_event,
-    produce_events,
-    rows_reach,
-    start_cli_consumer,
-    wait_for,
-    worker_thread,
-)
-from consumer.metrics import ConsumerMetrics, check_health
+from support import T0, make_event, wait_for
+
+from support.consumer_kit import count_rows, produce_events, rows_reach, start_cli_consumer, worker_thread
+from predstream.consumer.metrics import ConsumerMetrics, check_health
 
 pytestmark = pytest.mark.integration
 
@@ -168,7 +161,7 @@ def test_three_workers_share_the_partitions_and_one_killed_mid_batch_loses_nothi
 def test_postgres_down_for_10_s_pauses_then_resumes_with_exactly_n_rows(stack, consumer_settings, kafka_bootstrap, database_url, caplog):
     caplog.set_level(logging.INFO, logger="predstream")
     settings = consumer_settings.model_copy(update={"batch_size": 100, "db_max_backoff_s": 2.0, "metrics_port": 0})
-    from consumer.metrics import serve_metrics
+    from predstream.consumer.metrics import serve_metrics
 
     with worker_thread(settings) as worker:
         server = serve_metrics(worker.metrics, worker.health, 0, host="127.0.0.1")

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import atheris
 
-with atheris.instrument_imports(include=["schemas", "fastavro"]):
-    from schemas.codec import SCHEMA_VERSIONS, Decoder, SingleObjectEncoder
-    from schemas.errors import DecodeError, InvalidEventError
-    from schemas.event import PredictionEvent
+with atheris.instrument_imports(include=["predstream.schemas", "fastavro"]):
+    from predstream.schemas.codec import SCHEMA_VERSIONS, Decoder, SingleObjectEncoder
+    from predstream.schemas.errors import DecodeError, InvalidEventError
+    from predstream.schemas.event import PredictionEvent
 
 _REASON = re.compile(r"[a-z][a-z0-9-]*(:[A-Za-z0-9_.-]+)?")
 _DECODER = Decoder()

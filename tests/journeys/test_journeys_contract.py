@@ -12,10 +12,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from _consumer_kit import count_rows, make_event, produce, start_cli_consumer, wait_for
-from _contract_kit import avro_package_frame, frame_0_1, record_0_1
+from support import make_event, wait_for
+
+from support.consumer_kit import count_rows, produce, start_cli_consumer
+from support.contract_kit import avro_package_frame, frame_0_1, record_0_1
 from predstream.cli import app
-from schemas.codec import SCHEMA_VERSIONS
+from predstream.schemas.codec import SCHEMA_VERSIONS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -89,7 +91,7 @@ def test_a_job_resumed_on_a_host_whose_clock_is_behind_replaces_its_first_attemp
     from transformers import Trainer, TrainingArguments
 
     from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
-    from producer import TrainingPredictionsCallback
+    from predstream.producer import TrainingPredictionsCallback
 
     out = tmp_path / "run"
 
@@ -115,7 +117,7 @@ def test_a_job_resumed_on_a_host_whose_clock_is_behind_replaces_its_first_attemp
         wait_for(lambda: count_rows(url) == 8, 90, "the first attempt's 8 rows (steps 10 and 20)")
         before = dict(_rows(url, "SELECT event_id, produced_at FROM training_predictions WHERE step = 20"))
 
-        monkeypatch.setattr("schemas.event.datetime", _ClockBehind)
+        monkeypatch.setattr("predstream.schemas.event.datetime", _ClockBehind)
         resumed = train(resume_from=str(out / "checkpoint-10"))
         assert (resumed.job_id, resumed.attempt, first.attempt) == (first.job_id, 1, 0)
         wait_for(lambda: count_rows(url, "attempt = 1") == 4, 90, "step 20 replaced by attempt 1")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -22,9 +21,10 @@ pytest.importorskip("transformers")
 
 from predstream.cli import app  # noqa: E402
 from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
-from producer import TrainingPredictionsCallback  # noqa: E402
-from producer.errors import DatasetError  # noqa: E402
-from schemas import MAX_JOB_ID_CHARS, Decoder  # noqa: E402
+from predstream.producer import TrainingPredictionsCallback  # noqa: E402
+from predstream.producer.errors import DatasetError  # noqa: E402
+from predstream.schemas import MAX_JOB_ID_CHARS  # noqa: E402
+from support.consumer_kit import read_events  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]
 
@@ -62,26 +62,6 @@ def _train(tmp_path: Path, dataset, settings, *, max_steps: int = 2, resume: str
     return callback
 
 
-def _events(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """Every event on ``topic`` once ``expected`` arrived (plus a short wait for extras)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "journey-reader", "enable.auto.commit": False})
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
-        decoder, events, deadline, extra = Decoder(), [], time.monotonic() + timeout, None
-        while time.monotonic() < (extra or deadline):
-            msg = consumer.poll(0.2)
-            if msg is not None and not msg.error():
-                events.append(decoder.decode(msg.value()))
-            if extra is None and len(events) >= expected:
-                extra = time.monotonic() + 1.0
-        return events
-    finally:
-        consumer.close()
-
-
 def _every_step_recorded(callback, events: list, steps: int, caplog) -> None:
     """What the user sees when nothing is lost: N events per step, none dropped."""
     assert len(events) == N * steps, [e.step for e in events]
@@ -104,25 +84,25 @@ def test_a_lone_surrogate_row_is_skipped_at_train_begin_and_every_step_records_t
         callback = _train(tmp_path, str(data), producer_settings)
     assert f"{data} line 3 (source_index 2) the prompt holds a lone surrogate (U+D800)" in caplog.text
     assert caplog.text.count("lone surrogate") == 1  # once, at train begin: not at every step
-    events = _events(kafka_bootstrap, topic, N * 2)
+    events = read_events(kafka_bootstrap, topic, N * 2)
     _every_step_recorded(callback, events, 2, caplog)
     assert 2 not in {e.source_index for e in events}
 
 
 def test_sets_create_skips_a_lone_surrogate_row_with_a_warning_and_refuses_it_by_index(tmp_path, database_url):
-    from consumer.prediction_sets import get_set, list_sets
+    from predstream.consumer import ConsumerSettings, get_set, list_sets
 
     data = _eval_file(tmp_path / "eval.jsonl", '{"prompt": "bad \\ud800"}')
     sampled = _cli("sets", "create", "all", "--from", str(data), "--sample", "20", "--database-url", database_url)
     assert sampled.exit_code == 0, sampled.output
     assert "line 3 (source_index 2) the prompt holds a lone surrogate" in sampled.output
     assert "Traceback" not in sampled.output
-    assert [i.source_index for i in get_set(database_url, "all").items] == [0, 1, 3, 4, 5, 6, 7, 8]
+    assert [i.source_index for i in get_set(ConsumerSettings(database_url=database_url), "all").items] == [0, 1, 3, 4, 5, 6, 7, 8]
 
     picked = _cli("sets", "create", "bad", "--from", str(data), "--indices", "1,2", "--database-url", database_url)
     assert picked.exit_code == 2 and "Traceback" not in picked.output
     assert picked.output.strip().splitlines()[-1].startswith(f"error: {data} line 3 (source_index 2) the prompt holds")
-    assert [s.name for s in list_sets(database_url)] == ["all"]
+    assert [s.name for s in list_sets(ConsumerSettings(database_url=database_url))] == ["all"]
 
 
 # -- a path over 256 characters, and another spelling of the same path ------------------------
@@ -135,7 +115,7 @@ def test_a_dataset_path_over_256_characters_records_every_step(producer_settings
     assert len(str(data)) > MAX_JOB_ID_CHARS
     with caplog.at_level(logging.INFO):
         callback = _train(tmp_path, str(data), producer_settings)
-    events = _events(kafka_bootstrap, topic, N * 2)
+    events = read_events(kafka_bootstrap, topic, N * 2)
     _every_step_recorded(callback, events, 2, caplog)
     ids = {e.sample_source_id for e in events}
     assert len(ids) == 1 and len(ids.pop()) <= MAX_JOB_ID_CHARS
@@ -144,7 +124,8 @@ def test_a_dataset_path_over_256_characters_records_every_step(producer_settings
 
 def test_resuming_with_another_spelling_of_the_path_writes_the_same_rows(
         producer_settings, consumer_settings, kafka_bootstrap, topic, database_url, tmp_path, monkeypatch):
-    from _consumer_kit import count_rows, wait_for, worker_thread
+    from support import wait_for
+    from support.consumer_kit import count_rows, worker_thread
 
     data = _eval_file(tmp_path / "eval.jsonl")
     monkeypatch.chdir(tmp_path)
@@ -152,7 +133,7 @@ def test_resuming_with_another_spelling_of_the_path_writes_the_same_rows(
     checkpoint = str(tmp_path / "run" / "checkpoint-2")
     again = _train(tmp_path, str(data.resolve()), producer_settings, max_steps=4, resume=checkpoint, every_n_steps=2)
     assert again.job_id == first.job_id  # resumed: the job file keeps the job id
-    events = _events(kafka_bootstrap, topic, N * 3)
+    events = read_events(kafka_bootstrap, topic, N * 3)
     assert len(events) == N * 3  # steps 2 and 4, then step 4 again after the resume
     assert len({e.event_id for e in events}) == N * 2  # ... on the same identities
 
@@ -173,7 +154,7 @@ def test_resuming_after_the_dataset_moved_reuses_the_id_of_the_first_start(
     checkpoint = str(tmp_path / "run" / "checkpoint-2")
     again = _train(tmp_path, str(moved), producer_settings, max_steps=4, resume=checkpoint, every_n_steps=2)
     assert again.job_id == first.job_id
-    events = _events(kafka_bootstrap, topic, N * 3)
+    events = read_events(kafka_bootstrap, topic, N * 3)
     assert len(events) == N * 3
     assert {e.sample_source_id for e in events} == {os.path.realpath(first_home)}  # the first start's id
     assert len({e.event_id for e in events}) == N * 2  # the resumed step 4 lands on the same rows
@@ -186,20 +167,20 @@ def test_a_jsonl_file_with_a_byte_order_mark_keeps_row_0(producer_settings, kafk
     data = _eval_file(tmp_path / "eval.jsonl", rows=N, prefix=b"\xef\xbb\xbf")
     with caplog.at_level(logging.INFO):
         callback = _train(tmp_path, str(data), producer_settings, max_steps=1)
-    events = _events(kafka_bootstrap, topic, N)
+    events = read_events(kafka_bootstrap, topic, N)
     _every_step_recorded(callback, events, 1, caplog)
     assert sorted(e.source_index for e in events) == [0, 1, 2, 3]
     assert "not valid JSON" not in caplog.text
 
 
 def test_sets_create_reads_a_json_array_with_a_byte_order_mark(tmp_path, database_url):
-    from consumer.prediction_sets import get_set
+    from predstream.consumer import ConsumerSettings, get_set
 
     data = tmp_path / "eval.json"
     data.write_bytes(b"\xef\xbb\xbf" + json.dumps(addition_rows(3, seed=1)).encode())
     result = _cli("sets", "create", "bom", "--from", str(data), "--indices", "0,2", "--database-url", database_url)
     assert result.exit_code == 0, result.output
-    assert [i.source_index for i in get_set(database_url, "bom").items] == [0, 2]
+    assert [i.source_index for i in get_set(ConsumerSettings(database_url=database_url), "bom").items] == [0, 2]
 
 
 # -- rows the contract refuses --------------------------------------------------------------
@@ -212,20 +193,20 @@ def test_a_role_over_64_characters_is_skipped_at_train_begin_and_nothing_is_drop
     with caplog.at_level(logging.INFO):
         callback = _train(tmp_path, str(data), producer_settings)
     assert f"{data} line 3 (source_index 2) breaks the event contract (messages.0.role" in caplog.text
-    events = _events(kafka_bootstrap, topic, N * 2)
+    events = read_events(kafka_bootstrap, topic, N * 2)
     _every_step_recorded(callback, events, 2, caplog)
     assert sorted({e.source_index for e in events}) == [0, 1, 3, 4]
 
 
 def test_a_null_in_a_json_array_is_named_in_a_warning(tmp_path, database_url):
-    from consumer.prediction_sets import get_set
+    from predstream.consumer import ConsumerSettings, get_set
 
     data = tmp_path / "eval.json"
     data.write_text(json.dumps([{"prompt": "1+1="}, None, {"prompt": "2+2="}]))
     result = _cli("sets", "create", "nulls", "--from", str(data), "--sample", "3", "--database-url", database_url)
     assert result.exit_code == 0, result.output
     assert f"{data} item 1 is null, not an object; skipped" in result.output
-    assert [i.source_index for i in get_set(database_url, "nulls").items] == [0, 2]
+    assert [i.source_index for i in get_set(ConsumerSettings(database_url=database_url), "nulls").items] == [0, 2]
 
 
 def test_a_row_too_large_for_any_event_is_one_clear_error_in_sets_create(tmp_path, database_url):
@@ -246,7 +227,7 @@ def test_a_dataset_dict_with_one_split_trains_and_with_two_stops_before_the_firs
     one = datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
     with caplog.at_level(logging.INFO):
         callback = _train(tmp_path, one, producer_settings, max_steps=1)
-    _every_step_recorded(callback, _events(kafka_bootstrap, topic, N), 1, caplog)
+    _every_step_recorded(callback, read_events(kafka_bootstrap, topic, N), 1, caplog)
 
     two = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list(rows)})
     with pytest.raises(DatasetError, match=r"has 2 splits \('train', 'test'\): pass the one to sample from"):
@@ -260,7 +241,7 @@ def test_an_iterable_dataset_trains_like_its_rows(producer_settings, kafka_boots
     with caplog.at_level(logging.INFO):
         callback = _train(tmp_path, datasets.Dataset.from_list(rows).to_iterable_dataset(), producer_settings,
                           max_steps=1)
-    events = _events(kafka_bootstrap, topic, N)
+    events = read_events(kafka_bootstrap, topic, N)
     _every_step_recorded(callback, events, 1, caplog)
     assert {e.prompt for e in events} <= {r["prompt"] for r in rows}
 
@@ -276,7 +257,7 @@ def test_load_dataset_json_gets_an_id_from_its_file_not_hf_json_train(producer_s
         with caplog.at_level(logging.INFO):
             callback = _train(tmp_path, loaded, producer_settings, max_steps=1, out=f"run-{name}")
         ids.append(callback.samples[0].sample_source_id)
-    events = _events(kafka_bootstrap, topic, 2 * N)
+    events = read_events(kafka_bootstrap, topic, 2 * N)
     assert len(events) == 2 * N
     assert {e.sample_source_id for e in events} == set(ids) and len(set(ids)) == 2
     assert all(i.startswith("hf:json:train@") for i in ids)

@@ -24,12 +24,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from _consumer_kit import encoded, make_event, produce, wait_for
+from support import make_event, wait_for
+from support.consumer_kit import encoded, produce
 
 pytestmark = pytest.mark.integration
 
 PREDSTREAM = os.path.join(os.path.dirname(sys.executable), "predstream")
 HERE = Path(__file__).resolve().parent
+SUPPORT = HERE.parent / "support"
 
 
 # -- helpers: a shell, as a user has one ----------------------------------------------------------
@@ -92,7 +94,7 @@ def topics_on(bootstrap: str) -> set[str]:
 
 
 def train(opts: dict, *, env: dict[str, str], cwd: Path, timeout: float = 180):
-    return subprocess.run([sys.executable, str(HERE / "_newuser_train.py"), json.dumps(opts)], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, str(SUPPORT / "newuser_train.py"), json.dumps(opts)], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -251,7 +253,7 @@ def test_a_relative_spool_dir_is_reported_as_a_full_path_and_spool_status_elsewh
     work.mkdir(), elsewhere.mkdir()
     env = _env(PREDSTREAM_SPOOL_DIR="myspool", PREDSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
                PREDSTREAM_FLUSH_TIMEOUT_S="1", PREDSTREAM_MESSAGE_TIMEOUT_MS="1000")
-    loop = subprocess.run([sys.executable, str(HERE / "_newuser_loop.py")], env=env, cwd=work,
+    loop = subprocess.run([sys.executable, str(SUPPORT / "newuser_loop.py")], env=env, cwd=work,
                           capture_output=True, text=True, timeout=120)
     assert loop.returncode == 0, loop.stderr
     assert "16 spooled" in loop.stdout

@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from _consumer_kit import count_rows, encoded, make_event, produce, produce_events, wait_for
+from support import make_event, wait_for
+
+from support.consumer_kit import count_rows, encoded, produce, produce_events
 from predstream.local import LocalStack, create_topics, free_port
-from schemas.transport import Headers
+from predstream.schemas.transport import Headers
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +149,7 @@ def test_redrive_while_the_consumer_runs_keeps_the_topics_bounded_and_parks_a_le
 
 def test_redrive_with_a_mistyped_reason_says_which_reasons_there_are_and_passes_over_nothing(
         consumer_settings, kafka_bootstrap):
-    from consumer.dlq import dead_letter_headers
+    from predstream.consumer.dlq import dead_letter_headers
 
     settings = consumer_settings
     env = _service_env(settings)

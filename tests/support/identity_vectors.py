@@ -1,6 +1,6 @@
 """Writes schemas/prompt_id_vectors.json and schemas/sample_vectors.json from the inputs below.
 
-Run ``python tests/_identity_vectors.py`` after adding an input. The files are data: the
+Run ``python tests/support/identity_vectors.py`` after adding an input. The files are data: the
 test suite checks every vector against the Python code (tests/test_contract.py,
 tests/test_sample_rank.py) and against an independent JavaScript implementation
 (tests/test_identity_vectors_node.py, tests/node/identity_vectors.mjs).
@@ -9,14 +9,12 @@ tests/test_sample_rank.py) and against an independent JavaScript implementation
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from predstream.schemas.prompt_id import PromptIdError, canonical_messages, compute_prompt_id
+from predstream.schemas.sample_rank import compute_sample_rank
 
-from schemas.prompt_id import PromptIdError, canonical_messages, prompt_id  # noqa: E402
-from schemas.sample_rank import sample_rank  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 U = "user"
 PROMPT_ID_VECTORS = [
@@ -100,14 +98,14 @@ def _sample_cases() -> list[dict]:
 
 
 def _picks(rows: list[dict], seed: int, n: int) -> list[int]:
-    ranked = sorted((sample_rank(seed, prompt_id(r["messages"], r["prompt"])), i) for i, r in enumerate(rows))
+    ranked = sorted((compute_sample_rank(seed, compute_prompt_id(r["messages"], r["prompt"])), i) for i, r in enumerate(rows))
     return sorted(i for _, i in ranked[:n])
 
 
 def _case(name: str, seed: int, n: int, rows: list[dict]) -> dict:
-    ids = [prompt_id(r["messages"], r["prompt"]) for r in rows]
+    ids = [compute_prompt_id(r["messages"], r["prompt"]) for r in rows]
     return {"name": name, "seed": seed, "n": n, "rows": rows, "prompt_ids": ids,
-            "ranks": [sample_rank(seed, i) for i in ids], "sample_source_indices": _picks(rows, seed, n)}
+            "ranks": [compute_sample_rank(seed, i) for i in ids], "sample_source_indices": _picks(rows, seed, n)}
 
 
 def _dump(doc: dict) -> bytes:
@@ -120,11 +118,11 @@ def main() -> None:
     for name, messages, prompt in PROMPT_ID_VECTORS:
         text = canonical_messages(messages) + "|" + (prompt or "")
         vectors.append({"name": name, "messages": messages, "prompt": prompt,
-                        "hashed_text_utf8_hex": text.encode("utf-8").hex(), "prompt_id": prompt_id(messages, prompt)})
+                        "hashed_text_utf8_hex": text.encode("utf-8").hex(), "prompt_id": compute_prompt_id(messages, prompt)})
     refused = []
     for name, messages, prompt in REFUSED:
         try:
-            prompt_id(messages, prompt)
+            compute_prompt_id(messages, prompt)
         except PromptIdError as exc:
             refused.append({"name": name, "messages": messages, "prompt": prompt, "reason": exc.reason})
         else:
@@ -149,7 +147,7 @@ def main() -> None:
             "ascii(prompt_id)). The sample is the n rows with the smallest (rank, source_index), listed by "
             "source_index; source_index is the row's position in 'rows'. See schemas/sample_rank.py."
         ),
-        "ranks": [{"seed": s, "prompt_id": p, "rank": sample_rank(int(s), p)} for s, p in RANK_VECTORS],
+        "ranks": [{"seed": s, "prompt_id": p, "rank": compute_sample_rank(int(s), p)} for s, p in RANK_VECTORS],
         "cases": _sample_cases(),
     }))
 

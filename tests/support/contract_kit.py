@@ -86,11 +86,11 @@ def spec_header(schema_json: str) -> bytes:
 
 
 def avsc_text(version: int) -> str:
-    return resources.files("schemas").joinpath(f"avro/prediction_event.v{version}.avsc").read_text()
+    return resources.files("predstream.schemas").joinpath(f"avro/prediction_event.v{version}.avsc").read_text()
 
 
 def shipped_versions() -> list[int]:
-    names = [p.name for p in resources.files("schemas").joinpath("avro").iterdir()]
+    names = [p.name for p in resources.files("predstream.schemas").joinpath("avro").iterdir()]
     return sorted(int(n.split(".v")[1].split(".")[0]) for n in names if n.startswith("prediction_event.v"))
 
 

@@ -2,7 +2,7 @@
 
 Run by ``tests/test_faults_producer.py``::
 
-    python _killed_producer.py SPOOL_DIR BOOTSTRAP {after-train-end|after-step-end}
+    python tests/support/killed_producer.py SPOOL_DIR BOOTSTRAP {after-train-end|after-step-end}
 
 * ``after-train-end``: steps 1..3 are recorded, ``on_train_end`` returns (it flushes: what is
   undelivered at its deadline is spooled), then the process kills itself with SIGKILL.
@@ -26,8 +26,8 @@ from types import SimpleNamespace
 def main() -> None:
     spool_dir, bootstrap, mode = sys.argv[1:4]
     from predstream.tinymodel import addition_rows, build_model, build_tokenizer
-    from producer import Publisher, TrainingPredictionsCallback
-    from producer.settings import ProducerSettings
+    from predstream.producer import Publisher, TrainingPredictionsCallback
+    from predstream.producer.settings import ProducerSettings
 
     settings = ProducerSettings(kafka_bootstrap=bootstrap, topic="t.killed", spool_dir=spool_dir,
                                 message_timeout_ms=1000, flush_timeout_s=5, spool_auto_drain=False)

@@ -1,4 +1,4 @@
-"""Helpers of the fault suite: many small events fast, consumer processes to kill, row audits."""
+"""Helpers of the fault suite: many events sent fast, consumer processes to kill, row audits."""
 
 from __future__ import annotations
 
@@ -9,28 +9,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from _consumer_kit import consumer_env
-from schemas.codec import SingleObjectEncoder
-from schemas.event import PredictionEvent
-from schemas.transport import Headers, message_key
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.transport import Headers, message_key
 
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-
-
-def small_events(n: int, *, job: str = "faults", step: int = 1, start: int = 0) -> list[PredictionEvent]:
-    """``n`` small, distinct, valid events (one prediction point each)."""
-    at = T0 + timedelta(seconds=step)
-    return [
-        PredictionEvent.create(
-            job_id=job, epoch=0.0, step=step, sample_index=i, source_index=i, prompt=f"p{i}",
-            prediction=str(i), sample_source="dataset", sample_source_id="faults", produced_at=at,
-        )
-        for i in range(start, start + n)
-    ]
+from .consumer_kit import consumer_env
 
 
 def frames(events: Iterable[PredictionEvent]) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
@@ -96,20 +82,6 @@ def row_count(database_url: str) -> int:
 
     with psycopg.connect(database_url, connect_timeout=5) as conn:
         return conn.execute("SELECT count(*) FROM training_predictions").fetchone()[0]
-
-
-def wait_until(condition, timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except Exception as exc:  # e.g. the database restarting
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 def consumer_process(settings, log_path: Path, *extra_args: str, **env: str) -> subprocess.Popen:

@@ -1,6 +1,6 @@
 """One rank of the two-process CPU runs in tests/test_distributed.py (gloo backend).
 
-Usage: python _dist_worker.py recorder|trainer BOOTSTRAP TOPIC SPOOL_DIR WORK_DIR
+Usage: python tests/support/dist_worker.py recorder|trainer BOOTSTRAP TOPIC SPOOL_DIR WORK_DIR
 with MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK set as torchrun sets them.
 Writes WORK_DIR/rank<r>.json with what this rank published.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
-from producer import Generator, PredictionRecorder, ProducerSettings, Publisher, TrainingPredictionsCallback, sample_dataset
+from predstream.producer import Generator, PredictionRecorder, ProducerSettings, Publisher, TrainingPredictionsCallback, sample_dataset
 
 N_SAMPLES = 7  # odd on purpose: rank 0 gets 4 prompts, rank 1 gets 3
 STEPS = (5, 10)

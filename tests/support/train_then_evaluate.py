@@ -1,7 +1,7 @@
 """A training script as a user writes it: ``trainer.train()`` then ``trainer.evaluate()``,
 settings from the environment only. Run by ``test_journeys_producer.py``::
 
-    python _train_then_evaluate.py OUTPUT_DIR
+    python tests/support/train_then_evaluate.py OUTPUT_DIR
 
 Prints ``evaluated <monotonic time>`` when ``evaluate()`` returned, then exits without
 closing anything.
@@ -19,7 +19,7 @@ def main() -> None:
     from transformers import Trainer, TrainingArguments
 
     from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
-    from producer import TrainingPredictionsCallback
+    from predstream.producer import TrainingPredictionsCallback
 
     tok = build_tokenizer()
     args = TrainingArguments(

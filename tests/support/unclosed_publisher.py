@@ -2,7 +2,7 @@
 
 Run by ``tests/test_publisher.py``::
 
-    python _unclosed_publisher.py BOOTSTRAP TOPIC SPOOL_DIR N
+    python tests/support/unclosed_publisher.py BOOTSTRAP TOPIC SPOOL_DIR N
 
 It prints ``published <monotonic time>`` after handing N events to the publisher and
 returns from ``main`` at once: the publisher's ``atexit`` hook must deliver or spool them.
@@ -18,8 +18,8 @@ import time
 def main() -> None:
     bootstrap, topic, spool_dir, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    from producer import ProducerSettings, Publisher
-    from schemas.event import PredictionEvent
+    from predstream.producer import ProducerSettings, Publisher
+    from predstream.schemas.event import PredictionEvent
 
     settings = ProducerSettings(kafka_bootstrap=bootstrap, topic=topic, spool_dir=spool_dir, flush_timeout_s=60,
                                 spool_auto_drain=False)

@@ -1,7 +1,7 @@
 """A training script as a new user writes it: a ``transformers.Trainer`` with the callback,
 settings from the environment only. Run by ``test_journeys_newuser.py``::
 
-    python _newuser_train.py '{"output_dir": "out", "dataset": "eval.jsonl", ...}'
+    python newuser_train.py '{"output_dir": "out", "dataset": "eval.jsonl", ...}'
 
 The JSON object holds ``output_dir``, optional ``max_steps`` (4), and the callback's keyword
 arguments (``every_n_steps`` defaults to 2, ``max_new_tokens`` to 3). Prints
@@ -20,7 +20,7 @@ def main() -> None:
     from transformers import Trainer, TrainingArguments
 
     from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
-    from producer import TrainingPredictionsCallback
+    from predstream import TrainingPredictionsCallback
 
     opts = json.loads(sys.argv[1])
     tok = build_tokenizer()

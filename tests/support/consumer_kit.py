@@ -1,4 +1,5 @@
-"""Helpers shared by the consumer tests: events, producing raw messages, running workers."""
+"""Helpers shared by the consumer tests: producing raw messages, reading a topic, counting
+rows, running workers."""
 
 from __future__ import annotations
 
@@ -9,27 +10,11 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Iterator
 
-from schemas.codec import SingleObjectEncoder
-from schemas.event import PredictionEvent
-from schemas.transport import Headers, message_key
-
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
-
-
-def make_event(i: int, *, job: str = "job-1", step: int = 10, prediction: str | None = None,
-               produced_at: datetime | None = None, **fields: Any) -> PredictionEvent:
-    base: dict[str, Any] = dict(
-        job_id=job, epoch=step / 100, step=step, sample_index=i, source_index=i,
-        prompt=f"what is {i} + {i}?", ground_truth=str(2 * i),
-        prediction=prediction if prediction is not None else str(2 * i),
-        sample_source="dataset", sample_source_id="synthetic",
-        produced_at=produced_at or (T0 + timedelta(seconds=step)),
-    )
-    return PredictionEvent.create(**{**base, **fields})
-
+from predstream.schemas.codec import SingleObjectEncoder
+from predstream.schemas.event import PredictionEvent
+from predstream.schemas.transport import Headers, message_key
 
 def encoded(event: PredictionEvent, encoder: SingleObjectEncoder | None = None) -> tuple[bytes, bytes, list]:
     enc = encoder or SingleObjectEncoder()
@@ -70,20 +55,6 @@ def count_rows(database_url: str, where: str = "event_id IS NOT NULL") -> int:
         return conn.execute(f"SELECT count(*) FROM training_predictions WHERE {where}").fetchone()[0]
 
 
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = condition()
-        except Exception as exc:  # e.g. database restarting
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
-
-
 def rows_reach(database_url: str, n: int) -> Callable[[], bool]:
     return lambda: count_rows(database_url) >= n
 
@@ -91,7 +62,7 @@ def rows_reach(database_url: str, n: int) -> Callable[[], bool]:
 @contextlib.contextmanager
 def worker_thread(settings, **kwargs: Any) -> Iterator[Any]:
     """Run a Worker in a thread; yield it; stop it (clean shutdown) on exit."""
-    from consumer.worker import Worker
+    from predstream.consumer.worker import Worker
 
     stop = threading.Event()
     worker = Worker(settings, stop_event=stop, **kwargs)
@@ -143,3 +114,29 @@ def start_cli_consumer(settings, *args: str, log_path=None, **env: str) -> subpr
         [os.path.join(os.path.dirname(sys.executable), "predstream"), "consume", *args],
         env=consumer_env(settings, **env), stdout=out, stderr=subprocess.STDOUT,
     )
+
+
+def read_events(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list:
+    """Every event on ``topic`` (all partitions, from the start) once ``expected`` arrived."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from predstream.schemas import Decoder
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "reader", "enable.auto.commit": False})
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        decoder, events, deadline = Decoder(), [], time.monotonic() + timeout
+        while len(events) < expected and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                events.append(decoder.decode(msg.value()))
+        # a short extra wait: more events than expected would be a bug too
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            msg = consumer.poll(0.2)
+            if msg is not None and not msg.error():
+                events.append(decoder.decode(msg.value()))
+        return events
+    finally:
+        consumer.close()

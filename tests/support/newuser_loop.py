@@ -1,5 +1,5 @@
 """The README's custom-loop snippet, run as it is written (settings from the environment).
-Run by ``test_journeys_newuser.py``: ``python _newuser_loop.py`` (any working folder)."""
+Run by ``test_journeys_newuser.py``: ``python newuser_loop.py`` (any working folder)."""
 
 from __future__ import annotations
 
