@@ -32,11 +32,14 @@ import time
 from typing import Any
 
 from ._common import BenchContext, BenchResult, count_rows, wait_for
+from ._cpu import Pinning, backend_cpu, backend_pids, children_cpu, cpu_between, server_cpu
 
 NAME = "sink_throughput"
 TITLE = "2. Sink throughput: topic -> committed rows"
 
 _EXTRA = ("created_at", "ingested_at")
+#: application_name prefix of the workers' database connections
+_APP = "predstream-consumer"
 
 
 def run(ctx: BenchContext) -> BenchResult:
@@ -49,47 +52,84 @@ def run(ctx: BenchContext) -> BenchResult:
     columns = (*UPSERT_COLUMNS, *_EXTRA)
 
     types = _column_types(ctx, columns)
-    copy_cpu: list[float] = []
+    copy_cpu: list[tuple[float, float]] = []  # (server, backend) CPU per row, µs
     copy_text = [_raw_copy(ctx, rows, columns)]
     copy_binary = [_raw_copy(ctx, rows, columns, types, copy_cpu)]
     upsert_rate = _executemany_upsert(ctx, rows, columns)
     sink_rate = _sink_only(ctx, topic, events)
-    consumer: dict[int, dict[str, float]] = {}
+    consumer: dict[int, dict[str, Any]] = {}
     for workers in ctx.size.worker_counts:
         consumer[workers] = _consume(ctx, topic, n, workers)
     copy_text.append(_raw_copy(ctx, rows, columns))
     copy_binary.append(_raw_copy(ctx, rows, columns, types, copy_cpu))
     copy_rate = max(copy_text + copy_binary)
     ctx.remember("raw_copy_rate", copy_rate)
+    pinned = _pinned_pair(ctx, topic, n, rows, columns, types)
 
     res.add("raw COPY, text", max(copy_text), "events/s", note=f"runs: {_runs(copy_text)}")
     res.add("raw COPY, binary", max(copy_binary), "events/s", note=f"runs: {_runs(copy_binary)}")
     res.add("executemany upsert", upsert_rate, "events/s")
     res.add("sink only (decoded events)", sink_rate, "events/s")
     res.add("sink only / raw COPY", 100 * sink_rate / copy_rate, "%")
+    db_copy = min(c[0] for c in copy_cpu)
+    backend_copy = min(c[1] for c in copy_cpu)
+    res.add("raw COPY, binary: database CPU per row", db_copy, "µs", note="every PostgreSQL process")
+    res.add("raw COPY, binary: backend CPU per row", backend_copy, "µs", note="the COPY connection's backend")
     for workers, c in consumer.items():
-        label = f"consumer, {workers} worker{'s' if workers > 1 else ''}"
-        res.add(label, c["rate"], "events/s")
-        res.add(f"{label} / raw COPY", 100 * c["rate"] / copy_rate, "%").check(">=", 80.0)
-        for who, key in (("workers", "cpu_us_per_event"), ("database", "db_cpu_us_per_event"),
-                         ("broker", "broker_cpu_us_per_event")):
-            if c[key] is not None:
-                res.add(f"{label}: CPU per event, {who}", c[key], "µs")
-    db_consumer = [c["db_cpu_us_per_event"] for c in consumer.values() if c.get("db_cpu_us_per_event")]
-    if copy_cpu and db_consumer:
-        db_copy = min(copy_cpu)
-        res.add("raw COPY, binary: database CPU per row", db_copy, "µs")
-        db_consumer = min(db_consumer)
-        res.add("database CPU per row, raw COPY / consumer", 100 * db_copy / db_consumer, "%",
-                note="the consumer's rate where the database is the limit (workers on their own cores)")
+        _consumer_figures(res, f"consumer, {workers} worker{'s' if workers > 1 else ''}", c, copy_rate,
+                          db_copy, backend_copy)
     best = max(consumer.values(), key=lambda c: c["rate"])
     res.add("consumer (best) / executemany upsert", best["rate"] / upsert_rate, "x")
     res.add("consumer start-up (group join to first row)", min(c["startup_s"] for c in consumer.values()), "s")
+    if pinned is not None:
+        pin_copy = max(pinned["copy"])
+        res.add("pinned: raw COPY, binary", pin_copy, "events/s",
+                note=f"{pinned['how']}; runs: {_runs(pinned['copy'])}")
+        pin_backend = min(c[1] for c in pinned["copy_cpu"])
+        res.add("pinned: raw COPY, binary: backend CPU per row", pin_backend, "µs")
+        _consumer_figures(res, f"pinned: consumer, {pinned['workers']} workers", pinned["consumer"], pin_copy,
+                          min(c[0] for c in pinned["copy_cpu"]), pin_backend)
     res.details = {"events": n, "event_bytes_avg": _avg_bytes(events), "raw_copy_text_runs": copy_text,
                    "raw_copy_binary_runs": copy_binary, "baseline": copy_rate,
-                   "raw_copy_binary_db_cpu_us_per_row": copy_cpu,
-                   "executemany_upsert": upsert_rate, "sink_only": sink_rate, "consumer": consumer}
+                   "raw_copy_binary_cpu_us_per_row": copy_cpu,
+                   "executemany_upsert": upsert_rate, "sink_only": sink_rate, "consumer": consumer,
+                   "pinned": pinned}
     return res
+
+
+def _consumer_figures(res: BenchResult, label: str, c: dict[str, Any], copy_rate: float, db_copy: float,
+                      backend_copy: float) -> None:
+    res.add(label, c["rate"], "events/s")
+    res.add(f"{label} / raw COPY", 100 * c["rate"] / copy_rate, "%").check(">=", 80.0)
+    for who, key in (("workers", "cpu_us_per_event"), ("database", "db_cpu_us_per_event"),
+                     ("database backends", "backend_cpu_us_per_event"), ("broker", "broker_cpu_us_per_event")):
+        if c.get(key) is not None:
+            fig = res.add(f"{label}: CPU per event, {who}", c[key], "µs")
+            if who == "workers":
+                fig.check("<=", 12.0)
+    if c.get("backend_cpu_us_per_event") and backend_copy:
+        res.add(f"{label}: backend CPU per row / raw COPY's", c["backend_cpu_us_per_event"] / backend_copy, "x",
+                note="the PostgreSQL backends serving the workers' connections").check("<=", 1.15)
+    if c.get("db_cpu_us_per_event") and db_copy:
+        res.add(f"{label}: database CPU per row / raw COPY's", c["db_cpu_us_per_event"] / db_copy, "x",
+                note="every PostgreSQL process (autovacuum, WAL writer, checkpointer included)")
+
+
+def _pinned_pair(ctx: BenchContext, topic: str, n: int, rows: list[tuple[Any, ...]], columns: tuple[str, ...],
+                 types: list[str]) -> dict[str, Any] | None:
+    """Raw COPY and the consumer (2 workers) with PostgreSQL on a core of its own."""
+    pin = Pinning(ctx.stack)
+    if not pin.available:
+        return None
+    copy_cpu: list[tuple[float, float]] = []
+    pin.apply()
+    try:
+        copies = [_raw_copy(ctx, rows, columns, types, copy_cpu)]
+        consumer = _consume(ctx, topic, n, 2, pin=pin)
+        copies.append(_raw_copy(ctx, rows, columns, types, copy_cpu))
+    finally:
+        pin.undo()
+    return {"how": pin.describe(), "copy": copies, "copy_cpu": copy_cpu, "workers": 2, "consumer": consumer}
 
 
 def _runs(rates: list[float]) -> str:
@@ -140,18 +180,19 @@ def _row(ev: Any, topic: str, i: int) -> tuple[Any, ...]:
     return (*row_values(IngestRecord(ev, topic, i % 6, i // 6)), ev.produced_at, ev.produced_at)
 
 
-def _raw_copy(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], types: list[str] | None = None,
-              cpu: list[float] | None = None) -> float:
+def _raw_copy(ctx: BenchContext, rows: list[tuple[Any, ...]], columns: tuple[str, ...], types: list[str] | None = None,
+              cpu: list[tuple[float, float]] | None = None) -> float:
     """Rows per second of one COPY (text, or binary when ``types`` are given) and its commit.
 
-    Appends the database server's CPU time per row (µs) to ``cpu`` when given."""
+    Appends (the database server's, the COPY backend's) CPU time per row (µs) to ``cpu`` when given."""
     import psycopg
 
     url = ctx.new_database("copy")
     sql = f"COPY training_predictions ({', '.join(columns)}) FROM STDIN" + (" (FORMAT BINARY)" if types else "")
     try:
         with psycopg.connect(url) as conn:
-            db0 = _server_cpu(ctx.stack.postgres_pid())
+            backend = [conn.info.backend_pid]
+            db0, be0 = server_cpu(ctx.stack.postgres_pid()), backend_cpu(backend)
             t0 = time.perf_counter()
             with conn.cursor() as cur, cur.copy(sql) as copy:
                 if types:
@@ -160,18 +201,17 @@ def _raw_copy(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], ty
                     copy.write_row(row)
             conn.commit()
             seconds = time.perf_counter() - t0
-            db1 = _server_cpu(ctx.stack.postgres_pid())
+            db1, be1 = server_cpu(ctx.stack.postgres_pid()), backend_cpu(backend)
         assert count_rows(url) == len(rows)
     finally:
         ctx.drop_database(url)
     if cpu is not None and db0 is not None and db1 is not None:
-        cpu.append((db1 - db0) / len(rows) * 1e6)
+        cpu.append(((db1 - db0) / len(rows) * 1e6, cpu_between(be0, be1) / len(rows) * 1e6))
     return len(rows) / seconds
 
 
 def _executemany_upsert(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], batch: int = 2000) -> float:
     import psycopg
-
     from predstream.consumer.sink import NEWER_WHERE
 
     sql = (
@@ -201,9 +241,8 @@ def _inserted_so_far(conn: Any) -> int:
     return value if called else 0
 
 
-def _consume(ctx: BenchContext, topic: str, n: int, workers: int) -> dict[str, float]:
+def _consume(ctx: BenchContext, topic: str, n: int, workers: int, pin: Pinning | None = None) -> dict[str, Any]:
     import psycopg
-
     from predstream.consumer.worker import run_worker_processes
 
     url = ctx.new_database(f"sink{workers}")
@@ -212,31 +251,33 @@ def _consume(ctx: BenchContext, topic: str, n: int, workers: int) -> dict[str, f
     outcome: dict[str, Any] = {}
 
     def _run() -> None:
+        if pin is not None:
+            pin.pin_thread()  # the worker processes it spawns inherit it
         try:
             outcome["rc"] = run_worker_processes(settings, workers, stop_event=stop)
         except BaseException as exc:
             outcome["rc"] = f"{type(exc).__name__}: {exc}"
 
     thread = threading.Thread(target=_run, name=f"bench-workers-{workers}", daemon=True)
+    pg, broker = ctx.stack.postgres_pid, ctx.stack.broker_pid
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             started = time.perf_counter()
             thread.start()
             wait_for(lambda: _inserted_so_far(conn) > 0 or "rc" in outcome, 120, 0.01, "the first row")
             first = time.perf_counter()
-            cpu_first = _children_cpu()
-            db_first, broker_first = _server_cpu(ctx.stack.postgres_pid()), _server_cpu(ctx.stack.broker_pid, children=False)
+            cpu_first = children_cpu()
+            db_first, broker_first = server_cpu(pg()), server_cpu(broker, children=False)
+            be_first = backend_cpu(backend_pids(conn, _APP))
             rows_first = _inserted_so_far(conn)
             wait_for(lambda: _inserted_so_far(conn) >= n or "rc" in outcome, 1200, 0.05, f"{n} rows inserted")
             wait_for(lambda: conn.execute("SELECT count(*) FROM training_predictions").fetchone()[0] >= n
                      or "rc" in outcome, 120, 0.02, f"{n} rows committed")
             done = time.perf_counter()
-            cpu_done = _children_cpu()
-            db_done, broker_done = _server_cpu(ctx.stack.postgres_pid()), _server_cpu(ctx.stack.broker_pid, children=False)
+            cpu_done = children_cpu()
+            db_done, broker_done = server_cpu(pg()), server_cpu(broker, children=False)
+            be_done = backend_cpu(backend_pids(conn, _APP))
             counted = max(1, n - rows_first)
-            cpu = None if cpu_first is None or cpu_done is None else (cpu_done - cpu_first) / counted
-            db = None if db_first is None or db_done is None else (db_done - db_first) / counted
-            broker = None if broker_first is None or broker_done is None else (broker_done - broker_first) / counted
             if "rc" in outcome:
                 raise RuntimeError(f"the consumer workers exited early (status {outcome['rc']})")
     finally:
@@ -248,50 +289,11 @@ def _consume(ctx: BenchContext, topic: str, n: int, workers: int) -> dict[str, f
         ctx.drop_database(url)
     if stored != n:
         raise RuntimeError(f"the consumer stored {stored} rows of {n}")
+
+    def per_event(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else (b - a) / counted * 1e6
+
     return {"rate": n / (done - first), "seconds": done - first, "startup_s": first - started,
-            "cpu_us_per_event": None if cpu is None else cpu * 1e6, "db_cpu_us_per_event": None if db is None else db * 1e6,
-            "broker_cpu_us_per_event": None if broker is None else broker * 1e6}
-
-
-def _children_cpu() -> float | None:
-    """CPU seconds (user + system) of this process's live child processes (the workers)."""
-    try:
-        import psutil
-    except ImportError:
-        return None
-    return _cpu_of(psutil.Process().children(recursive=True))
-
-
-def _server_cpu(pid: int | None, children: bool = True) -> float | None:
-    """CPU seconds used so far by a server process and (``children``) its child processes:
-    the live ones, and the exited ones it has reaped (PostgreSQL runs a process per
-    connection)."""
-    try:
-        import psutil
-    except ImportError:
-        return None
-    if pid is None:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        total = _cpu_of([proc])
-        if children:
-            reaped = proc.cpu_times()
-            total += reaped.children_user + reaped.children_system + _cpu_of(proc.children(recursive=True))
-        return total
-    except psutil.Error:
-        return None
-
-
-def _cpu_of(procs: list) -> float:
-    """User + system CPU seconds of ``procs`` (those gone meanwhile count 0)."""
-    import psutil
-
-    total = 0.0
-    for proc in procs:
-        try:
-            times = proc.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
+            "cpu_us_per_event": per_event(cpu_first, cpu_done), "db_cpu_us_per_event": per_event(db_first, db_done),
+            "backend_cpu_us_per_event": cpu_between(be_first, be_done) / counted * 1e6 if be_done else None,
+            "broker_cpu_us_per_event": per_event(broker_first, broker_done)}
