@@ -18,10 +18,15 @@ costs. A unique violation (some event is already stored: a redelivery or a repla
 refused row rolls the savepoint back and the batch takes steps 2-3; after a conflict the
 next 20 batches go straight to steps 2-3.
 
-Both COPYs use the binary format (cheaper for client and server) with the column types
-read from the table when the connection opens. psycopg's binary ``integer`` wraps a value
-that does not fit 32 bits instead of refusing it, so a batch with such a value is sent in
-text format, where Postgres refuses the row (22003) and it is isolated as below.
+Both COPYs use the binary format (cheaper for client and server). A batch is one
+``copy.write`` of its rows' bytes: the :class:`~predstream.consumer.transcode.CopyRow` rows
+the transcoder made straight from the Kafka messages, and, for events that came through the
+pydantic path (:class:`IngestRecord`), rows encoded here. The table's column types are read
+when the connection opens; when they are not the ones the transcoder writes (a column
+changed by hand), or when an event's value does not fit its column in binary (psycopg's
+binary ``integer`` would wrap a value beyond 32 bits), the batch takes the old path: the
+events decoded (by the pydantic path), written row by row, in text format where a value is
+out of range, so that Postgres refuses that row (22003) and it is isolated as below.
 
 When Postgres refuses a row because of the row itself (data exceptions, SQLSTATE class 22;
 integrity violations, class 23, except unique violations), the batch is split in halves,
@@ -35,69 +40,44 @@ serialization failures, a table that is not migrated yet) raises
 
 Replay and backfill reuse this sink: an :class:`IngestRecord` without Kafka coordinates is
 stored with ``kafka_topic``/``kafka_partition``/``kafka_offset`` NULL.
+
+:meth:`PostgresSink.write` takes both kinds of record in one batch; newest-wins compares
+them by the same ``(attempt, produced_at)``.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 import logging
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
-
-from psycopg.types.json import Jsonb
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from predstream.schemas.event import PredictionEvent, recency
+from psycopg.types.json import Jsonb
 
+from ._columns import COLUMN_TYPES, DIRECT_COLUMNS, UPSERT_COLUMNS
+from ._copy_binary import batch_time, encode_values, payload
 from .errors import DatabaseUnavailableError
 from .settings import redact_url
+from .transcode import CopyRow, copy_columns
 
-__all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS", "NEWER_WHERE", "row_values"]
+__all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "SinkRecord", "UPSERT_COLUMNS",
+           "NEWER_WHERE", "row_values"]
 
 _log = logging.getLogger(__name__)
 
 _STAGING = "_predstream_staging"
 
-#: Columns the sink writes from each event (plus ``created_at`` and ``ingested_at``).
-UPSERT_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "job_id",
-    "epoch",
-    "epoch_exact",
-    "step",
-    "sample_index",
-    "sequence_index",
-    "prompt",
-    "messages",
-    "ground_truth",
-    "prediction",
-    "prompt_id",
-    "source_index",
-    "sample_source",
-    "sample_source_id",
-    "set_id",
-    "model_name",
-    "generation",
-    "prompt_tokens",
-    "completion_tokens",
-    "generation_ms",
-    "produced_at",
-    "attempt",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
-)
-
 _COLS = ", ".join(UPSERT_COLUMNS)
+# the staging table has every column a row fills, created_at and ingested_at included
 _CREATE_STAGING = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} ON COMMIT DELETE ROWS AS "
-    f"SELECT {_COLS} FROM training_predictions WITH NO DATA"
+    f"SELECT {', '.join(DIRECT_COLUMNS)} FROM training_predictions WITH NO DATA"
 )
-_COPY = f"COPY {_STAGING} ({_COLS}) FROM STDIN"
-# The fast path for batches of new events (see PostgresSink._copy_new_rows).
-_DIRECT_COLUMNS = (*UPSERT_COLUMNS, "created_at", "ingested_at")
-_COPY_DIRECT = f"COPY training_predictions ({', '.join(_DIRECT_COLUMNS)}) FROM STDIN"
+_TABLE = "training_predictions"
 _BINARY = " (FORMAT BINARY)"
 # column types whose binary dumpers psycopg matches exactly to the Python values we send
 _BINARY_SAFE = {"text", "integer", "bigint", "double precision", "jsonb", "timestamp with time zone"}
@@ -113,7 +93,7 @@ NEWER_WHERE = (
 # replayed or backfilled row gets its real time, not the time of the replay.
 _UPSERT = (
     f"INSERT INTO training_predictions AS t ({_COLS}, created_at, ingested_at) "
-    f"SELECT {_COLS}, produced_at, now() FROM {_STAGING} "
+    f"SELECT {_COLS}, created_at, now() FROM {_STAGING} "
     "ON CONFLICT (event_id) DO UPDATE SET "
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in UPSERT_COLUMNS if c != "event_id")
     + ", created_at = EXCLUDED.created_at, ingested_at = EXCLUDED.ingested_at "
@@ -137,6 +117,10 @@ class IngestRecord:
     timestamp_ms: int | None = None
 
 
+#: What :meth:`PostgresSink.write` takes: an event decoded by the pydantic path, or a transcoded row.
+SinkRecord = IngestRecord | CopyRow
+
+
 @dataclass
 class WriteResult:
     """What one :meth:`PostgresSink.write` did.
@@ -150,14 +134,14 @@ class WriteResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    rejected: list[tuple[IngestRecord, "Rejection"]] = field(default_factory=list)
+    rejected: list[tuple[SinkRecord, Rejection]] = field(default_factory=list)
 
     @property
     def stored(self) -> int:
         """Events now reflected in the table (inserted + updated + unchanged)."""
         return self.inserted + self.updated + self.unchanged
 
-    def __iadd__(self, other: "WriteResult") -> "WriteResult":
+    def __iadd__(self, other: WriteResult) -> WriteResult:
         self.inserted += other.inserted
         self.updated += other.updated
         self.unchanged += other.unchanged
@@ -198,17 +182,20 @@ class PostgresSink:
         self._lock_timeout_ms = lock_timeout_ms
         self._application_name = application_name
         self._conn: Any = None
-        #: per column of _DIRECT_COLUMNS: its type, for binary COPY (None: use text)
+        #: per column of DIRECT_COLUMNS: its type, for binary COPY (None: use text)
         self._types: list[str] | None = None
         #: positions of the 32-bit integer columns (see the module docstring)
         self._int4_at: tuple[int, ...] = ()
+        #: the column order of transcoded rows, when the table's types are the ones they are
+        #: written for (else None: every batch takes the old path)
+        self._copy_cols: tuple[str, ...] | None = None
         #: batches to wait before trying the COPY fast path again (after a batch had a
         #: conflict: a replay or a redelivery, where the upsert path is the right one)
         self._fast_path_in = 0
 
     # -- public ------------------------------------------------------------------
 
-    def write(self, batch: Sequence[IngestRecord]) -> WriteResult:
+    def write(self, batch: Sequence[SinkRecord]) -> WriteResult:
         """Upsert ``batch`` in one transaction; see the module docstring for the rules.
 
         Raises :class:`DatabaseUnavailableError` when nothing could be stored because of
@@ -222,11 +209,15 @@ class PostgresSink:
             return result
         try:
             conn = self._connection()
+            now = datetime.now(UTC)
+            datas = self._binary_rows(rows)
+            if datas is None:  # the old path: the events, row by row
+                rows = [r if isinstance(r, IngestRecord) else r.record() for r in rows]
             with conn.transaction():
-                fast = self._copy_new_rows(conn, rows) if self._fast_path_in <= 0 else None
+                fast = self._copy_new_rows(conn, rows, datas, now) if self._fast_path_in <= 0 else None
                 if fast is None:
                     self._fast_path_in = max(0, self._fast_path_in - 1)
-                    result += self._write_isolating(conn, rows)
+                    result += self._write_isolating(conn, rows, datas, now)
                 else:
                     result += fast
         except psycopg.Error as exc:
@@ -249,9 +240,10 @@ class PostgresSink:
         import psycopg
 
         try:
-            return self._connection().execute(
+            found: int = self._connection().execute(
                 "SELECT count(*) FROM training_predictions WHERE event_id IS NOT NULL"
             ).fetchone()[0]
+            return found
         except psycopg.Error as exc:
             self._drop_connection()
             raise _unavailable(exc) from None
@@ -259,7 +251,7 @@ class PostgresSink:
     def close(self) -> None:
         self._drop_connection()
 
-    def __enter__(self) -> "PostgresSink":
+    def __enter__(self) -> PostgresSink:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -295,17 +287,47 @@ class PostgresSink:
         return conn
 
     def _read_column_types(self, conn: Any) -> None:
-        found = dict(conn.execute(
+        found: dict[str, str] = dict(conn.execute(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = 'training_predictions'::regclass AND attnum > 0 AND NOT attisdropped"
         ).fetchall())
-        types = [found.get(c) for c in _DIRECT_COLUMNS]
+        types = [found.get(c, "missing") for c in DIRECT_COLUMNS]
         if all(t in _BINARY_SAFE for t in types):
-            self._types = types  # type: ignore[assignment]
+            self._types = types
             self._int4_at = tuple(i for i, t in enumerate(types) if t == "integer")
         else:  # a column was changed by hand: text COPY lets Postgres convert
             _log.info("training_predictions has column types %s; using text COPY", sorted(set(types) - _BINARY_SAFE))
             self._types, self._int4_at = None, ()
+        cols = copy_columns()
+        self._copy_cols = cols if cols is not None and all(found.get(c) == COLUMN_TYPES[c] for c in cols) else None
+
+    def _binary_rows(self, rows: list[SinkRecord]) -> list[bytes] | None:
+        """Each row's COPY bytes (but the batch's time), or None when the batch must take the old path."""
+        cols = self._copy_cols
+        if cols is None:
+            return None
+        datas = []
+        for r in rows:
+            if type(r) is CopyRow:
+                datas.append(r[0])
+                continue
+            assert isinstance(r, IngestRecord)
+            values = dict(zip(UPSERT_COLUMNS, row_values(r), strict=True))
+            data = encode_values({**values, "created_at": r.event.produced_at}, cols)
+            if data is None:
+                return None
+            datas.append(data)
+        return datas
+
+    def _copy_rows(self, cur: Any, table: str, rows: list[Any], datas: list[bytes] | None, now: datetime) -> None:
+        """COPY ``rows`` into ``table``: their bytes in one write, else the events row by row."""
+        if datas is not None:
+            assert self._copy_cols is not None
+            with cur.copy(f"COPY {table} ({', '.join(self._copy_cols)}) FROM STDIN{_BINARY}") as copy:
+                copy.write(payload(datas, batch_time(now)))
+            return
+        values = [(*row_values(rec), rec.event.produced_at, now) for rec in rows]
+        self._copy(cur, f"COPY {table} ({', '.join(DIRECT_COLUMNS)}) FROM STDIN", values, len(DIRECT_COLUMNS))
 
     def _copy(self, cur: Any, sql: str, rows: list[tuple[Any, ...]], ncols: int) -> None:
         """COPY ``rows`` (binary when the types allow it and every integer fits)."""
@@ -334,7 +356,8 @@ class PostgresSink:
             except Exception:  # already broken: nothing more to release
                 pass
 
-    def _copy_new_rows(self, conn: Any, rows: list[IngestRecord]) -> WriteResult | None:
+    def _copy_new_rows(self, conn: Any, rows: list[Any], datas: list[bytes] | None,
+                       now: datetime) -> WriteResult | None:
         """The fast path: COPY straight into the table, under a savepoint.
 
         When every event is new (the steady state of a live stream), inserting is what the
@@ -344,11 +367,9 @@ class PostgresSink:
         """
         import psycopg
 
-        now = datetime.now(timezone.utc)
-        values = [(*row_values(rec), rec.event.produced_at, now) for rec in rows]
         try:
             with conn.transaction(), conn.cursor() as cur:
-                self._copy(cur, _COPY_DIRECT, values, len(_DIRECT_COLUMNS))
+                self._copy_rows(cur, _TABLE, rows, datas, now)
         except (psycopg.Error, UnicodeEncodeError) as exc:
             if getattr(exc, "sqlstate", None) == "23505":  # an event is already stored
                 self._fast_path_in = _FAST_PATH_PAUSE
@@ -357,29 +378,29 @@ class PostgresSink:
             return None
         return WriteResult(inserted=len(rows))
 
-    def _write_isolating(self, conn: Any, rows: list[IngestRecord]) -> WriteResult:
+    def _write_isolating(self, conn: Any, rows: list[Any], datas: list[bytes] | None, now: datetime) -> WriteResult:
         """Upsert ``rows`` under a savepoint; on a row's fault, split and recurse."""
         import psycopg
 
         try:
             with conn.transaction():  # a savepoint inside write()'s transaction
-                return self._upsert(conn, rows)
+                return self._upsert(conn, rows, datas, now)
         except (psycopg.Error, UnicodeEncodeError) as exc:
             rejection = _row_fault(exc)
             if rejection is None:
                 raise
             if len(rows) == 1:
-                _log.debug("row %s rejected: %s", rows[0].event.event_id, rejection)
+                _log.debug("row %s rejected: %s", _key_rank(rows[0])[0].decode(), rejection)
                 return WriteResult(rejected=[(rows[0], rejection)])
             mid = len(rows) // 2
-            result = self._write_isolating(conn, rows[:mid])
-            result += self._write_isolating(conn, rows[mid:])
+            result = self._write_isolating(conn, rows[:mid], None if datas is None else datas[:mid], now)
+            result += self._write_isolating(conn, rows[mid:], None if datas is None else datas[mid:], now)
             return result
 
-    def _upsert(self, conn: Any, rows: list[IngestRecord]) -> WriteResult:
+    def _upsert(self, conn: Any, rows: list[Any], datas: list[bytes] | None, now: datetime) -> WriteResult:
         with conn.cursor() as cur:
             cur.execute(f"TRUNCATE {_STAGING}")
-            self._copy(cur, _COPY, [row_values(rec) for rec in rows], len(UPSERT_COLUMNS))
+            self._copy_rows(cur, _STAGING, rows, datas, now)
             cur.execute(_UPSERT)
             flags = [r[0] for r in cur.fetchall()]
         inserted = sum(1 for f in flags if f)
@@ -387,18 +408,31 @@ class PostgresSink:
         return WriteResult(inserted=inserted, updated=updated, unchanged=len(rows) - len(flags))
 
 
-def _newest_per_event(batch: Iterable[IngestRecord]) -> tuple[list[IngestRecord], int]:
+def _newest_per_event(batch: Iterable[SinkRecord]) -> tuple[list[SinkRecord], int]:
     """Keep one record per event_id: the newest by :func:`~predstream.schemas.event.recency` (the later
     one in the batch on a tie)."""
-    best: dict[str, IngestRecord] = {}
-    total = 0
-    for rec in batch:
-        total += 1
-        key = rec.event.event_id
+    rows = list(batch)
+    if all(type(r) is CopyRow for r in rows) and len({r[1] for r in rows}) == len(rows):  # type: ignore[index]
+        return rows, 0  # the usual batch: transcoded, no event twice
+    best: dict[bytes, tuple[tuple[int, int], SinkRecord]] = {}
+    for rec in rows:
+        key, rank = _key_rank(rec)
         seen = best.get(key)
-        if seen is None or recency(rec.event) >= recency(seen.event):
-            best[key] = rec
-    return list(best.values()), total - len(best)
+        if seen is None or rank >= seen[0]:
+            best[key] = (rank, rec)
+    return [rec for _, rec in best.values()], len(rows) - len(best)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICRO = timedelta(microseconds=1)
+
+
+def _key_rank(rec: SinkRecord) -> tuple[bytes, tuple[int, int]]:
+    """A record's event_id, and its :func:`~predstream.schemas.event.recency` as (attempt, microseconds)."""
+    if isinstance(rec, CopyRow):
+        return rec.event_id, (rec.attempt, rec.produced_us)
+    attempt, produced_at = recency(rec.event)
+    return rec.event.event_id.encode(), (attempt, (produced_at - _EPOCH) // _MICRO)
 
 
 def row_values(rec: IngestRecord) -> tuple[Any, ...]:

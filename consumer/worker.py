@@ -52,7 +52,8 @@ from .errors import DatabaseUnavailableError, DeadLetterUnavailableError, Retria
 from .membership import Membership, unwedge_group
 from .metrics import ConsumerMetrics, check_port_free, serve_metrics
 from .settings import ConsumerSettings
-from .sink import IngestRecord, PostgresSink, WriteResult
+from .sink import IngestRecord, PostgresSink, SinkRecord, WriteResult
+from .transcode import Transcoder
 
 __all__ = ["Worker", "run_worker", "run_worker_processes", "consumer_config"]
 
@@ -105,7 +106,7 @@ class _Entry:
     msg: Any
     #: (topic, partition, offset) of the message
     coords: tuple[str, int, int]
-    record: IngestRecord | None = None
+    record: SinkRecord | None = None
     #: (reason code, one-line error) when the message must become a dead letter
     problem: tuple[str, str] | None = None
     delivery: Delivery | None = None
@@ -156,6 +157,7 @@ class Worker:
         self._sink = sink or PostgresSink(settings.require_database_url(), application_name=f"predstream-consumer-{self.name}")
         self._dlq = dead_letters or DeadLetterWriter(settings)
         self._decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options or None)
+        self._transcoder = Transcoder()
         self._consumer = consumer
         self._own_consumer = consumer is None
         self._membership = Membership(settings.join_timeout_s)
@@ -355,8 +357,11 @@ class Worker:
         self._written = None
 
     def _decode(self, entries: list[_Entry]) -> None:
-        for e in entries:
-            if e.record is not None or e.problem is not None:
+        # most messages go straight to COPY rows; the transcoder leaves the others (None) to the decoder
+        todo = [e for e in entries if e.record is None and e.problem is None]
+        for e, row in zip(todo, self._transcoder.transcode_many([e.msg for e in todo]), strict=True):
+            if row is not None:
+                e.record = row
                 continue
             msg = e.msg
             try:
