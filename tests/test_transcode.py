@@ -281,3 +281,19 @@ def test_the_column_types_it_writes_are_those_of_the_migrated_table(database_url
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = 'training_predictions'::regclass AND attnum > 0 AND NOT attisdropped").fetchall())
     assert {c: found[c] for c in COLUMN_TYPES} == COLUMN_TYPES
+
+
+def test_a_short_atheris_run_of_the_transcoder_finds_nothing():
+    """Coverage-guided fuzzing for a few seconds (longer runs: see tests/fuzz/fuzz_transcoder.py)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("atheris")
+    harness = Path(__file__).with_name("fuzz") / "fuzz_transcoder.py"
+    proc = subprocess.run(
+        [sys.executable, str(harness), "-runs=100000", "-max_total_time=20", "-max_len=4096", "-timeout=10"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Done " in proc.stderr
