@@ -5,7 +5,10 @@ beginning, a time, or explicit offsets) to the high watermarks taken when it sta
 with ``to_end``, to the end as it is when each partition is reached), decodes and
 validates each event, and stores the good ones through the worker's own
 :class:`~predstream.consumer.sink.PostgresSink`: an event replayed twice changes nothing, and an old
-event never overwrites a newer row.
+event never overwrites a newer row. As in the worker, messages are transcoded straight into
+COPY rows (:mod:`predstream.consumer.transcode`; the others are decoded), taken from the
+consumer in batches, and one batch is written by a writer thread while the next is read;
+the resume offsets move only once a batch is committed.
 
 It never disturbs the live consumer group: it uses ``assign()`` with explicit offsets and
 a throwaway ``group.id`` (``predstream-replay-<random>``), with auto-commit off, and it
@@ -32,6 +35,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
@@ -43,7 +47,8 @@ from predstream.schemas.transport import Headers
 
 from .errors import ConsumerError, DatabaseUnavailableError, ReplayError
 from .settings import ConsumerSettings
-from .sink import IngestRecord, PostgresSink, WriteResult
+from .sink import IngestRecord, PostgresSink, SinkRecord, WriteResult
+from .transcode import CopyRow, Transcoder
 
 __all__ = [
     "ReplayError",
@@ -63,6 +68,8 @@ _log = logging.getLogger(__name__)
 _WRITE_ATTEMPTS = 4
 #: Invalid events logged one by one at WARNING before the rest go to DEBUG.
 _MAX_WARNINGS = 20
+#: Messages taken from the consumer per call.
+_CONSUME_AT_ONCE = 1000
 
 ProgressFn = Callable[[int, int], None]
 
@@ -364,15 +371,27 @@ class _Run:
         self.stats.next_offsets = dict(self.start)
         self.before = {r.partition: since_ms for r in ranges} if since_ms is not None else {}
         self.open = {r.partition for r in ranges if to_end or r.size > 0}
-        self.batch: list[IngestRecord] = []
+        self.batch: list[SinkRecord] = []
         self.bad: list[tuple[Any, str, str]] = []  # (message, reason, error) to dead-letter
         self.originals: dict[tuple[int, int], Any] = {}
         self.warned = 0
         self.last_progress = 0.0
+        # messages go straight to COPY rows (with a job filter they are decoded: the filter reads the job)
+        self.transcoder = Transcoder() if job_id is None else None
+        # one batch is written (in this thread, the database's wait releasing the GIL) while the next is read
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="predstream-replay-writer")
+        self.pending: tuple[Future[WriteResult] | None, dict[tuple[int, int], Any], list[tuple[Any, str, str]],
+                            dict[int, int]] | None = None
 
     # -- loop --------------------------------------------------------------------------
 
     def go(self) -> None:
+        try:
+            self._go()
+        finally:
+            self.writer.shutdown(wait=True)  # a write in flight ends before the sink closes
+
+    def _go(self) -> None:
         from confluent_kafka import KafkaError, TopicPartition
 
         if self.open:
@@ -380,31 +399,33 @@ class _Run:
         last_seen = time.monotonic()
         self._report(force=True)
         while self.open:
-            msg = self.consumer.poll(0.2)
-            if msg is None:
+            msgs = self.consumer.consume(num_messages=_CONSUME_AT_ONCE, timeout=0.2)
+            if not msgs:
                 self._check_positions()
                 if self.open and time.monotonic() - last_seen > self.stall_timeout_s:
                     raise ReplayError(self._stalled())
                 continue
             last_seen = time.monotonic()
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    self._eof(msg.partition(), msg.offset())
+            rows = self.transcoder.transcode_many(msgs) if self.transcoder is not None else [None] * len(msgs)
+            for msg, row in zip(msgs, rows, strict=True):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        self._eof(msg.partition(), msg.offset())
+                        continue
+                    if err.fatal() or not err.retriable():
+                        self._drain()
+                        raise ReplayError(f"reading {self.topic} failed: {err.str()}; {self._resume_hint()}")
+                    _log.debug("transient consumer error: %s", err.str())
                     continue
-                if err.fatal() or not err.retriable():
+                self._handle(msg, row)
+                if len(self.batch) + len(self.bad) >= self.batch_size:
                     self._flush()
-                    raise ReplayError(f"reading {self.topic} failed: {err.str()}; {self._resume_hint()}")
-                _log.debug("transient consumer error: %s", err.str())
-                continue
-            self._handle(msg)
-            if len(self.batch) + len(self.bad) >= self.batch_size:
-                self._flush()
             self._report()
-        self._flush()
+        self._drain()
         self._report(force=True)
 
-    def _handle(self, msg: Any) -> None:
+    def _handle(self, msg: Any, row: CopyRow | None) -> None:
         p, offset = msg.partition(), msg.offset()
         if p not in self.open:
             return  # fetched before the partition was closed
@@ -431,13 +452,18 @@ class _Run:
             if header is not None and header != self.job_id:
                 self._skip_job(header)
                 return
+        if row is not None:  # transcoded
+            self.batch.append(row)
+            if self.dead_letters is not None:
+                self.originals[(p, offset)] = msg
+            return
         try:
             event = self.decoder.decode(msg.value())
         except (DecodeError, InvalidEventError) as exc:
             self._invalid(msg, exc.reason, str(exc))
             return
         except RegistryUnavailableError as exc:
-            self._flush()
+            self._drain()
             raise ReplayError(f"{exc}; {self._resume_hint()}") from None
         if self.job_id is not None and event.job_id != self.job_id:
             self._skip_job(event.job_id)
@@ -490,22 +516,39 @@ class _Run:
     # -- writing -----------------------------------------------------------------------
 
     def _flush(self) -> None:
+        """Hand the batch to the writer thread (once the previous one is written)."""
         batch, self.batch = self.batch, []
-        if batch:
-            result = self._write(batch)
+        originals, self.originals = self.originals, {}
+        bad, self.bad = self.bad, []
+        self._finish()
+        future = self.writer.submit(self._write, batch) if batch else None
+        self.pending = (future, originals, bad, dict(self.position))
+
+    def _finish(self) -> None:
+        """Wait for the batch in flight; count it, dead-letter what it refused, move the resume offsets."""
+        pending, self.pending = self.pending, None
+        if pending is None:
+            return
+        future, originals, bad, positions = pending
+        if future is not None:
+            result = future.result()  # a ReplayError of the writer is raised here
             self.stats.add(result)
             for rec, rejection in result.rejected:
                 self.stats.by_reason[rejection.reason] = self.stats.by_reason.get(rejection.reason, 0) + 1
                 _log.warning("partition %s offset %s: the database refused the event: %s",
                              rec.partition, rec.offset, rejection)
             if self.dead_letters is not None:
-                self.bad.extend((self.originals[(rec.partition, rec.offset)], rej.reason, rej.message)
-                                for rec, rej in result.rejected)
-        self.originals.clear()
-        self._send_dead_letters()
-        self.stats.next_offsets = dict(self.position)
+                bad.extend((originals[(rec.partition, rec.offset)], rej.reason, rej.message)  # type: ignore[index]
+                           for rec, rej in result.rejected)
+        self._send_dead_letters(bad)
+        self.stats.next_offsets = positions
 
-    def _write(self, batch: list[IngestRecord]) -> WriteResult:
+    def _drain(self) -> None:
+        """Write what was read and wait for it (before the end, or before stopping with resume offsets)."""
+        self._flush()
+        self._finish()
+
+    def _write(self, batch: list[SinkRecord]) -> WriteResult:
         delay = 1.0
         for attempt in range(1, _WRITE_ATTEMPTS + 1):
             try:
@@ -518,8 +561,7 @@ class _Run:
                 delay *= 2
         raise AssertionError("unreachable")
 
-    def _send_dead_letters(self) -> None:
-        bad, self.bad = self.bad, []
+    def _send_dead_letters(self, bad: list[tuple[Any, str, str]]) -> None:
         if not bad or self.dead_letters is None:
             return
         deliveries = []

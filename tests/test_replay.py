@@ -326,3 +326,33 @@ def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_byt
     bad = next(s for s in sent if s.event_id == events[-1].event_id)
     assert (letter.reason, letter.original_partition, letter.original_offset) == ("db-rejected:22003", bad.partition, bad.offset)
     assert letter.value == items[-1][1]
+
+
+def test_a_database_lost_mid_replay_stops_with_offsets_that_resume_exactly_where_the_stored_rows_end(
+        kafka_bootstrap, loaded, database_url, monkeypatch):
+    # one batch is written while the next is read: the resume offsets must still be those
+    # after the last batch the database committed, never ahead of it
+    import predstream.consumer.replay as replay
+
+    monkeypatch.setattr(replay, "_WRITE_ATTEMPTS", 1)
+
+    class LosesTheDatabase(PostgresSink):
+        writes = 0
+
+        def write(self, batch):
+            LosesTheDatabase.writes += 1
+            if LosesTheDatabase.writes == 4:
+                from predstream.consumer.errors import DatabaseUnavailableError
+
+                raise DatabaseUnavailableError("connection lost")
+            return super().write(batch)
+
+    settings = _settings(kafka_bootstrap, loaded.name, database_url, batch_size=5)
+    with LosesTheDatabase(database_url) as sink, pytest.raises(ReplayError) as stopped:
+        run_replay(settings, sink=sink)
+    resume = parse_offsets(str(stopped.value).split("--from-offsets ")[1])
+    stored = {(p, o) for *_, p, o in _rows(database_url)}
+    events = {(s.partition, s.offset) for s in loaded.events}
+    assert stored == {(p, o) for p, o in events if o < resume.get(p, 0)}, "stored: exactly what lies before the offsets"
+    run_replay(settings, from_offsets=resume)
+    assert {(p, o) for *_, p, o in _rows(database_url)} == events
