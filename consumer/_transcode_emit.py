@@ -10,6 +10,7 @@ from ._transcode_gen import (
     DERIVED,
     EVENT_ID_PARTS,
     PROMPT_GROUP,
+    PROMPT_KEY,
     REPEAT_GROUPS,
     Generated,
     Unsupported,
@@ -69,6 +70,7 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
         vals[name] = gen.value(avro_type[name], _unwrap_default(fields_core[name]["schema"]), ind, column, py)
 
     groups = _groups(order)
+    header_suffix = b""
     prompt_group = groups.pop(PROMPT_GROUP, None)
     body = 4
     gen.emit(body, "buf = msg.value()")
@@ -89,10 +91,15 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
         name = order[i]
         group = groups.get(name)
         if prompt_group is not None and name == PROMPT_GROUP[0]:
-            gen.emit(body, "gs = pos")
+            # the prompt of the event that had this key last time? (its bytes decide)
+            gen.emit(body, f"m = pmemo.get({vals[PROMPT_KEY].var})")
+            gen.emit(body, "if m is not None and buf.startswith(m[0], pos):")
+            gen.emit(body + 1, "pos += len(m[0]); pchunk = m[1]; ppid = m[2]")
+            gen.emit(body, "else:")
+            gen.emit(body + 1, "pchunk = None; gs = pos")
             for f in PROMPT_GROUP:
-                gen.skip(avro_type[f], body)
-            gen.emit(body, "ge = pos")
+                gen.skip(avro_type[f], body + 1)
+            gen.emit(body + 1, "ge = pos")
             i += len(PROMPT_GROUP)
             continue
         if group is not None:
@@ -101,6 +108,9 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
             i += len(group)
             continue
         read(name, body, False)
+        if i == 0 and vals[name].hexid:  # its length (80 01) is checked with the frame's header
+            del gen.lines[-2]  # (the line before the slice)
+            header_suffix = b"\x80\x01"
         names, pieces = column_pieces(name, body)
         out_columns += names
         row += pieces
@@ -113,13 +123,8 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
     if unverified:
         raise Unsupported(f"{sorted(unverified)}: a sha256 pattern that no identity check verifies")
     _identity(gen, body, vals)
-    # the Kafka coordinates; the topic (bytes) goes before the last run of fixed-size columns,
-    # so that one struct call packs that run and the partition and offset; the batch's time
-    # (added by the sink) last
+    # the Kafka coordinates, then the batch's time (added by the sink)
     gen.emit(body, "topic = msg.topic(); partition = msg.partition(); offset = msg.offset()")
-    fixed_tail = len(entries)
-    while fixed_tail > 0 and all(p.kind == "s" for p in entries[fixed_tail - 1][1]):
-        fixed_tail -= 1
     for c in columns:
         rule = DERIVED.get(c)
         if rule is None or rule[0] != "coordinate":
@@ -127,17 +132,18 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
         if rule[1] == "topic":
             gen.emit(body, "tchunk = topics.get(topic)")
             gen.emit(body, "if tchunk is None: tchunk = topics[topic] = _topic_chunk(topic)")
-            entries.insert(fixed_tail, ([c], [_Piece("b", "tchunk")]))
+            entries.append(([c], [_Piece("b", "tchunk")]))
         else:
             entries.append(([c], [_Piece("s", "4" if rule[1] == "partition" else "8", "i"),
                                   _Piece("s", rule[1], "i" if rule[1] == "partition" else "q")]))
+    entries = _column_order(entries)
     out_columns = [c for names, _ in entries for c in names]
     row = [p for _, pieces in entries for p in pieces]
     out_columns.append("ingested_at")
     if sorted(out_columns) != sorted(gen.columns):
         raise Unsupported(f"columns left unfilled: {sorted(set(gen.columns) - set(out_columns))}")
     attempt, produced = vals["attempt"].var, vals["produced_at"].var
-    gen.emit(body, f"append(_new(_Row, ({gen.render(row)}, {vals['event_id'].var}, {attempt}, {produced}, "
+    gen.emit(body, f"append(_new(_Row, ({gen.render(row, body)}, {vals['event_id'].var}, {attempt}, {produced}, "
                    "buf, topic, partition, offset)))")
     source = "\n".join([
         "def transcode_many(msgs):",
@@ -156,7 +162,29 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
         *[f"        _LAST[{k}] = r{k}" for k in range(len(REPEAT_GROUPS))],
         "    return out",
     ])
-    return Generated(source, tuple(out_columns), tuple(order), dict(gen.consts))
+    return Generated(source, tuple(out_columns), tuple(order), dict(gen.consts), header_suffix)
+
+
+def _column_order(entries: list[tuple[list[str], list[_Piece]]]) -> list[tuple[list[str], list[_Piece]]]:
+    """The COPY column order (free to choose): every fixed-size column in one run, just before
+    the last text read whose length is not a constant, so that one ``struct`` call packs the
+    run and that length; the row's field count first."""
+    header, first = entries[0][1][0], (entries[0][0], entries[0][1][1:])
+    entries = [first, *entries[1:]]
+    fixed = [e for e in entries if e[1] and all(p.kind in ("s", "n") for p in e[1])]
+    texts = [e for e in entries if len(e[1]) == 2 and e[1][0].kind == "s" and not _literal(e[1][0].expr)
+             and e[1][1].kind == "b"]
+    last = texts[-1:]
+    rest = [e for e in entries if e not in fixed and e not in last]
+    ordered = [([], [header]), *rest, *fixed]
+    if last:
+        names, (length, data) = last[0]
+        ordered += [(names, [length]), ([], [data])]
+    return ordered
+
+
+def _literal(expr: str) -> bool:
+    return expr.lstrip("-").isdigit()
 
 
 def _groups(order: list[str]) -> dict[Any, tuple[str, ...]]:
@@ -169,12 +197,13 @@ def _groups(order: list[str]) -> dict[Any, tuple[str, ...]]:
         if tuple(order[start:start + len(group)]) != group:
             continue
         if group == PROMPT_GROUP:
-            if order.index("prompt_id") > start + len(group):  # its key comes after it
+            # checked once prompt_id is read; remembered under a field read before it
+            if order.index("prompt_id") >= start + len(group) and PROMPT_KEY in order[:start]:
                 found[PROMPT_GROUP] = group
         else:
             found[group[0]] = group
     if PROMPT_GROUP not in found:
-        raise Unsupported("prompt, messages and ground_truth must come, in this order, before prompt_id")
+        raise Unsupported(f"{', '.join(PROMPT_GROUP)} must come, in this order, after {PROMPT_KEY} and before prompt_id")
     return found
 
 
@@ -196,7 +225,7 @@ def _repeat_group(gen: _Gen, group: tuple[str, ...], ind: int, read: Any, column
         out_columns += names
         pieces += got
     kept = [vals[f].var for f in group if f in keep]
-    gen.emit(ind + 1, f"{chunk} = {gen.render(pieces)}")
+    gen.emit(ind + 1, f"{chunk} = {gen.render(pieces, ind + 1)}")
     gen.emit(ind + 1, f"r{k} = (buf[gs:pos], {chunk}" + "".join(f", {v}" for v in kept) + ")")
     restore = [f"pos += len(r{k}[0])", f"{chunk} = r{k}[1]", *(f"{v} = r{k}[{j + 2}]" for j, v in enumerate(kept))]
     gen.lines.insert(hit, "    " * (ind + 1) + "; ".join(restore))
@@ -205,13 +234,9 @@ def _repeat_group(gen: _Gen, group: tuple[str, ...], ind: int, read: Any, column
 
 def _prompt_memo(gen: _Gen, ind: int, avro_type: dict[str, Any], read: Any, column_pieces: Any,
                  vals: dict[str, _Val], out_columns: list[str], row: list[_Piece]) -> None:
-    """Right after ``prompt_id``: the prompt's fields, checked once per distinct prompt."""
+    """Right after ``prompt_id``: the prompt's fields checked and hashed, unless remembered."""
     pid = vals["prompt_id"].var
-    chunk = gen.var("p")
-    gen.emit(ind, f"m = pmemo.get({pid})")
-    gen.emit(ind, "if m is not None and len(m[0]) == ge - gs and buf.startswith(m[0], gs):")
-    gen.emit(ind + 1, f"{chunk} = m[1]")
-    gen.emit(ind, "else:")
+    gen.emit(ind, "if pchunk is None:")
     gen.emit(ind + 1, "keep = pos; pos = gs")
     pieces: list[_Piece] = []
     for name in PROMPT_GROUP:
@@ -222,13 +247,14 @@ def _prompt_memo(gen: _Gen, ind: int, avro_type: dict[str, Any], read: Any, colu
     prompt, messages = vals["prompt"], vals["messages"]
     gen.emit(ind + 1, "if pos != ge: raise _Defer")
     gen.emit(ind + 1, f"if {prompt.py} is None and {messages.py} is None: raise _Defer")  # the contract's rule
-    gen.emit(ind + 1, f"if _prompt_id({messages.py}, {prompt.py}).encode() != {pid}: raise _Defer")
-    gen.emit(ind + 1, f"{chunk} = {gen.render(pieces)}")
+    gen.emit(ind + 1, f"ppid = _prompt_id({messages.py}, {prompt.py}).encode()")
+    gen.emit(ind + 1, f"pchunk = {gen.render(pieces, ind + 1)}")
     gen.emit(ind + 1, "if ge - gs <= _MEMO_BYTES:")
     gen.emit(ind + 2, "if len(pmemo) >= _MEMO_ENTRIES: pmemo.clear()")
-    gen.emit(ind + 2, f"pmemo[{pid}] = (buf[gs:ge], {chunk})")
+    gen.emit(ind + 2, f"pmemo[{vals[PROMPT_KEY].var}] = (buf[gs:ge], pchunk, ppid)")
     gen.emit(ind + 1, "pos = keep")
-    row.append(_Piece("b", chunk))
+    gen.emit(ind, f"if {pid} != ppid: raise _Defer")  # prompt_id is the hash of the event's own prompt
+    row.append(_Piece("b", "pchunk"))
 
 
 def _derived(gen: _Gen, column: str, rule: tuple[str, ...], vals: dict[str, _Val], ind: int) -> list[_Piece]:

@@ -23,9 +23,10 @@ whose validator's source is not the one these rules were written from
 Speed comes from three things besides straight-line code: runs of fields that repeat from
 one event to the next (the job, the sample source and model, the generation settings) are
 checked with one ``startswith`` against the previous event's bytes; the prompt's fields
-(prompt, messages, ground truth) are validated once per distinct prompt, remembered by
-their bytes under the ``prompt_id`` they hash to; and fixed-size values are packed with
-one ``struct`` call per run of columns.
+(prompt, messages, ground truth) are validated and hashed once per distinct prompt,
+remembered with their bytes under the event's ``sample_index`` (which names the prompt
+within a run) and matched byte for byte; and fixed-size values are packed with one
+``struct`` call per run of columns.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ DERIVED: dict[str, tuple[str, ...]] = {
 #: The fields hashed into ``event_id``, in order (``schemas.event.event_id``).
 EVENT_ID_PARTS = ("job_id", "step", "sample_source", "sample_source_id", "source_index", "sample_index",
                   "prompt_id", "sequence_index")
-#: Fields validated once per prompt (remembered under the prompt_id they hash to).
+#: Fields validated once per prompt: remembered (their bytes, COPY fields and prompt_id) under
+#: the value of PROMPT_KEY, which comes before them, and matched byte for byte.
 PROMPT_GROUP = ("prompt", "messages", "ground_truth")
+#: A field read before the prompt's that, within a run, names the prompt (a guess, verified).
+PROMPT_KEY = "sample_index"
 #: Runs of fields that usually repeat from one event to the next.
 REPEAT_GROUPS = (("job_id",), ("sample_source", "sample_source_id", "model_name", "generation"))
 
@@ -90,6 +94,8 @@ class Generated:
     fields: tuple[str, ...]
     #: the constants the source refers to (packers, literals)
     constants: dict[str, Any]
+    #: bytes every body starts with, checked with the frame's header (``_HDR``)
+    header_suffix: bytes = b""
 
 
 @dataclass
@@ -100,7 +106,6 @@ class _Val:
     var: str  # bytes (text, json: with the jsonb version byte), int, float or int microseconds
     nvar: str = ""  # text/json: the byte length (-1 when null)
     nullable: bool = False
-    piece: str = ""  # nullable fixed-size: the whole COPY field (length and value)
     py: str = ""  # the decoded Python value, where the code needs one
     fmt: str = ""  # struct code of the fixed-size value
     hexid: bool = False  # 64 bytes that must equal a recomputed identity (then they are lowercase hex)
@@ -108,9 +113,10 @@ class _Val:
 
 @dataclass
 class _Piece:
-    kind: str  # "s": a struct value, "b": bytes
+    kind: str  # "s": a struct value, "b": bytes, "n": a struct value or NULL (when ``test`` is None)
     expr: str
     fmt: str = ""
+    test: str = ""
 
 
 @dataclass
@@ -158,20 +164,15 @@ class _Gen:
             return
         check = f"if not {lo} <= {t} <= {hi}: raise _Defer"
         self.emit(ind, f"if {t} & 0x81:")  # two bytes or more, or negative
-        self.emit(ind + 1, f"if {t} < 0x80: raise _Defer")
+        self.emit(ind + 1, f"if {t} & 1: raise _Defer")  # a zig-zag value's sign is bit 0 of its first byte
         self.emit(ind + 1, "c = buf[pos]")
         self.emit(ind + 1, "if c & 0x80:")
         self.emit(ind + 2, f"{t}, pos = _zz(buf, pos, {t})")
         if hi < _INT8[1] or lo > 0:
             self.emit(ind + 2, check)
-        else:
-            self.emit(ind + 2, f"if {t} < 0: raise _Defer")
-        self.emit(ind + 1, "else:")
-        self.emit(ind + 2, f"pos += 1; {t} = ({t} & 0x7F) | (c << 7)")
-        self.emit(ind + 2, f"if {t} & 1: raise _Defer")
-        self.emit(ind + 2, f"{t} >>= 1")
+        self.emit(ind + 1, f"else: pos += 1; {t} = ({t} & 0x7F | c << 7) >> 1")
         if lo > 0 or hi < 8191:
-            self.emit(ind + 2, check)
+            self.emit(ind + 1, check)
         self.emit(ind, f"else: {t} >>= 1")
         if lo > 0 or hi < 63:
             self.emit(ind, check)
@@ -219,20 +220,13 @@ class _Gen:
         self.emit(ind, f"if {u} == {2 * (1 - null_index)}:")  # the value's branch (zig-zag index)
         val = self.value(avro[1 - null_index], _unwrap_default(core), ind + 1, column, py)
         nulls = [f"{val.var} = None"]
-        piece = ""
         if val.kind in ("text", "json"):  # a COPY NULL is the length -1 and no bytes
             nulls = [f"{val.var} = b''", f"{val.nvar} = -1"]
-        elif column is not None:
-            piece = self.var("f")
-            size = struct.calcsize(">" + val.fmt)
-            self.emit(ind + 1, f"{piece} = {self.packer('>i' + val.fmt)}({size}, {_out(val)})")
-            null4 = self.const(b"\xff\xff\xff\xff")
-            nulls.append(f"{piece} = {null4}")
         if val.py and val.py != val.var:
             nulls.append(f"{val.py} = None")
         self.emit(ind, f"elif {u}: raise _Defer")
         self.emit(ind, "else: " + "; ".join(nulls))
-        return _Val(val.kind, val.var, val.nvar, nullable=True, piece=piece, py=val.py, fmt=val.fmt)
+        return _Val(val.kind, val.var, val.nvar, nullable=True, py=val.py, fmt=val.fmt)
 
     def _string(self, avro: Any, core: dict[str, Any], ind: int, column: str | None, py: bool) -> _Val:
         if avro != "string":
@@ -245,9 +239,9 @@ class _Gen:
         if core.get("pattern") == "^[0-9a-f]{64}$":  # 64 bytes, whose length is the varint 80 01
             if set(core) - {"type", "pattern", "metadata"}:
                 raise Unsupported(f"an identity with other rules: {core}")
-            self.emit(ind, "if buf[pos] != 0x80 or buf[pos + 1] != 1: raise _Defer")
+            prefix = self.const(b"\x80\x01")
+            self.emit(ind, f"if not buf.startswith({prefix}, pos): raise _Defer")
             self.emit(ind, f"{s} = buf[pos + 2:pos + 66]; pos += 66")
-            self.emit(ind, f"if len({s}) != 64: raise _Defer")
             return _Val("text", s, "64", hexid=True)
         self.varint(ind, n, 0, _INT8[1])
         self.emit(ind, f"{s} = buf[pos:pos + {n}]; pos += {n}")
@@ -317,8 +311,10 @@ class _Gen:
         # today's timestamps are 8-byte varints: their 7-bit groups gathered in one expression
         self.emit(ind, f"{v} = _le64(buf, pos)[0]")
         self.emit(ind, f"if {v} & 0x8080808080808080 == 0x0080808080808080:")
-        self.emit(ind + 1, "pos += 8; " + f"{v} = " + " | ".join(
-            f"({v} >> {k} & {0x7F << (7 * k):#x})" if k else f"({v} & 0x7f)" for k in range(8)))
+        # the eight 7-bit groups, 8 bits apart, closed up in three steps (pairs, fours, all)
+        self.emit(ind + 1, f"pos += 8; {v} = ({v} & 0x007f007f007f007f) | (({v} & 0x7f007f007f007f00) >> 1)")
+        self.emit(ind + 1, f"{v} = ({v} & 0x00003fff00003fff) | (({v} & 0x3fff00003fff0000) >> 2)")
+        self.emit(ind + 1, f"{v} = ({v} & 0x000000000fffffff) | (({v} & 0x0fffffff00000000) >> 4)")
         self.emit(ind + 1, f"{v} = ({v} >> 1) ^ -({v} & 1)")
         self.emit(ind, f"else: {v} = buf[pos]; pos += 1; {v}, pos = _zz(buf, pos, {v})")
         self.emit(ind, f"if not {_TS_RANGE[0]} <= {v} <= {_TS_RANGE[1]}: raise _Defer")
@@ -415,23 +411,50 @@ class _Gen:
 
     # -- writing -----------------------------------------------------------------
 
-    def render(self, pieces: list[_Piece]) -> str:
-        """An expression joining ``pieces``: adjacent struct values packed in one call."""
+    def render(self, pieces: list[_Piece], ind: int) -> str:
+        """An expression joining ``pieces``: each run of fixed-size values packed in one call.
+
+        A run with nullable values (``n``) is packed whole when none is null (statements at
+        ``ind`` before the expression), else value by value."""
         parts: list[str] = []
         run: list[_Piece] = []
+
+        def pack(items: list[_Piece]) -> str:
+            fmt = ">" + "".join(p.fmt for p in items)
+            if all(_is_literal(p.expr) for p in items):
+                return self.const(struct.pack(fmt, *(int(p.expr) for p in items)))
+            return f"{self.packer(fmt)}({', '.join(p.expr for p in items)})"
 
         def flush() -> None:
             if not run:
                 return
-            fmt = ">" + "".join(p.fmt for p in run)
-            if all(_is_literal(p.expr) for p in run):
-                parts.append(self.const(struct.pack(fmt, *(eval(p.expr) for p in run))))  # noqa: S307 (literals)
-            else:
-                parts.append(f"{self.packer(fmt)}({', '.join(p.expr for p in run)})")
+            nullable = [p for p in run if p.kind == "n"]
+            if not nullable:
+                parts.append(pack(run))
+                run.clear()
+                return
+            var = self.var("k")
+            whole = [q for p in run for q in ([_Piece("s", str(struct.calcsize(">" + p.fmt)), "i"), p]
+                                              if p.kind == "n" else [p])]
+            self.emit(ind, "if " + " and ".join(f"{p.test} is not None" for p in nullable) + f": {var} = {pack(whole)}")
+            alone, items = [], []
+            for p in run + [_Piece("b", "")]:
+                if p.kind == "s":
+                    alone.append(p)
+                    continue
+                if alone:
+                    items.append(pack(alone))
+                    alone = []
+                if p.kind == "n":
+                    size = struct.calcsize(">" + p.fmt)
+                    null = self.const(b"\xff\xff\xff\xff")
+                    items.append(f"({null} if {p.test} is None else {self.packer('>i' + p.fmt)}({size}, {p.expr}))")
+            self.emit(ind, f"else: {var} = b''.join(({', '.join(items)},))")
+            parts.append(var)
             run.clear()
 
         for p in pieces:
-            if p.kind == "s":
+            if p.kind in ("s", "n"):
                 run.append(p)
             else:
                 flush()
@@ -457,7 +480,7 @@ def pieces_of(val: _Val, ctype: str) -> list[_Piece]:
     if val.kind in ("text", "json"):
         return [_Piece("s", val.nvar, "i"), _Piece("b", val.var)]
     if val.nullable:
-        return [_Piece("b", val.piece)]
+        return [_Piece("n", _out(val), val.fmt, val.var)]
     size = struct.calcsize(">" + val.fmt)
     return [_Piece("s", str(size), "i"), _Piece("s", _out(val), val.fmt)]
 

@@ -182,7 +182,7 @@ class Transcoder:
             "_ERRORS": (ValueError, IndexError, struct.error, OverflowError, TypeError),
             "_zz": _zz,
             "_zzlen": _zzlen,
-            "_HDR": self._header,
+            "_HDR": self._header + self.generated.header_suffix,
             "_START": len(self._header),
             "_MAX": MAX_EVENT_BYTES,
             "_TOPICS": {},
