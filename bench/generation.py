@@ -22,10 +22,10 @@ def run(ctx: BenchContext) -> BenchResult:
     try:
         import torch
 
-        from predstream.tinymodel import addition_rows, build_model, build_tokenizer
         from predstream.producer.generator import Generator
         from predstream.producer.sampler import Sample
         from predstream.schemas import compute_prompt_id
+        from predstream.tinymodel import addition_rows, build_model, build_tokenizer
     except ImportError as exc:
         raise RuntimeError(f"the generation benchmark needs the train extra: {exc}") from None
 

@@ -13,7 +13,8 @@ The check alone is also timed warm (prompts already verified once in this proces
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._common import BenchContext, BenchResult, make_events
 

@@ -11,6 +11,8 @@ so every name below is importable from here without hiding a module.
 This package never imports torch, transformers or the producer side.
 """
 
+from .backfill import BackfillReport, run_backfill
+from .compare import Comparison, compare_runs
 from .dlq import (
     REASONS,
     DeadLetter,
@@ -21,8 +23,6 @@ from .dlq import (
     redrive,
     redrive_group,
 )
-from .backfill import BackfillReport, run_backfill
-from .compare import Comparison, compare_runs
 from .errors import (
     BackfillError,
     ConsumerError,
@@ -34,10 +34,10 @@ from .errors import (
     RetriableError,
     WorkerError,
 )
-from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
-from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
-from .migrate import apply_migrations, pending_migrations
 from .identify import IdentifyReport, identify_legacy_rows
+from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
+from .migrate import apply_migrations, pending_migrations
+from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
 from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
 from .settings import ConsumerSettings, redact_url
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult

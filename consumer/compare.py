@@ -7,8 +7,9 @@ Reads the ``prediction_history`` and ``prediction_accuracy_by_step`` views
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .settings import ConsumerSettings
 

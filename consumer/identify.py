@@ -37,8 +37,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.event import PredictionEvent

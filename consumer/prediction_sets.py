@@ -31,10 +31,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from predstream.schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
 from predstream.schemas.prediction_set import prediction_set_document, prediction_set_id

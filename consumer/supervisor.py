@@ -22,8 +22,9 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import RetriableError, WorkerError
 from .metrics import check_port_free

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from typing import List, Optional
 
 import typer
 
@@ -32,15 +31,15 @@ _REASON_HELP = ("Only dead letters whose reason starts with this (repeatable), e
 @one_line_errors
 def consume(
     workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (each one consumer of the group)."),
-    bootstrap: Optional[str] = opt.BOOTSTRAP,
-    topic: Optional[str] = opt.TOPIC,
-    group: Optional[str] = opt.GROUP,
-    database_url: Optional[str] = opt.DATABASE_URL,
-    batch_size: Optional[int] = opt.BATCH_SIZE,
-    batch_max_wait_ms: Optional[int] = opt.BATCH_MAX_WAIT_MS,
-    metrics_port: Optional[int] = opt.METRICS_PORT,
-    shutdown_timeout_s: Optional[float] = opt.SHUTDOWN_TIMEOUT,
-    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
+    bootstrap: str | None = opt.BOOTSTRAP,
+    topic: str | None = opt.TOPIC,
+    group: str | None = opt.GROUP,
+    database_url: str | None = opt.DATABASE_URL,
+    batch_size: int | None = opt.BATCH_SIZE,
+    batch_max_wait_ms: int | None = opt.BATCH_MAX_WAIT_MS,
+    metrics_port: int | None = opt.METRICS_PORT,
+    shutdown_timeout_s: float | None = opt.SHUTDOWN_TIMEOUT,
+    kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
     """Consume prediction events into Postgres until SIGTERM/SIGINT (exit 0 after a clean stop)."""
     from predstream.consumer import ConsumerSettings, run_worker, run_worker_processes
@@ -66,11 +65,11 @@ def consume(
 @one_line_errors
 def dlq_list(
     limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many dead letters."),
-    reason: Optional[List[str]] = typer.Option(None, "--reason", help=_REASON_HELP),
+    reason: list[str] | None = typer.Option(None, "--reason", help=_REASON_HELP),
     fmt: str = typer.Option("table", "--format", help="table or json."),
-    bootstrap: Optional[str] = opt.BOOTSTRAP,
-    topic: Optional[str] = opt.TOPIC,
-    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
+    bootstrap: str | None = opt.BOOTSTRAP,
+    topic: str | None = opt.TOPIC,
+    kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
     """List dead letters: offset, reason, error, where each event came from, and how often it was redriven."""
     from predstream.consumer import ConsumerSettings, list_dead_letters
@@ -103,14 +102,14 @@ def dlq_list(
 
 @one_line_errors
 def dlq_redrive(
-    reason: Optional[List[str]] = typer.Option(None, "--reason", help=_REASON_HELP + " Default: all."),
+    reason: list[str] | None = typer.Option(None, "--reason", help=_REASON_HELP + " Default: all."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be redriven; publish and record nothing."),
     from_beginning: bool = typer.Option(False, "--from-beginning", help="Reconsider every dead letter, not only those after the last redrive."),
     redrive_limit: int = typer.Option(3, "--redrive-limit", min=1, help="Leave (park) a dead letter already redriven this many times."),
-    bootstrap: Optional[str] = opt.BOOTSTRAP,
-    topic: Optional[str] = opt.TOPIC,
-    group: Optional[str] = opt.GROUP,
-    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
+    bootstrap: str | None = opt.BOOTSTRAP,
+    topic: str | None = opt.TOPIC,
+    group: str | None = opt.GROUP,
+    kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
     """Re-publish dead letters' original events to the topic (after fixing what rejected them).
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import List, Optional
 
 import typer
 
@@ -19,9 +18,9 @@ def register(app: typer.Typer) -> None:
 
 @one_line_errors
 def identify(
-    database_url: Optional[str] = opt.DATABASE_URL,
-    job: Optional[List[str]] = typer.Option(None, "--job", help="Only rows of this job id (repeatable)."),
-    batch_size: Optional[int] = opt.IDENTIFY_BATCH_SIZE,
+    database_url: str | None = opt.DATABASE_URL,
+    job: list[str] | None = typer.Option(None, "--job", help="Only rows of this job id (repeatable)."),
+    batch_size: int | None = opt.IDENTIFY_BATCH_SIZE,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress lines."),
 ) -> None:
     """Give rows written before predstream (event_id NULL) their prompt_id and event_id, in small

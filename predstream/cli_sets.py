@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(sets_app, name="sets")
 
 
-def _settings(database_url: Optional[str]) -> ConsumerSettings:
+def _settings(database_url: str | None) -> ConsumerSettings:
     from predstream.consumer import ConsumerSettings
 
     settings = opt.cli_settings(ConsumerSettings, database_url=database_url)
@@ -39,14 +39,14 @@ def _settings(database_url: Optional[str]) -> ConsumerSettings:
 def create(
     name: str = typer.Argument(..., help="Name of the new set."),
     source: Path = typer.Option(..., "--from", help="Dataset file: a JSON array or JSON lines (one row per line)."),
-    indices: Optional[str] = typer.Option(None, "--indices", metavar="1,5,9", help="Rows to take (source_index: array index or 0-based line index), in this order."),
-    sample: Optional[int] = typer.Option(None, "--sample", min=1, metavar="N", help="Draw N rows at random ..."),
+    indices: str | None = typer.Option(None, "--indices", metavar="1,5,9", help="Rows to take (source_index: array index or 0-based line index), in this order."),
+    sample: int | None = typer.Option(None, "--sample", min=1, metavar="N", help="Draw N rows at random ..."),
     seed: int = typer.Option(0, "--seed", help="... with this seed (same file + seed = same rows)."),
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="Field holding a text prompt."),
     messages_field: str = typer.Option("messages", "--messages-field", help="Field holding chat messages."),
-    answer_field: Optional[str] = typer.Option(None, "--answer-field", help="Field holding the reference answer (default: ground_truth, answer, completion, response)."),
-    description: Optional[str] = typer.Option(None, "--description", help="A line saying what the set is for."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    answer_field: str | None = typer.Option(None, "--answer-field", help="Field holding the reference answer (default: ground_truth, answer, completion, response)."),
+    description: str | None = typer.Option(None, "--description", help="A line saying what the set is for."),
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Create a set from rows of a dataset file (--indices or --sample N --seed S)."""
     from predstream.consumer import SetItem, create_set
@@ -69,12 +69,20 @@ def create(
         typer.echo(f"set {stored.name!r} ({stored.set_id}) already exists with the same items: nothing to do")
 
 
-def _pick(source: Path, indices: Optional[str], sample: Optional[int], seed: int, prompt_field: str,
-          messages_field: str, answer_field: Optional[str]) -> list:
+def _pick(source: Path, indices: str | None, sample: int | None, seed: int, prompt_field: str,
+          messages_field: str, answer_field: str | None) -> list:
     """The rows to store, each checked against the event contract once, here: a row that
     training could not send is skipped with a warning (--sample) or stops the command."""
-    from predstream.producer import (NO_ROW, DEFAULT_GROUND_TRUTH_FIELDS, BadRow, RowFormat, check_dataset_id,
-                                     read_dataset, row_to_sample, sample_dataset)
+    from predstream.producer import (
+        DEFAULT_GROUND_TRUTH_FIELDS,
+        NO_ROW,
+        BadRow,
+        RowFormat,
+        check_dataset_id,
+        read_dataset,
+        row_to_sample,
+        sample_dataset,
+    )
 
     fmt = RowFormat(prompt_field=prompt_field, messages_field=messages_field,
                     ground_truth_field=answer_field or DEFAULT_GROUND_TRUTH_FIELDS)
@@ -118,7 +126,7 @@ def _indices(text: str) -> list[int]:
 @one_line_errors
 def list_(
     as_json: bool = typer.Option(False, "--json", help="One JSON array."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """List the stored sets."""
     from predstream.consumer import list_sets
@@ -145,7 +153,7 @@ def list_(
 def show(
     name: str = typer.Argument(..., help="Set name or set_id."),
     as_json: bool = typer.Option(False, "--json", help="The export file's JSON."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Show a set and its items."""
     from predstream.consumer import get_set
@@ -171,7 +179,7 @@ def show(
 def export(
     name: str = typer.Argument(..., help="Set name or set_id."),
     path: Path = typer.Argument(..., help="JSON file to write (training reads it with prediction_set=FILE)."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Write a set to a JSON file."""
     from predstream.consumer import export_set
@@ -185,7 +193,7 @@ def export(
 def delete(
     name: str = typer.Argument(..., help="Set name or set_id."),
     yes: bool = typer.Option(False, "--yes", help="Do not ask."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Delete a set (predictions already made with it keep their set_id)."""
     from predstream.consumer import delete_set

@@ -46,7 +46,7 @@ class DemoPlan:
     digits: int = 1
 
     @classmethod
-    def quick(cls) -> "DemoPlan":
+    def quick(cls) -> DemoPlan:
         return cls(max_steps=60, eval_every=20, n_samples=8, train_rows=1000)
 
     @property
@@ -184,7 +184,6 @@ def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output
     from predstream import report
     from predstream.consumer import ConsumerSettings, compare_runs, run_worker
     from predstream.producer import ProducerSettings
-    from predstream.tinymodel import addition_rows
 
     plan = plan or DemoPlan()
     console = console or Console()

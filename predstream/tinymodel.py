@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 try:
     import torch

@@ -20,6 +20,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .dataset_source import NO_ROW
 from .errors import (
     DatasetError,
     PredictionSetError,
@@ -37,7 +38,6 @@ from .prediction_sets import (
     read_prediction_set_file,
     write_prediction_set_file,
 )
-from .dataset_source import NO_ROW
 from .publisher import Publisher, PublishReport, drain_spool
 from .recorder import PredictionRecorder, distributed_rank
 from .sampler import (

@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -318,7 +318,7 @@ def _job_for(args: Any, state: Any, given: str | None) -> tuple[str, int]:
 
     def new_job_id() -> str:
         base = getattr(args, "run_name", None) or out.resolve().name or "run"
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return f"{base[: MAX_JOB_ID_CHARS - 30]}-{stamp}-{secrets.token_hex(3)}"
 
     return settle_job(out, resumed=state.global_step > 0, job_id=given, new_job_id=new_job_id)

@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 try:
     import torch
@@ -226,7 +227,7 @@ class Generator:
         )
 
 
-def _device(model: Any) -> "torch.device":
+def _device(model: Any) -> torch.device:
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
         return device

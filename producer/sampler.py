@@ -44,12 +44,20 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
-from predstream.schemas import MAX_EVENT_BYTES, MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent, SingleObjectEncoder, compute_prompt_id
+from predstream.schemas import (
+    MAX_EVENT_BYTES,
+    MAX_JOB_ID_CHARS,
+    InvalidEventError,
+    PredictionEvent,
+    SingleObjectEncoder,
+    compute_prompt_id,
+)
 from predstream.schemas.prompt_id import PromptIdError, prompt_messages
 from predstream.schemas.sample_rank import compute_sample_rank
 
@@ -198,7 +206,7 @@ def _json_kind(value: Any) -> str:
 
 # -- the contract, asked once per row ---------------------------------------------
 
-_NOW = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_NOW = datetime(2000, 1, 1, tzinfo=UTC)
 #: Every field a recorder fills later, at its largest plausible size (job id: the contract's).
 _LATER = dict(event_id="0" * 64, job_id="j" * MAX_JOB_ID_CHARS, epoch=0.0, step=0, prediction="", produced_at=_NOW,
               prompt_tokens=2**31 - 1, completion_tokens=2**31 - 1, generation_ms=1e9,

@@ -23,8 +23,9 @@ index from the end, and as whatever its shifts leave).
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 __all__ = ["MalformedAvro", "compile_reader"]
 
@@ -35,7 +36,7 @@ class MalformedAvro(ValueError):
     """The bytes are not a body of the schema."""
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DOUBLE = struct.Struct("<d").unpack_from
 _FLOAT = struct.Struct("<f").unpack_from
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any, Literal, NamedTuple
 
@@ -61,13 +61,13 @@ SCHEMA_VERSIONS = (1, 2, 3)
 CURRENT_VERSION = SCHEMA_VERSIONS[-1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema_text(version: int = CURRENT_VERSION) -> str:
     """Return the JSON text of ``prediction_event.v{version}.avsc``."""
     return resources.files("predstream.schemas").joinpath(f"avro/prediction_event.v{version}.avsc").read_text()
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(version: int = CURRENT_VERSION) -> dict[str, Any]:
     """Return the parsed schema of a version (fastavro form)."""
     return fastavro.parse_schema(json.loads(load_schema_text(version)))
@@ -89,7 +89,7 @@ def single_object_header(schema_text: str) -> bytes:
 _REVERSED_BY_0_1 = (1, 2)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _known_fingerprints() -> dict[bytes, dict[str, Any]]:
     """Writer schema by the 8 header bytes: the spec's order, and for the versions 0.1
     wrote, the reversed order it used (both name the same schema)."""

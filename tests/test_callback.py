@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from predstream.producer import TrainingPredictionsCallback  # noqa: E402
 from predstream.producer.callback import JOB_FILE  # noqa: E402
 from predstream.schemas import compute_prompt_id  # noqa: E402
+from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from support.consumer_kit import read_events  # noqa: E402
 
 pytestmark = pytest.mark.train

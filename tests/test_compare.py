@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from predstream.cli import app
 from predstream.consumer.compare import compare_runs
 from predstream.consumer.settings import ConsumerSettings
-from predstream.cli import app
 from predstream.report import plot_comparison
 from predstream.schemas import compute_prompt_id
 

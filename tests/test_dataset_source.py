@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from predstream.producer.dataset_source import bounded_id, dataset_id, read_dataset
+from predstream.producer.dataset_source import bounded_id, dataset_id
 from predstream.producer.errors import DatasetError
 from predstream.producer.sampler import sample_dataset
 from predstream.schemas import MAX_JOB_ID_CHARS, MAX_TEXT_CHARS, PredictionEvent

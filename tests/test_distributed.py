@@ -86,8 +86,8 @@ def _one_process_event_ids(job_id: str, steps) -> list[str]:
 
 
 def test_two_ranks_with_the_recorder_publish_the_one_process_events_once_each(kafka_bootstrap, topic, tmp_path):
-    from predstream.tinymodel import build_model, build_tokenizer
     from predstream.producer import Generator, PredictionRecorder
+    from predstream.tinymodel import build_model, build_tokenizer
 
     results = _run_ranks("recorder", kafka_bootstrap, topic, tmp_path)
     n = worker.N_SAMPLES * len(worker.STEPS)

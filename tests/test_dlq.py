@@ -11,13 +11,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from support import make_event, wait_for
-
-from support.consumer_kit import count_rows, encoded, produce, rows_reach, worker_thread
 from predstream.consumer.dlq import DeadLetter, dead_letter_headers, list_dead_letters, redrive
 from predstream.schemas.codec import SingleObjectEncoder
 from predstream.schemas.event import MAX_TEXT_CHARS
 from predstream.schemas.transport import Headers, message_key
+from support import make_event, wait_for
+from support.consumer_kit import count_rows, encoded, produce, rows_reach, worker_thread
 
 
 def test_dead_letter_headers_keep_the_original_ones_and_replace_earlier_dead_letter_headers():

@@ -17,7 +17,6 @@ import uuid
 import pytest
 
 from support import make_events, wait_for
-
 from support.fault_kit import audit, consumer_process, frames, produce_fast, row_count, stop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
@@ -99,9 +98,9 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
     pytest.importorskip("transformers")
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
     from predstream.producer import Publisher, TrainingPredictionsCallback
     from predstream.producer.settings import ProducerSettings
+    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
 
     n_samples, every, max_steps, down_at, up_at = 8, 4, 40, 10, 26
     settings = settings_for(broker)

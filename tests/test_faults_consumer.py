@@ -18,7 +18,6 @@ import time
 import pytest
 
 from support import make_events, wait_for
-
 from support.fault_kit import SteadyProducer, audit, consumer_process, frames, produce_fast, row_count, stop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]

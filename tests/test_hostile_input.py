@@ -15,17 +15,17 @@ from typing import Any
 import fastavro
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from support import make_event, wait_for
-
-from support.consumer_kit import count_rows, produce, worker_thread
-from support.mutations import mutated
 from predstream.consumer.dlq import list_dead_letters
 from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
 from predstream.schemas.errors import DecodeError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
 from predstream.schemas.prompt_id import compute_prompt_id
+from support import make_event, wait_for
+from support.consumer_kit import count_rows, produce, worker_thread
+from support.mutations import mutated
 
 ENC = SingleObjectEncoder()
 DEC = Decoder()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -13,20 +13,20 @@ import pytest
 from psycopg.rows import dict_row
 from typer.testing import CliRunner
 
-from predstream.consumer.settings import ConsumerSettings
-from predstream.consumer.backfill import run_backfill, legacy_row_to_event
+from predstream.cli import app
+from predstream.consumer.backfill import legacy_row_to_event, run_backfill
 from predstream.consumer.compare import compare_runs
 from predstream.consumer.errors import IdentifyError
 from predstream.consumer.identify import identify_legacy_rows
-from predstream.consumer.migrate import find_migrations, apply_migrations
+from predstream.consumer.migrate import apply_migrations, find_migrations
+from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.sink import IngestRecord, PostgresSink
-from predstream.cli import app
 from predstream.schemas.event import PredictionEvent
 from predstream.schemas.prompt_id import compute_prompt_id
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
 _OLD_INSERT = ("INSERT INTO training_predictions (job_id, epoch, step, sample_index, prompt, ground_truth, prediction,"
                " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)")
 _PROMPTS = [(f"{a}+{a}=", str(2 * a)) for a in range(20)]

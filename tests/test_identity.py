@@ -9,18 +9,17 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from support import T0, make_event, wait_for
-
-from support.consumer_kit import count_rows, produce, worker_thread
-from support.contract_kit import frame_0_1, record_0_1
-from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.backfill import run_backfill
 from predstream.consumer.dlq import list_dead_letters
 from predstream.consumer.replay import run_replay
+from predstream.consumer.settings import ConsumerSettings
 from predstream.schemas import identity
 from predstream.schemas.codec import Decoder, SingleObjectEncoder
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.identity import IDENTITY_MISMATCH, check_identity
+from support import T0, make_event, wait_for
+from support.consumer_kit import count_rows, produce, worker_thread
+from support.contract_kit import frame_0_1, record_0_1
 
 DEC = Decoder()
 ENC = SingleObjectEncoder()

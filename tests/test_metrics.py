@@ -8,11 +8,10 @@ import urllib.request
 import pytest
 from typer.testing import CliRunner
 
-from support import make_event, wait_for
-
-from support.consumer_kit import produce_events, rows_reach, start_cli_consumer
 from predstream.consumer.metrics import ConsumerMetrics, check_health, serve_metrics
 from predstream.local import free_port
+from support import make_event, wait_for
+from support.consumer_kit import produce_events, rows_reach, start_cli_consumer
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -11,11 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from predstream.consumer.errors import MigrationError
 from predstream.consumer import migrate as migrate_module
 from predstream.consumer._sqlsplit import split_statements
+from predstream.consumer.errors import MigrationError
+from predstream.consumer.migrate import SUPERSEDED_CHECKSUMS, apply_migrations, find_migrations, pending_migrations
 from predstream.consumer.settings import ConsumerSettings
-from predstream.consumer.migrate import SUPERSEDED_CHECKSUMS, find_migrations, apply_migrations, pending_migrations
 
 pytestmark = pytest.mark.integration
 

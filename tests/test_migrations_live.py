@@ -16,9 +16,8 @@ import time
 import psycopg
 import pytest
 
+from predstream.consumer.migrate import apply_migrations, find_migrations
 from predstream.consumer.settings import ConsumerSettings
-
-from predstream.consumer.migrate import find_migrations, apply_migrations
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

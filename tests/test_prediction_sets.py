@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from predstream.cli import app
 from predstream.consumer.prediction_sets import (
     PredictionSetError,
     SetItem,
@@ -19,10 +20,13 @@ from predstream.consumer.prediction_sets import (
     make_items,
     set_id_for,
 )
-from predstream.cli import app
 from predstream.consumer.settings import ConsumerSettings
 from predstream.producer.errors import PredictionSetError as ProducerSetError
-from predstream.producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
+from predstream.producer.prediction_sets import (
+    load_prediction_set,
+    prediction_set_from_samples,
+    read_prediction_set_file,
+)
 from predstream.producer.sampler import sample_dataset
 from predstream.schemas.prompt_id import compute_prompt_id
 

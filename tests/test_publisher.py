@@ -78,7 +78,7 @@ class _Msg:
 class FakeProducer:
     """Holds produced messages until told to deliver, fail or report an error."""
 
-    instances: list["FakeProducer"] = []
+    instances: list[FakeProducer] = []
 
     def __init__(self, conf: dict[str, Any]) -> None:
         self.error_cb = conf["error_cb"]

@@ -5,21 +5,20 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from conftest import make_topic
 from typer.testing import CliRunner
 
-from support import T0, make_event, wait_for
-
-from support.consumer_kit import rows_reach, worker_thread
-from conftest import make_topic
 from predstream.consumer.replay import ReplayError, parse_offsets, parse_timestamp, run_replay
 from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.codec import SingleObjectEncoder
 from predstream.schemas.transport import Headers, message_key
+from support import T0, make_event, wait_for
+from support.consumer_kit import rows_reach, worker_thread
 
 pytestmark = pytest.mark.integration
 
@@ -202,7 +201,7 @@ def test_replay_from_timestamp_takes_the_first_event_at_or_after_it(kafka_bootst
     # in the middle of round 2 (one record batch per partition): 4.5 s after its first message
     since = ROUND_MS[1] + 4_500
     stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url),
-                   from_timestamp=datetime.fromtimestamp(since / 1000, timezone.utc))
+                   from_timestamp=datetime.fromtimestamp(since / 1000, UTC))
 
     expected = [s for s in loaded.sent if s.timestamp_ms >= since]
     assert stats.read - stats.skipped_before == len(expected) == 13 - 5 + 13
@@ -210,7 +209,7 @@ def test_replay_from_timestamp_takes_the_first_event_at_or_after_it(kafka_bootst
 
 
 def test_replay_from_a_timestamp_after_the_last_record_replays_nothing(kafka_bootstrap, loaded, database_url):
-    after = datetime.fromtimestamp(NOW_MS / 1000, timezone.utc) + timedelta(minutes=5)
+    after = datetime.fromtimestamp(NOW_MS / 1000, UTC) + timedelta(minutes=5)
     stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url), from_timestamp=after)
 
     assert stats.stored == 0 and stats.invalid == 0
@@ -300,8 +299,8 @@ def test_replay_start_points_parse_or_explain():
     for bad in ("", "0", "0:-1", "a:1", "0:1,0:2"):
         with pytest.raises(ReplayError):
             parse_offsets(bad)
-    assert parse_timestamp("2026-11-03T14:00:00Z") == datetime(2026, 11, 3, 14, tzinfo=timezone.utc)
-    assert parse_timestamp("2026-11-03 15:00") == datetime(2026, 11, 3, 15, tzinfo=timezone.utc)
+    assert parse_timestamp("2026-11-03T14:00:00Z") == datetime(2026, 11, 3, 14, tzinfo=UTC)
+    assert parse_timestamp("2026-11-03 15:00") == datetime(2026, 11, 3, 15, tzinfo=UTC)
     with pytest.raises(ReplayError, match="ISO 8601"):
         parse_timestamp("yesterday")
 

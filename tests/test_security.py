@@ -14,14 +14,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import T0, make_event, wait_for
-
-from support.consumer_kit import count_rows, produce_events, worker_thread
 from predstream.consumer.settings import ConsumerSettings, redact_url
 from predstream.schemas.errors import ConfigError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS
 from predstream.schemas.settings import load_settings
 from predstream.schemas.transport import redact
+from support import T0, make_event, wait_for
+from support.consumer_kit import count_rows, produce_events, worker_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "S3cr3t-Pw-7f2a"

@@ -8,10 +8,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from support import T0, make_event
 from predstream.consumer.errors import DatabaseUnavailableError
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.event import GenerationSettings
+from support import T0, make_event
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from support import T0, make_event, wait_for
-
-from support.consumer_kit import count_rows, produce_events, rows_reach, start_cli_consumer, worker_thread
 from predstream.consumer.metrics import ConsumerMetrics, check_health
+from support import T0, make_event, wait_for
+from support.consumer_kit import count_rows, produce_events, rows_reach, start_cli_consumer, worker_thread
 
 pytestmark = pytest.mark.integration
 

@@ -20,10 +20,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from predstream.cli import app  # noqa: E402
-from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from predstream.producer import TrainingPredictionsCallback  # noqa: E402
 from predstream.producer.errors import DatasetError  # noqa: E402
 from predstream.schemas import MAX_JOB_ID_CHARS  # noqa: E402
+from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from support.consumer_kit import read_events  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]

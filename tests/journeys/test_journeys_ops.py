@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from support import make_event, wait_for
-
-from support.consumer_kit import count_rows, encoded, produce, produce_events
 from predstream.local import LocalStack, create_topics, free_port
 from predstream.schemas.transport import Headers
+from support import make_event, wait_for
+from support.consumer_kit import count_rows, encoded, produce, produce_events
 
 pytestmark = pytest.mark.integration
 

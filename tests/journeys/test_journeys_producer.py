@@ -20,16 +20,15 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from support import wait_for  # noqa: E402
-
-from support.consumer_kit import count_rows, rows_reach, worker_thread  # noqa: E402
-from support.registry_double import RegistryDouble  # noqa: E402
 from predstream.cli import app  # noqa: E402
 from predstream.local import free_port  # noqa: E402
-from predstream.tinymodel import addition_rows, build_model, build_tokenizer, collate, TokenizedTask  # noqa: E402
-from predstream.producer import ProducerSettings, Publisher, TrainingPredictionsCallback  # noqa: E402
+from predstream.producer import Publisher, TrainingPredictionsCallback  # noqa: E402
 from predstream.producer.errors import PredictionSetError  # noqa: E402
 from predstream.schemas import Decoder, PredictionEvent  # noqa: E402
+from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
+from support import wait_for  # noqa: E402
+from support.consumer_kit import count_rows, rows_reach, worker_thread  # noqa: E402
+from support.registry_double import RegistryDouble  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]
 

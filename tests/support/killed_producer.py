@@ -25,9 +25,9 @@ from types import SimpleNamespace
 
 def main() -> None:
     spool_dir, bootstrap, mode = sys.argv[1:4]
-    from predstream.tinymodel import addition_rows, build_model, build_tokenizer
     from predstream.producer import Publisher, TrainingPredictionsCallback
     from predstream.producer.settings import ProducerSettings
+    from predstream.tinymodel import addition_rows, build_model, build_tokenizer
 
     settings = ProducerSettings(kafka_bootstrap=bootstrap, topic="t.killed", spool_dir=spool_dir,
                                 message_timeout_ms=1000, flush_timeout_s=5, spool_auto_drain=False)
