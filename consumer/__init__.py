@@ -3,9 +3,10 @@
 :mod:`.worker` runs the consumer loop (:mod:`.membership`: its place in the group;
 :mod:`.supervisor`: N of them as processes), :mod:`.sink` writes batches idempotently,
 :mod:`.dlq` keeps dead letters and :mod:`.dlq_redrive` redrives them, :mod:`.metrics`
-exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
-sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
-side, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
+exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill`
+loads files through the same sink, :mod:`.prediction_sets` stores curated prompt sets,
+:mod:`.compare` reads runs side by side, :mod:`.migrate` applies the SQL migrations,
+:mod:`.settings` reads the configuration.
 No function has its module's name (``run_replay``, ``run_backfill``, ``apply_migrations``),
 so every name below is importable from here without hiding a module.
 This package never imports torch, transformers or the producer side.

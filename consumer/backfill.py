@@ -51,7 +51,8 @@ from .sink import IngestRecord, PostgresSink, WriteResult
 if TYPE_CHECKING:
     from .identify import LegacyRowMatcher
 
-__all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "run_backfill", "legacy_row_to_event", "file_kind"]
+__all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "run_backfill", "legacy_row_to_event",
+           "file_kind"]
 
 _log = logging.getLogger(__name__)
 
@@ -204,7 +205,8 @@ def _time(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidEventError(f"created_at {value!r} is not an ISO 8601 time", reason="wrong-type:created_at") from None
+        raise InvalidEventError(f"created_at {value!r} is not an ISO 8601 time",
+                                reason="wrong-type:created_at") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 

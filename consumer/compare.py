@@ -45,7 +45,8 @@ class Comparison:
             for job, per_step in p.predictions.items():
                 for step, (pred, ok) in sorted(per_step.items()):
                     out.append({"job_id": job, "step": step, "prompt_id": p.prompt_id, "source_index": p.source_index,
-                                "prompt": p.prompt, "ground_truth": p.ground_truth, "prediction": pred, "is_correct": ok})
+                                "prompt": p.prompt, "ground_truth": p.ground_truth, "prediction": pred,
+                                "is_correct": ok})
         return out
 
 

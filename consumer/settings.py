@@ -71,7 +71,8 @@ class ConsumerSettings(StreamSettings):
         if self.database_url:
             return self.database_url
         raise ConfigError(
-            "no database: set PREDSTREAM_DATABASE_URL=postgresql://user@host/db or start the local stack with `predstream up`"
+            "no database: set PREDSTREAM_DATABASE_URL=postgresql://user@host/db "
+            "or start the local stack with `predstream up`"
         )
 
 

@@ -17,15 +17,21 @@ def register(app: typer.Typer) -> None:
 
 @one_line_errors
 def replay(
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Every partition from its first offset (the default)."),
-    from_timestamp: str | None = typer.Option(None, "--from-timestamp", metavar="ISO8601", help="From the first event at or after this time (no zone = UTC)."),
-    from_offsets: str | None = typer.Option(None, "--from-offsets", metavar="P:O,P:O", help="Only these partitions, from these offsets."),
-    to_end: bool = typer.Option(False, "--to-end", help="Read each partition to its end as it is when reached (default: stop at the high watermarks taken at start)."),
+    from_beginning: bool = typer.Option(False, "--from-beginning",
+                                        help="Every partition from its first offset (the default)."),
+    from_timestamp: str | None = typer.Option(None, "--from-timestamp", metavar="ISO8601",
+                                              help="From the first event at or after this time (no zone = UTC)."),
+    from_offsets: str | None = typer.Option(None, "--from-offsets", metavar="P:O,P:O",
+                                            help="Only these partitions, from these offsets."),
+    to_end: bool = typer.Option(False, "--to-end",
+                                help="Read each partition to its end as it is when reached "
+                                     "(default: stop at the high watermarks taken at start)."),
     job: str | None = typer.Option(None, "--job", help="Only events of this job id."),
     database_url: str | None = opt.DATABASE_URL,
     topic: str | None = opt.TOPIC,
     batch_size: int | None = opt.BATCH_SIZE,
-    dlq: bool = typer.Option(False, "--dlq", help="Send invalid events to the dead-letter topic again (the live worker already did)."),
+    dlq: bool = typer.Option(False, "--dlq",
+                             help="Send invalid events to the dead-letter topic again (the live worker already did)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
     bootstrap: str | None = opt.BOOTSTRAP,
     kafka_option: list[str] | None = opt.KAFKA_OPTION,

@@ -37,7 +37,8 @@ def _settings(spool_dir: Path | None, topic: str | None = None, kafka_bootstrap:
 @one_line_errors
 def drain(
     spool_dir: Path | None = opt.SPOOL_DIR,
-    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Give up after this many seconds; what is left stays spooled."),
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1,
+                                  help="Give up after this many seconds; what is left stays spooled."),
     topic: str | None = opt.TOPIC,
     bootstrap: str | None = opt.BOOTSTRAP,
     kafka_option: list[str] | None = opt.KAFKA_OPTION,

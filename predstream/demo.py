@@ -71,7 +71,8 @@ def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     settings = load_settings(ConsumerSettings)
     if settings.kafka_bootstrap and settings.database_url:
         console.print(f"[bold]services[/bold]: the configured Kafka ({settings.kafka_bootstrap}) and Postgres")
-        create_topics(settings.kafka_bootstrap, {settings.topic: 6, settings.dlq_topic: 1}, config=settings.kafka_options)
+        create_topics(settings.kafka_bootstrap, {settings.topic: 6, settings.dlq_topic: 1},
+                      config=settings.kafka_options)
         apply_migrations(settings)
         return settings.kafka_bootstrap, settings.database_url, settings.topic
     running = local_stack()
@@ -157,7 +158,8 @@ def _collate(batch: Any, pad_token_id: int) -> Any:
     return collate(batch, pad_token_id)
 
 
-def _wait_for_rows(database_url: str, jobs: list[str], expected: int, timeout: float, console: Console) -> dict[str, int]:
+def _wait_for_rows(database_url: str, jobs: list[str], expected: int, timeout: float,
+                   console: Console) -> dict[str, int]:
     import psycopg
 
     deadline = time.monotonic() + timeout
@@ -179,7 +181,8 @@ def stack_is_temporary(stack: ExitStack) -> bool:
     return bool(getattr(stack, "temporary_services", False))
 
 
-def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output", console: Console | None = None) -> DemoResult:
+def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output",
+             console: Console | None = None) -> DemoResult:
     """Run the demo; return the jobs, row counts, plot path and comparison."""
     from predstream import report
     from predstream.consumer import ConsumerSettings, compare_runs, run_worker

@@ -170,7 +170,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float, 
     raise LocalStackError(f"{what} did not open port {port} within {timeout:.0f} s; see {log}")
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0, config: dict[str, Any] | None = None) -> None:
+def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
+                  config: dict[str, Any] | None = None) -> None:
     """Create topics (name -> partitions) with unlimited retention and no compaction.
 
     Topics that already exist are left as they are. Retention is unlimited and the cleanup
@@ -293,7 +294,7 @@ class LocalStack:
                 mode = parent.stat().st_mode
                 parent.chmod(mode | 0o011)  # traverse only (x for group/others), no read
         for path in (_pg_bin().parent,):
-            for root, dirs, files in os.walk(path):
+            for root, _dirs, files in os.walk(path):
                 os.chmod(root, os.stat(root).st_mode | 0o055)
                 for f in files:
                     p = os.path.join(root, f)
@@ -373,7 +374,8 @@ def _state_path() -> Path:
     return predstream_home() / "stack.json"
 
 
-def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0, timeout: float = 30.0) -> dict[str, Any]:
+def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0,
+       timeout: float = 30.0) -> dict[str, Any]:
     """Start the local stack in the background (or find the running one) and return its state."""
     from predstream.consumer import ConsumerSettings, apply_migrations
 

@@ -194,7 +194,8 @@ def _jsonl_rows(text: str, path: Path) -> Iterator[Any]:
         try:
             yield json.loads(line)
         except json.JSONDecodeError as exc:
-            _log.warning("%s line %d (source_index %d) is not valid JSON (%s); skipped", path, index + 1, index, exc.msg)
+            _log.warning("%s line %d (source_index %d) is not valid JSON (%s); skipped", path, index + 1, index,
+                         exc.msg)
             yield NO_ROW
 
 

@@ -160,7 +160,8 @@ class Generator:
                         i = start + offset
                         if i >= real:
                             continue  # padding batch of a distributed run
-                        results.append(self._result(tokenizer, samples[i], batch[offset], seq_index, new_tokens, eos_ids, elapsed))
+                        results.append(self._result(tokenizer, samples[i], batch[offset], seq_index, new_tokens,
+                                                    eos_ids, elapsed))
         finally:
             model.train(was_training)
         return results
@@ -215,7 +216,8 @@ class Generator:
         if "\x00" in text:
             text = text.replace("\x00", "\ufffd")
         if len(text) > MAX_TEXT_CHARS:
-            _log.warning("prediction for prompt_id %s is %d characters; cut to %d", sample.prompt_id[:12], len(text), MAX_TEXT_CHARS)
+            _log.warning("prediction for prompt_id %s is %d characters; cut to %d", sample.prompt_id[:12], len(text),
+                         MAX_TEXT_CHARS)
             text = text[:MAX_TEXT_CHARS]
         return Generation(
             sample=sample,

@@ -152,7 +152,9 @@ class _Gen:
         self.emit(ind + 1, f"if {count} < 0:")  # a block with its size in bytes
         self.emit(ind + 2, f"{count} = -{count}")
         self.long(ind + 2, "n")
-        self.emit(ind + 1, f"if {count} > size - pos: raise MalformedAvro(f'array block of {{{count}}} items does not fit the body')")
+        self.emit(ind + 1,
+                  f"if {count} > size - pos: "
+                  f"raise MalformedAvro(f'array block of {{{count}}} items does not fit the body')")
         self.emit(ind + 1, f"for _ in range({count}):")
         item = self.value(schema["items"], ind + 2)
         self.emit(ind + 2, f"{v}.append({item})")

@@ -64,7 +64,8 @@ def check_identity(event: PredictionEvent) -> PredictionEvent:
     )
     if expected != event.event_id:
         raise _mismatch("event_id", event.event_id, expected,
-                        "its job_id, step, sample_source(_id), source_index, sample_index, prompt_id and sequence_index")
+                         "its job_id, step, sample_source(_id), source_index, sample_index, prompt_id "
+                         "and sequence_index")
     return event
 
 

@@ -68,7 +68,8 @@ class StreamSettings(BaseSettings):
         return v
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings,
+                                   file_secret_settings):  # type: ignore[override]
         # Dict-valued settings arrive as raw text (JSON or k=v,k=v); our validator parses them.
         return init_settings, _RawEnv(settings_cls, env_prefix="PREDSTREAM_"), file_secret_settings
 

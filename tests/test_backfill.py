@@ -54,7 +54,8 @@ def _rows(database_url: str) -> list[tuple]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(
             "SELECT event_id, job_id, step, sample_index, prompt_id, source_index, sample_source,"
-            " sample_source_id, prediction, created_at, produced_at FROM training_predictions ORDER BY step, sample_index"
+            " sample_source_id, prediction, created_at, produced_at FROM training_predictions"
+            " ORDER BY step, sample_index"
         ).fetchall()
 
 
@@ -106,7 +107,8 @@ def test_a_real_event_for_a_backfilled_prediction_point_wins(tmp_path, database_
         result = sink.write([IngestRecord(regenerated)])
     assert result.updated == 1
 
-    run_backfill([tmp_path / "old.jsonl"], ConsumerSettings(database_url=database_url))  # loading the old export again changes nothing
+    run_backfill([tmp_path / "old.jsonl"],
+                 ConsumerSettings(database_url=database_url))  # loading the old export again changes nothing
     assert next(r for r in _rows(database_url) if r[0] == old.event_id)[8] == "4"
 
 

@@ -70,7 +70,8 @@ def _trainer(callback, tmp_path, *, max_steps=30, eval_steps=10):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_trainer_streams_predictions_that_change_as_the_model_learns(producer_settings, kafka_bootstrap, topic, tmp_path):
+def test_trainer_streams_predictions_that_change_as_the_model_learns(producer_settings, kafka_bootstrap, topic,
+                                                                     tmp_path):
     eval_rows = addition_rows(50, seed=3)
     callback = TrainingPredictionsCallback(
         dataset=eval_rows,

@@ -106,7 +106,9 @@ _events = st.builds(
     st.one_of(st.none(), _text),
     _text,
     st.one_of(st.none(), _text),
-    st.one_of(st.none(), st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": _text}), max_size=4)),
+    st.one_of(st.none(),
+              st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": _text}),
+                       max_size=4)),
     st.one_of(st.none(), st.integers(0, 2**31 - 1)),
     st.floats(0, 1e6, allow_nan=False),
 ).filter(lambda e: True)

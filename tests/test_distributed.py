@@ -51,9 +51,11 @@ def _run_ranks(mode: str, bootstrap: str, topic: str, tmp_path: Path, timeout: f
             # the checkout's code, whatever the installed copy is
             "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
         }
-        cmd = [sys.executable, str(HERE / "support" / "dist_worker.py"), mode, bootstrap, topic, str(tmp_path / "spool"), str(tmp_path)]
+        cmd = [sys.executable, str(HERE / "support" / "dist_worker.py"), mode, bootstrap, topic,
+               str(tmp_path / "spool"), str(tmp_path)]
         log = open(tmp_path / f"rank{rank}.log", "w")
-        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=HERE.parent), log))
+        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                       cwd=HERE.parent), log))
     try:
         for proc, _ in procs:
             proc.wait(timeout=timeout)

@@ -51,7 +51,8 @@ def settings_for(consumer_settings):
     return make
 
 
-def test_a_broker_that_hangs_mid_backlog_and_one_that_restarts_lose_nothing_stored(broker, settings_for, database_url, tmp_path):
+def test_a_broker_that_hangs_mid_backlog_and_one_that_restarts_lose_nothing_stored(broker, settings_for, database_url,
+                                                                                   tmp_path):
     settings = settings_for(broker)
     t0 = time.monotonic()
     backlog = make_events(20_000, job="broker-hang")
@@ -152,7 +153,8 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
     import psycopg
 
     with psycopg.connect(database_url) as conn:
-        per_step = dict(conn.execute("SELECT step, count(*) FROM training_predictions GROUP BY step ORDER BY step").fetchall())
+        per_step = dict(conn.execute("SELECT step, count(*) FROM training_predictions"
+                                     " GROUP BY step ORDER BY step").fetchall())
         rows, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM training_predictions").fetchone()
     outage_steps = [s for s in range(down_at + 1, up_at) if s in step_times and s - 1 in step_times]
     slowest = max(step_times[s] - step_times[s - 1] for s in outage_steps)

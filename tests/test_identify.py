@@ -84,7 +84,8 @@ def test_identify_gives_every_old_row_the_identity_backfill_would_while_the_old_
     assert first.ok and first.duplicates == []
     assert first.identified == first.examined == first.to_examine >= 1000
 
-    again = identify_legacy_rows(ConsumerSettings(database_url=database_url, identify_batch_size=97))  # the rows the writer added meanwhile
+    again = identify_legacy_rows(ConsumerSettings(database_url=database_url,
+                                                  identify_batch_size=97))  # the rows the writer added meanwhile
     rows = _table(database_url)
     assert first.identified + again.identified == len(rows) == 1000 + writer.count
     for row in rows:
@@ -152,7 +153,8 @@ def test_a_row_whose_stored_prompt_id_is_not_its_prompts_is_reported_and_left_al
                              " RETURNING id").fetchone()[0]
     result = CliRunner().invoke(app, ["identify", "--database-url", database_url, "--no-progress"])
     assert result.exit_code == 1, result.output
-    assert f"not identified: row {wrong} (job old-run, step 100, sample 1): prompt_id 000000000000... does not match" in result.output
+    assert (f"not identified: row {wrong} (job old-run, step 100, sample 1): prompt_id 000000000000... "
+            "does not match") in result.output
     assert "(identity-mismatch)" in result.output
     assert "2 row(s) without identity examined: 1 identified" in result.output
     row = next(r for r in _table(database_url) if r["id"] == wrong)

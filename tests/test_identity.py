@@ -153,7 +153,8 @@ def test_an_event_reusing_another_rows_event_id_never_moves_that_row(consumer_se
 @pytest.mark.integration
 def test_backfill_refuses_a_line_whose_prompt_id_is_not_its_prompts_and_loads_the_rest(tmp_path, database_url):
     lines = [
-        {"job_id": "old", "step": 1, "sample_index": 0, "prompt": "2+2=", "prediction": "4", "created_at": "2026-01-01"},
+        {"job_id": "old", "step": 1, "sample_index": 0, "prompt": "2+2=", "prediction": "4",
+         "created_at": "2026-01-01"},
         {"job_id": "old", "step": 1, "sample_index": 1, "prompt": "3+3=", "prediction": "6", "created_at": "2026-01-01",
          "prompt_id": make_event(3).prompt_id},
     ]
@@ -167,7 +168,8 @@ def test_backfill_refuses_a_line_whose_prompt_id_is_not_its_prompts_and_loads_th
     from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record
 
     spool = tmp_path / "seg.spool"
-    spool.write_bytes(SPOOL_HEADER + encode_record(ENC.encode(make_event(5, job="spooled"))) + encode_record(spool_frame))
+    spool.write_bytes(SPOOL_HEADER + encode_record(ENC.encode(make_event(5, job="spooled")))
+                      + encode_record(spool_frame))
     report = run_backfill([spool], ConsumerSettings(database_url=database_url))
     assert [(p.where.split(" (")[0], p.reason) for p in report.problems] == [("record 2", "identity-mismatch")]
     assert count_rows(database_url) == 2

@@ -180,7 +180,8 @@ def test_replay_of_old_events_never_overwrites_newer_rows(kafka_bootstrap, loade
 
     assert stats.unchanged == 1 and stats.inserted == len(loaded.events) - 1
     with psycopg.connect(database_url) as conn:
-        got = conn.execute("SELECT prediction FROM training_predictions WHERE event_id = %s", (newer.event_id,)).fetchone()
+        got = conn.execute("SELECT prediction FROM training_predictions WHERE event_id = %s",
+                           (newer.event_id,)).fetchone()
     assert got == ("regenerated after a resume",)
 
 
@@ -231,7 +232,8 @@ def test_replay_with_to_end_also_reads_what_arrives_meanwhile(kafka_bootstrap, t
     enc = SingleObjectEncoder()
     first = [make_event(i, job="job-x") for i in range(6)]
     late = [make_event(i, job="job-x", step=11) for i in range(6)]
-    _produce_round(kafka_bootstrap, topic, [(message_key(e.prompt_id), enc.encode(e), [], e.event_id, "x") for e in first], NOW_MS)
+    _produce_round(kafka_bootstrap, topic,
+                   [(message_key(e.prompt_id), enc.encode(e), [], e.event_id, "x") for e in first], NOW_MS)
     produced_late: list[bool] = []
 
     def on_progress(done: int, total: int) -> None:
@@ -305,11 +307,13 @@ def test_replay_start_points_parse_or_explain():
         parse_timestamp("yesterday")
 
 
-def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_bytes(kafka_bootstrap, topic, database_url):
+def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_bytes(kafka_bootstrap, topic,
+                                                                                   database_url):
     from predstream.consumer.dlq import DeadLetterWriter, list_dead_letters
 
     enc = SingleObjectEncoder()
-    events = [make_event(i, job="job-r") for i in range(4)] + [make_event(9, job="job-r", epoch=1e12)]  # INTEGER overflow
+    events = [make_event(i, job="job-r") for i in range(4)] + [make_event(9, job="job-r",
+                                                                          epoch=1e12)]  # INTEGER overflow
     items = [(message_key(e.prompt_id), enc.encode(e), [], e.event_id, "job-r") for e in events]
     sent = _produce_round(kafka_bootstrap, topic, items, NOW_MS)
     settings = _settings(kafka_bootstrap, topic, database_url)
@@ -323,5 +327,6 @@ def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_byt
     assert stats.by_reason == {"db-rejected:22003": 1}
     [letter] = list_dead_letters(settings, limit=None)
     bad = next(s for s in sent if s.event_id == events[-1].event_id)
-    assert (letter.reason, letter.original_partition, letter.original_offset) == ("db-rejected:22003", bad.partition, bad.offset)
+    assert (letter.reason, letter.original_partition, letter.original_offset) == ("db-rejected:22003", bad.partition,
+                                                                                  bad.offset)
     assert letter.value == items[-1][1]

@@ -101,7 +101,8 @@ def test_hf_dataset_gets_the_same_samples_as_the_list_it_was_built_from():
     from_ds = sample_dataset(ds, 5, seed=3)
     assert _identity(from_ds) == _identity(sample_dataset(rows, 5, seed=3))
     assert from_ds[0].sample_source_id.startswith("hf-fingerprint:")
-    assert from_ds[0].sample_source_id == sample_dataset(datasets.Dataset.from_list(rows), 5, seed=3)[0].sample_source_id
+    assert from_ds[0].sample_source_id == sample_dataset(datasets.Dataset.from_list(rows), 5,
+                                                         seed=3)[0].sample_source_id
 
 
 def test_prediction_set_from_exported_file_is_exactly_its_items(tmp_path):
@@ -151,7 +152,8 @@ def test_prediction_set_is_read_from_postgres_by_name_or_id(database_url):
             conn.execute(
                 "INSERT INTO prediction_set_items (set_id, item_index, source_index, prompt_id, prompt, messages,"
                 " ground_truth) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (pset.set_id, s.sample_index, s.source_index, s.prompt_id, s.prompt, Jsonb(s.messages_list()), s.ground_truth),
+                (pset.set_id, s.sample_index, s.source_index, s.prompt_id, s.prompt, Jsonb(s.messages_list()),
+                 s.ground_truth),
             )
     by_name = load_prediction_set("chat-4", database_url)
     by_id = load_prediction_set(pset.set_id, database_url)

@@ -61,7 +61,8 @@ def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(mon
             assert conf[key] == value, (name, key)
         assert conf["bootstrap.servers"] == "broker-1.example:9093"
     # the pass-through options win over predstream's own defaults
-    assert consumer.model_copy(update={"kafka_options": {"client.id": "mine"}}).kafka_config(**{"client.id": "x"})["client.id"] == "mine"
+    mine = consumer.model_copy(update={"kafka_options": {"client.id": "mine"}})
+    assert mine.kafka_config(**{"client.id": "x"})["client.id"] == "mine"
     # librdkafka itself takes them (a real client is built, nothing is contacted yet)
     _make_producer(consumer, "probe")
 
@@ -132,7 +133,8 @@ def test_database_errors_of_every_entry_point_never_show_the_password(url, caplo
     caplog.set_level(logging.DEBUG)
     messages = []
     for attempt in (lambda: PostgresSink(url).ping(), lambda: PostgresSink(url).write([_record()]),
-                    lambda: apply_migrations(ConsumerSettings.model_construct(database_url=url)), lambda: fetch_prediction_set("set", url)):
+                    lambda: apply_migrations(ConsumerSettings.model_construct(database_url=url)),
+                    lambda: fetch_prediction_set("set", url)):
         with pytest.raises((ConsumerError, ProducerError)) as caught:
             attempt()
         messages.append(str(caught.value))
@@ -166,7 +168,8 @@ def test_cli_commands_given_a_password_never_print_it(tmp_path):
 
 
 @pytest.mark.integration
-def test_a_worker_with_a_sasl_password_and_a_database_password_logs_neither(consumer_settings, kafka_bootstrap, database_url, caplog, capfd):
+def test_a_worker_with_a_sasl_password_and_a_database_password_logs_neither(consumer_settings, kafka_bootstrap,
+                                                                            database_url, caplog, capfd):
     """A full worker run at DEBUG: every line it and librdkafka write is checked."""
     caplog.set_level(logging.DEBUG)
     # the test broker is plaintext; a SASL password given for the client must still stay secret
@@ -204,9 +207,11 @@ def consumer_role_url(database_url):
 def test_the_role_has_exactly_the_documented_grants(consumer_role_url, database_url):
     with psycopg.connect(database_url) as conn:
         tables = conn.execute(
-            "SELECT table_name, string_agg(privilege_type, ',' ORDER BY privilege_type) FROM information_schema.role_table_grants"
+            "SELECT table_name, string_agg(privilege_type, ',' ORDER BY privilege_type)"
+            " FROM information_schema.role_table_grants"
             " WHERE grantee = %s GROUP BY table_name", (ROLE,)).fetchall()
-        attrs = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolinherit, rolreplication, rolbypassrls, rolcanlogin"
+        attrs = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolinherit, rolreplication,"
+                             " rolbypassrls, rolcanlogin"
                              " FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
         db = conn.execute("SELECT has_database_privilege(%s, current_database(), 'CREATE'),"
                           " has_database_privilege(%s, current_database(), 'TEMPORARY'),"
@@ -218,7 +223,8 @@ def test_the_role_has_exactly_the_documented_grants(consumer_role_url, database_
 
 
 @pytest.mark.integration
-def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(consumer_role_url, consumer_settings, kafka_bootstrap, database_url):
+def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(consumer_role_url, consumer_settings,
+                                                                              kafka_bootstrap, database_url):
     from datetime import timedelta
 
     from predstream.consumer.dlq import list_dead_letters
@@ -232,7 +238,8 @@ def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(co
         wait_for(lambda: count_rows(database_url) == 100, 60, "100 rows")
         produce_events(kafka_bootstrap, settings.topic, newer + [refused])
         wait_for(lambda: list_dead_letters(settings), 30, "the dead letter")
-        wait_for(lambda: worker.metrics.registry.get_sample_value("predstream_rows_upserted_total", {"result": "updated"}) == 50,
+        wait_for(lambda: worker.metrics.registry.get_sample_value("predstream_rows_upserted_total",
+                                                                  {"result": "updated"}) == 50,
                  30, "50 updates")
         assert worker.health()[0]
     with psycopg.connect(database_url) as conn:
@@ -255,7 +262,8 @@ def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(co
     "CREATE ROLE planted",
     "CREATE DATABASE planted",
     "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
-    "CREATE TRIGGER t BEFORE INSERT ON training_predictions FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+    "CREATE TRIGGER t BEFORE INSERT ON training_predictions FOR EACH ROW"
+    " EXECUTE FUNCTION suppress_redundant_updates_trigger()",
 ])
 def test_the_role_cannot_delete_alter_or_read_beyond_its_table(consumer_role_url, statement):
     with psycopg.connect(consumer_role_url, autocommit=True) as conn:

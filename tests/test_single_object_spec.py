@@ -83,7 +83,8 @@ def test_our_header_carries_apache_avros_fingerprint_little_endian(schema, canon
     assert spec_header(schema) == header  # and so does the spec-following helper
 
 
-@pytest.mark.parametrize("schema, canonical, fp", APACHE_CASES, ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
+@pytest.mark.parametrize("schema, canonical, fp", APACHE_CASES,
+                         ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
 def test_the_independent_canonical_form_reproduces_apache_avros(schema, canonical, fp):
     assert spec_canonical_form(json.loads(schema)) == canonical
     if fp is not None:
@@ -182,5 +183,6 @@ def test_spec_frames_and_0_1_frames_on_the_topic_both_become_rows(consumer_setti
     ])
     with worker_thread(consumer_settings):
         wait_for(rows_reach(consumer_settings.database_url, 2), 60, "both rows")
-    assert count_rows(consumer_settings.database_url, f"event_id = '{spec_event.event_id}' AND job_id = 'spec-producer'") == 1
+    assert count_rows(consumer_settings.database_url,
+                      f"event_id = '{spec_event.event_id}' AND job_id = 'spec-producer'") == 1
     assert count_rows(consumer_settings.database_url, f"event_id = '{old['event_id']}' AND prediction = '2'") == 1

@@ -49,7 +49,8 @@ def test_frames_from_another_avro_producer_and_from_0_1_are_stored_and_a_forged_
         wait_for(lambda: count_rows(consumer_settings.database_url) >= 2, 90, "two rows")
         listing = wait_for(lambda: (r := CliRunner().invoke(app, [
             "dlq", "list", "--format", "json", "--topic", consumer_settings.topic,
-            "--bootstrap", consumer_settings.kafka_bootstrap])).exit_code == 0 and "identity-mismatch" in r.output and r,
+            "--bootstrap",
+            consumer_settings.kafka_bootstrap])).exit_code == 0 and "identity-mismatch" in r.output and r,
             60, "the dead letter")
     finally:
         assert _stop(proc) == 0

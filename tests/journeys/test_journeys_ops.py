@@ -124,7 +124,7 @@ def test_redrive_while_the_consumer_runs_keeps_the_topics_bounded_and_parks_a_le
             assert out.returncode == 0, out.stderr
             outputs.append(out.stdout.strip())
             expected = min(run, 3) + 1  # the letter fails again at once: one new dead letter per redrive, 3 at most
-            wait_for(lambda: len(topic_messages(kafka_bootstrap, settings.dlq_topic)) == expected, 30,
+            wait_for(lambda expected=expected: len(topic_messages(kafka_bootstrap, settings.dlq_topic)) == expected, 30,
                      f"{expected} dead letters after redrive {run}")
         time.sleep(2)  # nothing else arrives
         letters = predstream("dlq", "list", "--format", "json", env=env)

@@ -109,7 +109,8 @@ def test_train_then_evaluate_stores_the_final_evaluations_predictions(
     assert "at train end: 3 delivered" in caplog.text and "after train end: 3 delivered" in caplog.text
 
 
-def test_train_then_evaluate_with_the_broker_down_spools_everything_and_exits_promptly(kafka_bootstrap, topic, tmp_path):
+def test_train_then_evaluate_with_the_broker_down_spools_everything_and_exits_promptly(kafka_bootstrap, topic,
+                                                                                       tmp_path):
     spool = tmp_path / "spool"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTREAM_")}
     env.update(PREDSTREAM_HOME=str(tmp_path / "home"), PREDSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
@@ -211,7 +212,8 @@ def test_a_prediction_set_by_name_needs_only_the_environment_and_survives_a_data
 # -- 12.6: a set never changes ------------------------------------------------------------------
 
 
-def test_a_created_set_cannot_change_and_an_edited_export_is_refused_at_train_begin(tmp_path, database_url, producer_settings):
+def test_a_created_set_cannot_change_and_an_edited_export_is_refused_at_train_begin(tmp_path, database_url,
+                                                                                    producer_settings):
     import psycopg
 
     set_id = _create_set(tmp_path, database_url)

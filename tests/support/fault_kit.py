@@ -113,7 +113,8 @@ class SteadyProducer(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str, messages: Sequence[tuple], seconds: float, chunks: int = 40) -> None:
         super().__init__(name="steady-producer", daemon=True)
-        self.bootstrap, self.topic, self.messages, self.seconds, self.chunks = bootstrap, topic, messages, seconds, chunks
+        self.bootstrap, self.topic, self.messages = bootstrap, topic, messages
+        self.seconds, self.chunks = seconds, chunks
         self.error: BaseException | None = None
         self.sent = 0
 

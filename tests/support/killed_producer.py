@@ -48,7 +48,8 @@ def main() -> None:
     tok = build_tokenizer()
     model = build_model(tok, seed=0)
     for step in (1, 2, 3):
-        cb.on_step_end(args, SimpleNamespace(global_step=step, epoch=step / 10), None, model=model, processing_class=tok)
+        cb.on_step_end(args, SimpleNamespace(global_step=step, epoch=step / 10), None, model=model,
+                       processing_class=tok)
     if mode == "after-train-end":
         cb.on_train_end(args, None, None)
     else:
