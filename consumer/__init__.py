@@ -40,7 +40,7 @@ from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
 from .migrate import apply_migrations, pending_migrations
 from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
 from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
-from .settings import ConsumerSettings, redact_url
+from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .worker import Worker, consumer_config, run_worker, run_worker_processes
 
@@ -86,7 +86,6 @@ __all__ = [
     "check_health",
     "serve_metrics",
     "ConsumerSettings",
-    "redact_url",
     "IngestRecord",
     "PostgresSink",
     "Rejection",

@@ -44,10 +44,11 @@ from typing import Any
 
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.event import PredictionEvent
+from predstream.schemas.redaction import redact_url
 
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError
-from .settings import ConsumerSettings, redact_url
+from .settings import ConsumerSettings
 
 __all__ = ["Duplicate", "RowProblem", "IdentifyReport", "identify_legacy_rows", "LegacyRowMatcher"]
 

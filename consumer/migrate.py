@@ -152,7 +152,7 @@ def find_migrations(folder: str | Path | None = None) -> list[Migration]:
 def _connect(database_url: str):
     import psycopg
 
-    from .settings import redact_url
+    from predstream.schemas.redaction import redact_url
 
     try:
         return psycopg.connect(database_url, autocommit=True, connect_timeout=10)
@@ -161,7 +161,7 @@ def _connect(database_url: str):
 
 
 def _first_line(exc: BaseException) -> str:
-    from .settings import redact_url
+    from predstream.schemas.redaction import redact_url
 
     return redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 

@@ -50,9 +50,9 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from predstream.schemas.event import PredictionEvent, recency
+from predstream.schemas.redaction import redact_url
 
 from .errors import DatabaseUnavailableError
-from .settings import redact_url
 
 __all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS", "NEWER_WHERE", "row_values"]
 

@@ -88,7 +88,7 @@ _DB_HINTS = {
 
 
 def _one_line(exc: BaseException, urls: list[str | None]) -> str:
-    from predstream.consumer import redact_url
+    from predstream.schemas import redact_url
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if type(exc).__module__.startswith("psycopg"):

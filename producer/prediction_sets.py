@@ -40,11 +40,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from predstream.schemas import compute_prompt_id
 from predstream.schemas.prediction_set import prediction_set_document as _document
 from predstream.schemas.prediction_set import prediction_set_id as _set_id
+from predstream.schemas.redaction import redact_url
 
 from .errors import PredictionSetError, PredictionSetUnavailableError
 from .sampler import Sample
@@ -182,7 +182,7 @@ def fetch_prediction_set(name_or_id: str, database_url: str) -> PredictionSet:
             ).fetchall()
             if not heads:
                 raise PredictionSetError(
-                    f"no prediction set named {name_or_id!r} in {_redact_url(database_url)}: "
+                    f"no prediction set named {name_or_id!r} in {redact_url(database_url)}: "
                     "list them with `predstream sets list`"
                 )
             head = heads[0]
@@ -192,15 +192,15 @@ def fetch_prediction_set(name_or_id: str, database_url: str) -> PredictionSet:
             ).fetchall()
     except psycopg.Error as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        first = _without_password(first, database_url)
+        first = redact_url(first, database_url)
         if isinstance(exc, psycopg.OperationalError):  # the server did not answer (or went away)
             raise PredictionSetUnavailableError(
-                f"cannot read prediction set {name_or_id!r}: the database at {_redact_url(database_url)} "
+                f"cannot read prediction set {name_or_id!r}: the database at {redact_url(database_url)} "
                 f"does not answer: {first}"
             ) from None
         hint = "; run `predstream migrate` first" if getattr(exc, "sqlstate", None) == "42P01" else ""
         raise PredictionSetError(
-            f"cannot read prediction set {name_or_id!r} from {_redact_url(database_url)}: {first}{hint}"
+            f"cannot read prediction set {name_or_id!r} from {redact_url(database_url)}: {first}{hint}"
         ) from None
     where = f"prediction set {head['name']!r} ({head['set_id']})"
     if len(rows) != head["item_count"]:
@@ -217,35 +217,6 @@ def fetch_prediction_set(name_or_id: str, database_url: str) -> PredictionSet:
         description=head["description"],
         rows=rows,
     )
-
-
-def _without_password(text: str, url: str) -> str:
-    """``text`` with the URL's password (as written, and percent-decoded) replaced by ``***``:
-    libpq quotes pieces of a malformed URL, the password included, in its errors."""
-    import re
-    from urllib.parse import unquote
-
-    found = re.search(r"://[^:/@\s]+:([^/\s]*)@|password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url, re.IGNORECASE)
-    if found:
-        secret = found.group(1) if found.group(1) is not None else found.group(2).strip("'")
-        for form in sorted({secret, unquote(secret)}, key=len, reverse=True):
-            if form:
-                text = text.replace(form, "***")
-    return text
-
-
-def _redact_url(url: str) -> str:
-    if "://" not in url:  # a conninfo string: host=... password=...
-        return _without_password(url, url)
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "the database"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
 
 
 # -- either ---------------------------------------------------------------------

@@ -4,7 +4,8 @@
 validated model, :mod:`.codec` the framings, :mod:`.prompt_id` the prompt identity,
 :mod:`.identity` the check that an event's identities match its fields,
 :mod:`.transport` topics, key and headers, :mod:`.spoolfile` the spool file format,
-:mod:`.settings` the settings both sides share.
+:mod:`.settings` the settings both sides share, :mod:`.redaction` passwords out of messages,
+:mod:`.prediction_set` curated prediction sets (items, rules, ``set_id``, the export file).
 """
 
 from .codec import (
@@ -43,6 +44,7 @@ from .event import (
 )
 from .identity import IDENTITY_MISMATCH, check_identity
 from .prompt_id import PromptIdError, canonical_messages, compute_prompt_id
+from .redaction import redact_url
 from .settings import StreamSettings, load_settings
 from .spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
 from .transport import DEFAULT_TOPIC, Headers, dlq_topic, message_key, parse_kafka_options, redact
@@ -81,6 +83,7 @@ __all__ = [
     "canonical_messages",
     "PromptIdError",
     "compute_prompt_id",
+    "redact_url",
     "StreamSettings",
     "load_settings",
     "SPOOL_HEADER",

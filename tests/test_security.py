@@ -14,7 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from predstream.consumer.settings import ConsumerSettings, redact_url
+from predstream.consumer.settings import ConsumerSettings
+from predstream.schemas import redact_url
 from predstream.schemas.errors import ConfigError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS
 from predstream.schemas.settings import load_settings
