@@ -30,7 +30,6 @@ from .errors import (
     DatabaseUnavailableError,
     DeadLetterUnavailableError,
     MigrationError,
-    PredictionSetError,
     ReplayError,
     RetriableError,
     WorkerError,
@@ -38,7 +37,7 @@ from .errors import (
 from .identify import IdentifyReport, identify_legacy_rows
 from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
 from .migrate import apply_migrations, pending_migrations
-from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
+from .prediction_sets import StoredSet, create_set, delete_set, export_set, get_set, list_sets
 from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
 from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
@@ -50,7 +49,6 @@ __all__ = [
     "parse_timestamp",
     "identify_legacy_rows",
     "IdentifyReport",
-    "SetItem",
     "StoredSet",
     "REASONS",
     "run_backfill",
@@ -60,7 +58,6 @@ __all__ = [
     "Comparison",
     "compare_runs",
     "BackfillError",
-    "PredictionSetError",
     "ReplayError",
     "create_set",
     "delete_set",

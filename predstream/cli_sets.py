@@ -1,8 +1,9 @@
 """``predstream sets``: curated prediction sets (create from a dataset file, list, show, export, delete).
 
 ``sets create`` reads the dataset with the training side's sampler, so each item keeps the
-``source_index`` and ``prompt_id`` a training run would give it, and stores the set with
-:func:`predstream.consumer.create_set`.
+``source_index`` and ``prompt_id`` a training run would give it, builds the set with
+:func:`predstream.producer.prediction_set_from_samples` (the rules of
+:mod:`predstream.schemas.prediction_set`) and stores it with :func:`predstream.consumer.create_set`.
 """
 
 from __future__ import annotations
@@ -39,30 +40,30 @@ def _settings(database_url: str | None) -> ConsumerSettings:
 def create(
     name: str = typer.Argument(..., help="Name of the new set."),
     source: Path = typer.Option(..., "--from", help="Dataset file: a JSON array or JSON lines (one row per line)."),
-    indices: str | None = typer.Option(None, "--indices", metavar="1,5,9", help="Rows to take (source_index: array index or 0-based line index), in this order."),
+    indices: str | None = typer.Option(None, "--indices", metavar="1,5,9",
+                                       help="Rows to take (source_index: array index or 0-based line index), "
+                                            "in this order."),
     sample: int | None = typer.Option(None, "--sample", min=1, metavar="N", help="Draw N rows at random ..."),
     seed: int = typer.Option(0, "--seed", help="... with this seed (same file + seed = same rows)."),
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="Field holding a text prompt."),
     messages_field: str = typer.Option("messages", "--messages-field", help="Field holding chat messages."),
-    answer_field: str | None = typer.Option(None, "--answer-field", help="Field holding the reference answer (default: ground_truth, answer, completion, response)."),
+    answer_field: str | None = typer.Option(None, "--answer-field",
+                                            help="Field holding the reference answer "
+                                                 "(default: ground_truth, answer, completion, response)."),
     description: str | None = typer.Option(None, "--description", help="A line saying what the set is for."),
     database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Create a set from rows of a dataset file (--indices or --sample N --seed S)."""
-    from predstream.consumer import SetItem, create_set
+    from predstream.consumer import create_set
+    from predstream.producer import prediction_set_from_samples
 
     if (indices is None) == (sample is None):
         raise fail("give either --indices 1,5,9 or --sample N (with --seed S)")
     samples = _pick(source, indices, sample, seed, prompt_field, messages_field, answer_field)
-    items = [
-        SetItem(item_index=i, prompt_id=s.prompt_id, source_index=s.source_index, prompt=s.prompt,
-                messages=None if s.messages is None else tuple(s.messages_list() or ()), ground_truth=s.ground_truth)
-        for i, s in enumerate(samples)
-    ]
-    stored, created = create_set(
-        _settings(database_url), name, items, source=str(source), seed=seed if sample is not None else None,
-        description=description,
-    )
+    settings = _settings(database_url)
+    pset = prediction_set_from_samples(name, samples, source=str(source), seed=seed if sample is not None else None,
+                                       description=description)
+    stored, created = create_set(settings, pset)
     if created:
         typer.echo(f"created set {stored.name!r} ({stored.set_id}, {stored.item_count} items)")
     else:

@@ -28,6 +28,8 @@ from .errors import (
     FramingError,
     InvalidEventError,
     MalformedBodyError,
+    PredictionSetError,
+    PredictionSetUnavailableError,
     RegistryUnavailableError,
     SchemaError,
     UnknownSchemaError,
@@ -43,6 +45,15 @@ from .event import (
     event_id,
 )
 from .identity import IDENTITY_MISMATCH, check_identity
+from .prediction_set import (
+    PredictionSet,
+    PredictionSetItem,
+    items_from_rows,
+    new_prediction_set,
+    prediction_set_id,
+    read_prediction_set_file,
+    write_prediction_set_file,
+)
 from .prompt_id import PromptIdError, canonical_messages, compute_prompt_id
 from .redaction import redact_url
 from .settings import StreamSettings, load_settings
@@ -67,6 +78,8 @@ __all__ = [
     "FramingError",
     "InvalidEventError",
     "MalformedBodyError",
+    "PredictionSetError",
+    "PredictionSetUnavailableError",
     "RegistryUnavailableError",
     "SchemaError",
     "UnknownSchemaError",
@@ -80,6 +93,13 @@ __all__ = [
     "event_id",
     "IDENTITY_MISMATCH",
     "check_identity",
+    "PredictionSet",
+    "PredictionSetItem",
+    "items_from_rows",
+    "new_prediction_set",
+    "prediction_set_id",
+    "read_prediction_set_file",
+    "write_prediction_set_file",
     "canonical_messages",
     "PromptIdError",
     "compute_prompt_id",

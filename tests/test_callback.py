@@ -184,7 +184,8 @@ def test_callback_needs_exactly_one_source_and_something_to_do():
 
 
 def test_callback_with_a_prediction_set_file_records_its_items_by_item_index(tmp_path):
-    from predstream.producer import prediction_set_from_samples, sample_dataset, write_prediction_set_file
+    from predstream.producer import prediction_set_from_samples, sample_dataset
+    from predstream.schemas import write_prediction_set_file
 
     pset = prediction_set_from_samples("adds-3", sample_dataset(addition_rows(30), 3, seed=9))
     path = write_prediction_set_file(pset, tmp_path / "adds-3.json")
@@ -195,6 +196,6 @@ def test_callback_with_a_prediction_set_file_records_its_items_by_item_index(tmp
     tok = build_tokenizer()
     cb.on_evaluate(args, SimpleNamespace(global_step=4, epoch=1.0), None, model=build_model(tok), processing_class=tok)
     assert [(e.sample_index, e.prompt_id, e.source_index) for e in fake.events] == [
-        (s.sample_index, s.prompt_id, s.source_index) for s in pset.items
+        (s.item_index, s.prompt_id, s.source_index) for s in pset.items
     ]
     assert {(e.sample_source, e.sample_source_id) for e in fake.events} == {("prediction_set", pset.set_id)}

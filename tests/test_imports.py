@@ -75,8 +75,8 @@ def test_without_torch_and_transformers_both_packages_import_and_the_callback_sa
 def test_without_psycopg_the_producer_imports_and_reads_prediction_set_files(tmp_path):
     out = _run(
         f"""
-        from predstream.producer import (prediction_set_from_samples, sample_dataset, write_prediction_set_file,
-                                         load_prediction_set)
+        from predstream.producer import prediction_set_from_samples, sample_dataset, load_prediction_set
+        from predstream.schemas import write_prediction_set_file
         assert "psycopg" not in sys.modules
         pset = prediction_set_from_samples("s", sample_dataset([{{"prompt": "a"}}], 1))
         write_prediction_set_file(pset, {str(tmp_path / "s.json")!r})

@@ -128,15 +128,16 @@ def test_database_errors_of_every_entry_point_never_show_the_password(url, caplo
     from predstream.consumer.migrate import apply_migrations
     from predstream.consumer.settings import ConsumerSettings
     from predstream.consumer.sink import PostgresSink
-    from predstream.producer.errors import ProducerError
     from predstream.producer.prediction_sets import fetch_prediction_set
+    from predstream.producer.settings import ProducerSettings
+    from predstream.schemas import PredictionSetError
 
     caplog.set_level(logging.DEBUG)
     messages = []
     for attempt in (lambda: PostgresSink(url).ping(), lambda: PostgresSink(url).write([_record()]),
                     lambda: apply_migrations(ConsumerSettings.model_construct(database_url=url)),
-                    lambda: fetch_prediction_set("set", url)):
-        with pytest.raises((ConsumerError, ProducerError)) as caught:
+                    lambda: fetch_prediction_set("set", ProducerSettings.model_construct(database_url=url))):
+        with pytest.raises((ConsumerError, PredictionSetError)) as caught:
             attempt()
         messages.append(str(caught.value))
     out = capfd.readouterr()

@@ -23,8 +23,7 @@ pytest.importorskip("transformers")
 from predstream.cli import app  # noqa: E402
 from predstream.local import free_port  # noqa: E402
 from predstream.producer import Publisher, TrainingPredictionsCallback  # noqa: E402
-from predstream.producer.errors import PredictionSetError  # noqa: E402
-from predstream.schemas import Decoder, PredictionEvent  # noqa: E402
+from predstream.schemas import Decoder, PredictionEvent, PredictionSetError  # noqa: E402
 from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from support import wait_for  # noqa: E402
 from support.consumer_kit import count_rows, rows_reach, worker_thread  # noqa: E402
