@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import typer
 
 from . import _cli_options as opt
 from ._cli_common import one_line_errors
+
+if TYPE_CHECKING:
+    from predstream.consumer import IdentifyReport
 
 _SHOWN = 50
 
@@ -33,7 +37,7 @@ def identify(
     settings.require_database_url()
     last = [0.0]
 
-    def progress(report) -> None:  # type: ignore[no-untyped-def]
+    def progress(report: IdentifyReport) -> None:
         now = time.monotonic()
         if not no_progress and now - last[0] >= 1.0:
             last[0] = now

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from . import _cli_options as opt
 from ._cli_common import fail, one_line_errors
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 def register(app: typer.Typer) -> None:
@@ -81,7 +86,7 @@ def backfill(
     settings.require_database_url()
     shown = [0]
 
-    def on_problem(problem) -> None:  # type: ignore[no-untyped-def]
+    def on_problem(problem: object) -> None:
         shown[0] += 1
         if shown[0] <= 50:
             typer.echo(f"not loaded: {problem}", err=True)
@@ -105,10 +110,10 @@ class _progress:
 
     def __init__(self, enabled: bool, label: str) -> None:
         self.enabled, self.label = enabled, label
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> Callable[[int, int], None] | None:
         if not self.enabled:
             return None
         from rich.console import Console
@@ -131,7 +136,7 @@ class _progress:
         return self._update
 
     def _update(self, done: int, total: int) -> None:
-        assert self._bar is not None
+        assert self._bar is not None and self._task is not None
         elapsed = self._bar.tasks[0].elapsed or 0.0
         rate = f"{done / elapsed:,.0f}" if elapsed > 0.05 and done else "-"
         self._bar.update(self._task, completed=done, total=total, rate=rate)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,7 +18,8 @@ from . import _cli_options as opt
 from ._cli_common import fail, one_line_errors
 
 if TYPE_CHECKING:
-    from predstream.consumer import ConsumerSettings
+    from predstream.consumer import ConsumerSettings, StoredSet
+    from predstream.producer import Sample
 
 sets_app = typer.Typer(help="Curated prediction sets: fixed, named lists of eval prompts.", no_args_is_help=True)
 
@@ -71,7 +72,7 @@ def create(
 
 
 def _pick(source: Path, indices: str | None, sample: int | None, seed: int, prompt_field: str,
-          messages_field: str, answer_field: str | None) -> list:
+          messages_field: str, answer_field: str | None) -> list[Sample]:
     """The rows to store, each checked against the event contract once, here: a row that
     training could not send is skipped with a warning (--sample) or stops the command."""
     from predstream.producer import (
@@ -93,7 +94,7 @@ def _pick(source: Path, indices: str | None, sample: int | None, seed: int, prom
     data = read_dataset(source)
     check_dataset_id(data.dataset_id)
     rows = data.rows
-    samples = []
+    samples: list[Sample] = []
     for position, index in enumerate(wanted):
         if index >= len(rows):
             raise fail(f"{source} has {len(rows)} rows (0..{len(rows) - 1}); there is no row {index}")
@@ -206,6 +207,6 @@ def delete(
     typer.echo(f"deleted set {name!r}")
 
 
-def _head_json(s) -> dict:  # type: ignore[no-untyped-def]
+def _head_json(s: StoredSet) -> dict[str, Any]:
     return {"set_id": s.set_id, "name": s.name, "item_count": s.item_count, "source": s.source, "seed": s.seed,
             "description": s.description, "created_at": s.created_at.isoformat() if s.created_at else None}

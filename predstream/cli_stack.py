@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -19,7 +20,7 @@ def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate)
 
 
-def _print_env(state: dict) -> None:
+def _print_env(state: dict[str, Any]) -> None:
     from predstream.schemas import DEFAULT_TOPIC
 
     typer.echo(f"PREDSTREAM_KAFKA_BOOTSTRAP={state['bootstrap']}")

@@ -88,6 +88,8 @@ def local_stack() -> dict[str, Any] | None:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(state, dict):
+        return None
     for pid in state.get("pids", {}).values():
         if not _alive(pid):
             return None
@@ -123,7 +125,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _check_port_free(port: int, flag: str) -> None:
@@ -179,7 +182,8 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
     delete the history that replay needs.
     """
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
     new = [

@@ -198,4 +198,5 @@ def compile_reader(schema: dict[str, Any]) -> Reader | None:
         "_DOUBLE": _DOUBLE, "_FLOAT": _FLOAT, "struct": struct,
     }
     exec(compile(source, f"<avro reader {schema.get('name', '?')}>", "exec"), namespace)
-    return namespace["read"]
+    read: Reader = namespace["read"]
+    return read

@@ -298,7 +298,7 @@ def stored_prediction_set(
         if isinstance(messages, str):  # JSONB read as text by some drivers
             messages = json.loads(messages)
         items.append(PredictionSetItem(
-            item_index=index, prompt_id=row.get("prompt_id"), source_index=row.get("source_index"),
+            item_index=index, prompt_id=row.get("prompt_id", ""), source_index=row.get("source_index"),
             prompt=row.get("prompt"), messages=_messages(messages), ground_truth=row.get("ground_truth"),
         ))
     if not isinstance(name, str) or not name:
