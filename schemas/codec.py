@@ -183,6 +183,29 @@ class SingleObjectEncoder(Encoder):
         return buf.getvalue()
 
 
+#: An upper bound on the encoded size of everything in an event but its texts (ids, numbers,
+#: framing): an event whose texts are short needs no encoding to know it fits.
+_FIXED_BYTES = 4096
+
+
+def oversize_bytes(event: PredictionEvent) -> int | None:
+    """The encoded size of ``event`` (single-object framing) when it is over
+    :data:`~predstream.schemas.MAX_EVENT_BYTES`, else ``None``. Cheap for the usual event:
+    it is encoded only when its texts (at 4 UTF-8 bytes a character) could make it too large."""
+    messages = event.messages or ()
+    texts = [event.prompt, event.ground_truth, event.prediction, event.sample_source_id, event.job_id,
+             event.model_name, *(m.role for m in messages), *(m.content for m in messages)]
+    if _FIXED_BYTES + sum(4 * len(t) + 10 for t in texts if t) <= MAX_EVENT_BYTES:
+        return None
+    size = len(_size_encoder().encode(event))
+    return size if size > MAX_EVENT_BYTES else None
+
+
+@cache
+def _size_encoder() -> SingleObjectEncoder:
+    return SingleObjectEncoder()
+
+
 class ConfluentEncoder(Encoder):
     """Confluent wire format through confluent-kafka's registry client and AvroSerializer."""
 

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_JOB_ID_CHARS",
     "MAX_MESSAGES",
     "MAX_EVENT_BYTES",
+    "LARGEST_RECORDED_FIELDS",
 ]
 
 #: Largest prompt, prediction, ground truth or message content accepted, in characters.
@@ -85,6 +86,17 @@ def recency(event: PredictionEvent) -> tuple[int, datetime]:
     ``attempt`` counter first, then ``produced_at`` (a host's clock decides only within one
     attempt). Compare with ``<``/``>``; the sink's upsert applies the same order."""
     return event.attempt, event.produced_at
+
+
+#: The fields a recorder fills when it publishes a prompt's prediction (job, step, times,
+#: generation settings, token counts; the prediction itself empty), each at its largest: a
+#: prompt passes the contract when an event of it with these does. The sampler checks every
+#: dataset row this way, prediction sets every item.
+LARGEST_RECORDED_FIELDS: Mapping[str, Any] = {
+    "event_id": "0" * 64, "job_id": "j" * MAX_JOB_ID_CHARS, "epoch": 0.0, "step": 0, "prediction": "",
+    "produced_at": datetime(2000, 1, 1, tzinfo=UTC), "prompt_tokens": 2**31 - 1, "completion_tokens": 2**31 - 1,
+    "generation_ms": 1e9, "generation": {"max_new_tokens": 1_000_000},
+}
 
 
 _LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]

@@ -16,7 +16,8 @@ set comes from or goes to (created, stored, exported, read back):
   are dropped), or both; ``ground_truth`` a string or ``None``;
 * ``prompt_id`` is :func:`predstream.schemas.compute_prompt_id` of the messages and prompt;
 * an event for the item would pass the event contract (:class:`predstream.schemas.PredictionEvent`:
-  text sizes, NUL characters, role length, number of messages, valid Unicode).
+  text sizes, NUL characters, role length, number of messages, valid Unicode, and the encoded
+  size of an event before any prediction is added).
 
 A set never changes once created (migration 0010 makes the database refuse changes to its
 items), and every reader recomputes ``set_id`` from the items (:func:`check_prediction_set`)
@@ -46,12 +47,12 @@ import os
 import secrets
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .codec import oversize_bytes
 from .errors import InvalidEventError, PredictionSetError
-from .event import MAX_JOB_ID_CHARS, PredictionEvent
+from .event import LARGEST_RECORDED_FIELDS, MAX_EVENT_BYTES, PredictionEvent
 from .prompt_id import PromptIdError, compute_prompt_id, prompt_messages
 
 __all__ = [
@@ -137,13 +138,10 @@ def prediction_set_id(items: Iterable[PredictionSetItem]) -> str:
 
 # -- the rules ---------------------------------------------------------------------------
 
-#: The fields of an event an item does not give, at their largest (a prediction set's id as
-#: the sample source): an item passes when an event made of it would.
-_EVENT_REST: dict[str, Any] = {
-    "event_id": "0" * 64, "job_id": "j" * MAX_JOB_ID_CHARS, "epoch": 0.0, "step": 0, "prediction": "",
-    "produced_at": datetime(2000, 1, 1, tzinfo=UTC), "sample_source": "prediction_set",
-    "sample_source_id": "ps_" + "0" * 16,
-}
+#: The fields of an event an item does not give, at their largest: an item passes when an
+#: event made of it would.
+_EVENT_REST: dict[str, Any] = {**LARGEST_RECORDED_FIELDS, "sample_source": "prediction_set",
+                               "sample_source_id": "ps_" + "0" * 16}
 
 
 def check_item(item: PredictionSetItem) -> None:
@@ -181,11 +179,16 @@ def check_item(item: PredictionSetItem) -> None:
             "prompt_id is computed from its prompt and messages, never edited"
         )
     try:
-        PredictionEvent.validate_dict({**_EVENT_REST, "sample_index": index, "source_index": source_index,
-                                       "prompt": item.prompt, "messages": messages,
-                                       "ground_truth": item.ground_truth, "prompt_id": expected})
+        event = PredictionEvent.validate_dict({**_EVENT_REST, "sample_index": index, "source_index": source_index,
+                                               "prompt": item.prompt, "messages": messages,
+                                               "ground_truth": item.ground_truth, "prompt_id": expected})
     except InvalidEventError as exc:
         raise PredictionSetError(f"{where} breaks the event contract ({exc})") from None
+    size = oversize_bytes(event)
+    if size is not None:
+        raise PredictionSetError(f"{where} makes an event of {size} bytes before any prediction or model name; the "
+                                 f"contract's limit "
+                                 f"is {MAX_EVENT_BYTES} bytes (shorten the prompt, messages or reference answer)")
 
 
 def _check_name(name: object) -> None:

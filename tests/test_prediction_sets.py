@@ -226,6 +226,7 @@ _BAD_ITEMS = {
     "a number for a prompt": {"prompt": 7},
     "messages without content": {"messages": [{"role": "user"}]},
     "too many messages": {"messages": [{"role": "user", "content": "x"}] * 257},
+    "too large for any event": {"prompt": "€" * 150_000, "ground_truth": "€" * 150_000},
 }
 
 
