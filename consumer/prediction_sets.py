@@ -194,14 +194,11 @@ def get_set(settings: ConsumerSettings, name_or_id: str) -> StoredSet:
     except psycopg.Error as exc:
         raise _db_error(exc, f"cannot read prediction set {name_or_id!r}", database_url) from None
     stored = _head(head)
-    where = f"prediction set {stored.name!r} ({stored.set_id})"
-    if len(rows) != stored.item_count:
-        raise PredictionSetError(f"{where} should have {stored.item_count} items but the database holds "
-                                 f"{len(rows)}; delete it and create it again")
     checked = stored_prediction_set(  # a set never changes: items edited behind its back are refused
         set_id=stored.set_id, name=stored.name, source=stored.source, seed=stored.seed,
         description=stored.description, rows=[dict(zip(_ITEM_COLUMNS, r, strict=True)) for r in rows],
-        where=where, fix=FIX_EDITED_IN_DATABASE,
+        where=f"prediction set {stored.name!r} ({stored.set_id})", fix=FIX_EDITED_IN_DATABASE,
+        item_count=stored.item_count,
     )
     return replace(stored, items=checked.items)
 

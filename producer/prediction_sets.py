@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from predstream.schemas.errors import PredictionSetError, PredictionSetUnavailableError
 from predstream.schemas.prediction_set import (
@@ -129,17 +128,10 @@ def fetch_prediction_set(name_or_id: str, settings: ProducerSettings | None) -> 
         raise PredictionSetError(
             f"cannot read prediction set {name_or_id!r} from {redact_url(database_url)}: {first}{hint}"
         ) from None
-    return _from_database(head, rows)
-
-
-def _from_database(head: dict[str, Any], rows: list[dict[str, Any]]) -> PredictionSet:
-    where = f"prediction set {head['name']!r} ({head['set_id']})"
-    if len(rows) != head["item_count"]:
-        raise PredictionSetError(f"{where} should have {head['item_count']} items but the database holds "
-                                 f"{len(rows)}; delete it and create it again")
     return stored_prediction_set(
         set_id=head["set_id"], name=head["name"], source=head["source"], seed=head["seed"],
-        description=head["description"], rows=rows, where=where, fix=FIX_EDITED_IN_DATABASE,
+        description=head["description"], rows=rows, where=f"prediction set {head['name']!r} ({head['set_id']})",
+        fix=FIX_EDITED_IN_DATABASE, item_count=head["item_count"],
     )
 
 

@@ -282,10 +282,14 @@ def stored_prediction_set(
     rows: Sequence[Any],
     where: str,
     fix: str,
+    item_count: int | None = None,
 ) -> PredictionSet:
     """A set read back (an export file's object, or database rows ``{item_index, source_index,
-    prompt_id, prompt, messages, ground_truth}`` in any order), checked by
-    :func:`check_prediction_set`; errors start with ``where``."""
+    prompt_id, prompt, messages, ground_truth}`` in any order, and the ``item_count`` its head
+    row records), checked by :func:`check_prediction_set`; errors start with ``where``."""
+    if item_count is not None and len(rows) != item_count:
+        raise PredictionSetError(f"{where} should have {item_count} items but the database holds {len(rows)}; "
+                                 "delete it and create it again")
     items: list[PredictionSetItem] = []
     seen: set[int] = set()
     for position, row in enumerate(rows):
