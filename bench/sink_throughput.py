@@ -212,6 +212,7 @@ def _raw_copy(ctx: BenchContext, rows: list[tuple[Any, ...]], columns: tuple[str
 
 def _executemany_upsert(ctx: BenchContext, rows: list[tuple], columns: tuple[str, ...], batch: int = 2000) -> float:
     import psycopg
+
     from predstream.consumer.sink import NEWER_WHERE
 
     sql = (
@@ -243,6 +244,7 @@ def _inserted_so_far(conn: Any) -> int:
 
 def _consume(ctx: BenchContext, topic: str, n: int, workers: int, pin: Pinning | None = None) -> dict[str, Any]:
     import psycopg
+
     from predstream.consumer.worker import run_worker_processes
 
     url = ctx.new_database(f"sink{workers}")

@@ -3,14 +3,17 @@
 :mod:`.worker` runs the consumer loop (:mod:`.membership`: its place in the group;
 :mod:`.supervisor`: N of them as processes), :mod:`.sink` writes batches idempotently,
 :mod:`.dlq` keeps dead letters and :mod:`.dlq_redrive` redrives them, :mod:`.metrics`
-exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
-sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
-side, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
+exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill`
+loads files through the same sink, :mod:`.prediction_sets` stores curated prompt sets,
+:mod:`.compare` reads runs side by side, :mod:`.migrate` applies the SQL migrations,
+:mod:`.settings` reads the configuration.
 No function has its module's name (``run_replay``, ``run_backfill``, ``apply_migrations``),
 so every name below is importable from here without hiding a module.
 This package never imports torch, transformers or the producer side.
 """
 
+from .backfill import BackfillReport, run_backfill
+from .compare import Comparison, compare_runs
 from .dlq import (
     REASONS,
     DeadLetter,
@@ -21,25 +24,22 @@ from .dlq import (
     redrive,
     redrive_group,
 )
-from .backfill import BackfillReport, run_backfill
-from .compare import Comparison, compare_runs
 from .errors import (
     BackfillError,
     ConsumerError,
     DatabaseUnavailableError,
     DeadLetterUnavailableError,
     MigrationError,
-    PredictionSetError,
     ReplayError,
     RetriableError,
     WorkerError,
 )
-from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
-from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
-from .migrate import apply_migrations, pending_migrations
 from .identify import IdentifyReport, identify_legacy_rows
+from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
+from .migrate import apply_migrations, pending_migrations
+from .prediction_sets import StoredSet, create_set, delete_set, export_set, get_set, list_sets
 from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
-from .settings import ConsumerSettings, redact_url
+from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .worker import Worker, consumer_config, run_worker, run_worker_processes
 
@@ -49,7 +49,6 @@ __all__ = [
     "parse_timestamp",
     "identify_legacy_rows",
     "IdentifyReport",
-    "SetItem",
     "StoredSet",
     "REASONS",
     "run_backfill",
@@ -59,7 +58,6 @@ __all__ = [
     "Comparison",
     "compare_runs",
     "BackfillError",
-    "PredictionSetError",
     "ReplayError",
     "create_set",
     "delete_set",
@@ -85,7 +83,6 @@ __all__ = [
     "check_health",
     "serve_metrics",
     "ConsumerSettings",
-    "redact_url",
     "IngestRecord",
     "PostgresSink",
     "Rejection",

@@ -13,7 +13,8 @@ predstream's, and ``migrate`` stops, having changed nothing.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from ._sqlsplit import split_statements
 

@@ -203,7 +203,8 @@ def _groups(order: list[str]) -> dict[Any, tuple[str, ...]]:
         else:
             found[group[0]] = group
     if PROMPT_GROUP not in found:
-        raise Unsupported(f"{', '.join(PROMPT_GROUP)} must come, in this order, after {PROMPT_KEY} and before prompt_id")
+        raise Unsupported(f"{', '.join(PROMPT_GROUP)} must come, in this order, after {PROMPT_KEY} "
+                          "and before prompt_id")
     return found
 
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
 from predstream.schemas.transport import Headers
@@ -259,7 +260,7 @@ class DeadLetter:
         }
 
     @classmethod
-    def from_message(cls, msg: Any) -> "DeadLetter":
+    def from_message(cls, msg: Any) -> DeadLetter:
         raw = msg.headers() or []
         hdr = {k: (v or b"").decode("utf-8", "replace") for k, v in raw}
         ts_type, ts = msg.timestamp()

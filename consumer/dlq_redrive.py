@@ -26,8 +26,9 @@ topic, where the live workers read it like any event. It is safe while workers r
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from predstream.schemas.kafka_log import quiet_log
 from predstream.schemas.transport import Headers

@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -58,7 +59,8 @@ class ConsumerMetrics:
             registry=r,
         )
         self.consumer_lag = Gauge(
-            "predstream_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"], registry=r
+            "predstream_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"],
+            registry=r
         )
         self.db_up = Gauge("predstream_db_up", "1 when the last database contact succeeded, else 0.", registry=r)
         self.db_outages = Counter("predstream_db_outages", "Times the database became unreachable.", registry=r)

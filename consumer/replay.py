@@ -35,10 +35,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
@@ -174,7 +175,7 @@ def parse_timestamp(text: str) -> datetime:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ReplayError(f"bad time {text!r}: use ISO 8601, e.g. 2026-11-03T14:00:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # -- the broker side ---------------------------------------------------------------------

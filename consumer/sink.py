@@ -55,13 +55,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from predstream.schemas.event import PredictionEvent, recency
 from psycopg.types.json import Jsonb
+
+from predstream.schemas.event import PredictionEvent, recency
+from predstream.schemas.redaction import redact_url
 
 from ._columns import COLUMN_TYPES, DIRECT_COLUMNS, UPSERT_COLUMNS
 from ._copy_binary import batch_time, encode_values, payload
 from .errors import DatabaseUnavailableError
-from .settings import redact_url
 from .transcode import CopyRow, copy_columns
 
 __all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "SinkRecord", "UPSERT_COLUMNS",

@@ -22,8 +22,9 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .errors import RetriableError, WorkerError
 from .metrics import check_port_free
@@ -104,7 +105,8 @@ def run_worker_processes(
     stopping = threading.Event()
 
     def _start(slot: _Slot) -> None:
-        slot.proc = ctx.Process(target=_process_main, args=(slot.data, slot.index, init), name=f"predstream-worker-{slot.index}")
+        slot.proc = ctx.Process(target=_process_main, args=(slot.data, slot.index, init),
+                                name=f"predstream-worker-{slot.index}")
         slot.proc.start()
         slot.started = time.monotonic()
         slot.restart_at = None
@@ -171,7 +173,8 @@ def _on_exit(slot: _Slot, now: float, crashes: deque, settings: ConsumerSettings
     slot.crashes = 1 if now - slot.started > window else slot.crashes + 1
     if len(crashes) > settings.max_restarts:
         _log.error("worker %d (pid %s) %s: %d worker crash(es) within %.0f s (limit %d); giving up and stopping "
-                   "the others", slot.index, slot.proc.pid, _exit_text(code), len(crashes), window, settings.max_restarts)
+                   "the others", slot.index, slot.proc.pid, _exit_text(code), len(crashes), window,
+                   settings.max_restarts)
         slot.done = True
         stopping.set()
         return True

@@ -30,8 +30,10 @@ app = typer.Typer(
 
 @app.callback()
 def _main(
-    log_level: str = typer.Option("INFO", "--log-level", envvar="PREDSTREAM_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR."),
-    json_logs: bool = typer.Option(False, "--json-logs", help="One JSON object per log line (or PREDSTREAM_JSON_LOGS=true)."),
+    log_level: str = typer.Option("INFO", "--log-level", envvar="PREDSTREAM_LOG_LEVEL",
+                                  help="DEBUG, INFO, WARNING or ERROR."),
+    json_logs: bool = typer.Option(False, "--json-logs",
+                                   help="One JSON object per log line (or PREDSTREAM_JSON_LOGS=true)."),
 ) -> None:
     # the variable is read here, not by the option, so that a typo is one line, not a usage box
     json_logs = json_logs or _cli_common.env_flag("PREDSTREAM_JSON_LOGS")

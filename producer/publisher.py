@@ -33,9 +33,10 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -291,7 +292,7 @@ class Publisher:
     def spool(self) -> Spool:
         return self._spool
 
-    def __enter__(self) -> "Publisher":
+    def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, *exc: object) -> None:

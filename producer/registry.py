@@ -58,7 +58,7 @@ class RegistryFraming:
         self._fingerprints: dict[int, bytes] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any, *, client: Any = None) -> "RegistryFraming | None":
+    def from_settings(cls, settings: Any, *, client: Any = None) -> RegistryFraming | None:
         """The framing ``settings`` ask for; ``None`` without a registry URL."""
         if not settings.schema_registry_url:
             return None

@@ -44,9 +44,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Literal
 
 from predstream.schemas.spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
 
@@ -159,7 +160,7 @@ class Spool:
         self.dropped = 0
 
     @classmethod
-    def from_settings(cls, settings) -> "Spool":  # ProducerSettings
+    def from_settings(cls, settings) -> Spool:  # ProducerSettings
         return cls(settings.spool_dir, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
 
     # -- writing ---------------------------------------------------------------
@@ -363,7 +364,7 @@ class Claim:
         except OSError as exc:
             _log.warning("spool: could not keep the damaged tail of %s: %s", self.path, exc)
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> Claim:
         return self
 
     def __exit__(self, *exc: object) -> None:

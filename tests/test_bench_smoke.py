@@ -28,7 +28,8 @@ EXPECTED = {
     "latency": {"latency p50", "latency p99"},
     "replay": {"replay rate (first pass)", "rows added by the second pass"},
     "generation": {"CPU: batch 32 / one at a time"},
-    "identity": {"plain prompt: decode + validate, without the check", "plain prompt: decode + validate, with the check",
+    "identity": {"plain prompt: decode + validate, without the check",
+                 "plain prompt: decode + validate, with the check",
                  "plain prompt: added by the check", "chat messages: added by the check"},
 }
 

@@ -39,7 +39,8 @@ def test_demo_compares_the_same_prompts_across_two_runs(kafka_bootstrap, topic, 
 def test_demo_command_runs_on_its_own_embedded_stack(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTREAM_")}
     env["PREDSTREAM_HOME"] = str(tmp_path / "home")
-    result = subprocess.run([sys.executable, "-m", "predstream", "demo", "--quick", "--output-dir", str(tmp_path / "out")],
+    result = subprocess.run([sys.executable, "-m", "predstream", "demo", "--quick", "--output-dir",
+                             str(tmp_path / "out")],
                             env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "exact-match accuracy" in result.stdout

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
-from support import T0, make_event
 from predstream.consumer._columns import DIRECT_COLUMNS
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.consumer.transcode import CopyRow, Transcoder
 from predstream.schemas.codec import SingleObjectEncoder, load_schema_text, single_object_header
 from predstream.schemas.event import GenerationSettings, PredictionEvent
+from support import T0, make_event
 
 pytestmark = pytest.mark.integration
 
@@ -56,8 +56,8 @@ def _varied() -> list[PredictionEvent]:
                    generation_ms=0.0, sequence_index=3, attempt=7),
         make_event(3, sample_source="prediction_set", sample_source_id="ps_abc", ground_truth=None, epoch=2**31 - 1.5),
         make_event(4, sample_source_id=None, source_index=None, epoch=-0.0, step=0, prediction="",
-                   produced_at=datetime(1, 1, 1, tzinfo=timezone.utc)),
-        make_event(5, produced_at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc), epoch=1e-300,
+                   produced_at=datetime(1, 1, 1, tzinfo=UTC)),
+        make_event(5, produced_at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC), epoch=1e-300,
                    generation=GenerationSettings(max_new_tokens=1_000_000, temperature=1e16, top_p=1.0)),
         make_event(6, prompt="", messages=[], prediction="x" * 5000, job="j" * 256),
     ]
@@ -156,7 +156,8 @@ def test_bodies_written_by_the_official_avro_package_go_through_the_transcoder_i
         stored = {r[0]: r for r in conn.execute(
             "SELECT event_id, job_id, epoch_exact, step, sample_index, sequence_index, prompt, messages, ground_truth, "
             "prediction, prompt_id, source_index, sample_source, sample_source_id, model_name, generation, "
-            "prompt_tokens, completion_tokens, generation_ms, produced_at, attempt FROM training_predictions").fetchall()}
+            "prompt_tokens, completion_tokens, generation_ms, produced_at, attempt FROM training_predictions"
+        ).fetchall()}
     for e in events:
         datum = e.to_avro()
         row = stored[e.event_id]

@@ -13,19 +13,20 @@ from __future__ import annotations
 
 import io
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import fastavro
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from support.copy_rows import Outcome, compare
-from support.mutations import mutated
 from predstream.consumer._columns import COLUMN_TYPES, DIRECT_COLUMNS
 from predstream.consumer.transcode import Transcoder, copy_columns
 from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, SingleObjectEncoder, load_schema, single_object_header
 from predstream.schemas.event import MAX_STEP, PredictionEvent, event_id
 from predstream.schemas.prompt_id import compute_prompt_id
+from support.copy_rows import Outcome, compare
+from support.mutations import mutated
 
 _FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ENC = SingleObjectEncoder()
@@ -60,11 +61,12 @@ def valid_events(draw) -> PredictionEvent:
         step=draw(_small | st.integers(0, MAX_STEP)), sample_index=draw(_small | _int4),
         sequence_index=draw(_small | _int4), prompt=prompt, messages=messages,
         ground_truth=draw(st.none() | _text), prediction=draw(_text | st.text(_chars, min_size=100, max_size=400)),
-        source_index=draw(st.none() | _small | _int4), sample_source=draw(st.sampled_from(["dataset", "prediction_set"])),
+        source_index=draw(st.none() | _small | _int4),
+        sample_source=draw(st.sampled_from(["dataset", "prediction_set"])),
         sample_source_id=draw(st.none() | _text), model_name=draw(st.none() | _text),
         generation=draw(st.none() | _generation), prompt_tokens=draw(st.none() | _small | _int4),
         completion_tokens=draw(st.none() | _small | _int4), generation_ms=draw(st.none() | _float),
-        produced_at=draw(st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31), timezones=st.just(timezone.utc))),
+        produced_at=draw(st.datetimes(datetime(1, 1, 1), datetime(9999, 12, 31), timezones=st.just(UTC))),
         attempt=draw(_small | _int4),
     )
 
@@ -190,7 +192,8 @@ def test_one_broken_rule_is_left_to_the_pydantic_path_which_names_it(field, valu
 def test_what_it_is_unsure_about_is_left_to_the_pydantic_path():
     base = dict(job_id="j", step=3, sample_index=1, prediction="x", sample_source="dataset")
     unsure = [
-        PredictionEvent.create(**base, epoch=2.0**31, prompt="p"),  # the INTEGER epoch does not fit: the database decides
+        # the INTEGER epoch does not fit: the database decides
+        PredictionEvent.create(**base, epoch=2.0**31, prompt="p"),
         PredictionEvent.create(**base, epoch=1.0, prompt="é" * 150_000),  # 300,000 bytes, 150,000 characters
     ]
     old = SingleObjectEncoder(2).encode_record({k: v for k, v in unsure[0].to_avro().items() if k != "attempt"})
@@ -205,6 +208,19 @@ def test_a_message_without_a_value_is_left_to_the_pydantic_path():
 
 
 # -- generated from the contract -------------------------------------------------------------
+
+
+def test_the_contract_is_transcoded():
+    # Off means every event takes the pydantic path: correct, and three times the CPU. The
+    # generator refuses what it cannot check exactly, e.g. a changed model validator.
+    from predstream.consumer._transcode_gen import CONTRACT_VALIDATOR_SHA, generate, validator_sha
+
+    rule = PredictionEvent.__pydantic_core_schema__["function"]["function"]
+    assert validator_sha(rule) == CONTRACT_VALIDATOR_SHA, (
+        "PredictionEvent's validator changed: check that consumer/_transcode_gen.py still codes its rules, "
+        f"then set CONTRACT_VALIDATOR_SHA = {validator_sha(rule)!r}")
+    generate(SCHEMA, PredictionEvent, {c: COLUMN_TYPES[c] for c in DIRECT_COLUMNS})  # raises Unsupported if not
+    assert TC.available
 
 
 def test_the_transcoder_reads_every_field_of_the_model_in_the_wire_order_and_fills_every_column():

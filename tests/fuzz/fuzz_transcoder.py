@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import atheris
@@ -26,11 +26,10 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/: the oracle in support/
 
 with atheris.instrument_imports(include=["predstream.consumer.transcode", "predstream.schemas"]):
-    from support.copy_rows import compare
-
     from predstream.consumer.transcode import Transcoder
     from predstream.schemas.codec import SingleObjectEncoder
     from predstream.schemas.event import PredictionEvent
+    from support.copy_rows import compare
 
 _TRANSCODER = Transcoder()
 if _TRANSCODER._many is not None:  # compiled from generated source: instrument it by hand
@@ -44,7 +43,7 @@ def test_one_input(data: bytes) -> None:
 def _seed(folder: Path) -> None:
     base = dict(job_id="fuzz", epoch=1.5, step=300, sample_index=70, source_index=7, prompt="2+2?", ground_truth="4",
                 prediction="4", sample_source="dataset", sample_source_id="d",
-                produced_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+                produced_at=datetime(2026, 1, 1, tzinfo=UTC))
     events = [
         PredictionEvent.create(**base),
         PredictionEvent.create(**{**base, "prompt": None, "messages": [{"role": "user", "content": "hi é"}]}),

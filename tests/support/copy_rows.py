@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from predstream.consumer._columns import COLUMN_TYPES, UPSERT_COLUMNS
@@ -17,7 +17,7 @@ from predstream.schemas.errors import DecodeError, InvalidEventError
 
 __all__ = ["read_copy_row", "pydantic_values", "compare", "Outcome"]
 
-_PG_EPOCH = datetime(2000, 1, 1, tzinfo=timezone.utc)
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 _DECODER = Decoder()
 
 
@@ -112,7 +112,7 @@ def compare(transcoder: Transcoder, value: bytes, topic: str = "t", partition: i
 
 
 def _micros(dt: datetime) -> int:
-    return (dt - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(microseconds=1)
+    return (dt - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
 
 
 def finite(x: float) -> bool:
