@@ -1,12 +1,15 @@
 """Profile one consumer worker: ``python -m bench.profile_worker [--events N] [--out DIR]``.
 
 Starts the embedded stack, loads ``N`` benchmark events (those of benchmark 2) into a topic,
-then runs one worker process (``run_worker``, default settings) under the sampling profiler
-py-spy (``pip install py-spy``) until every event is stored. Prints the worker's CPU per
-event (from its first stored row to its last) and the profile's top frames, by their own
-time and with their callees, in µs per event. Writes py-spy's raw (collapsed) stacks and
-a speedscope file to ``DIR`` (default ``bench/results/profile``). Without py-spy it still
-prints the CPU per event.
+then runs one worker process (``run_worker``, default settings) until every event is
+stored. Prints the worker's CPU per event from its first stored row to its last (the whole
+process: librdkafka's threads included), and the worker thread's own CPU in its main steps.
+With py-spy (``pip install py-spy``) it also attaches the sampling profiler once the first
+row is stored (start-up left out; ``--nonblocking``, so the worker is not paused) and
+prints the top frames, by their own time and with their callees, in µs of samples per
+event. py-spy samples wall-clock time of running threads: on a busy machine a thread waiting
+for a core counts too, so read these as shares. Writes py-spy's raw (collapsed) stacks and a
+speedscope file to ``DIR`` (default ``bench/results/profile``).
 """
 
 from __future__ import annotations
@@ -18,21 +21,23 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 from ._common import SIZES, BenchContext
 
-_RATE = 500  # samples per second
+_RATE = 250  # samples per second
 
 _CHILD = r"""
 import json, os, sys, threading, time
+from pathlib import Path
 import psycopg
 from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.worker import run_worker
 
 settings = ConsumerSettings(**json.loads(sys.argv[1]))
-n = int(sys.argv[2])
+n, marker = int(sys.argv[2]), Path(sys.argv[3])
 stop = threading.Event()
 out = {}
 
@@ -46,6 +51,7 @@ def watch():
             time.sleep(0.01)
         t, out["first_rows"], out["t0"] = os.times(), inserted(conn), time.perf_counter()
         out["cpu0"] = t.user + t.system
+        marker.write_text("first row")
         while inserted(conn) < n:  # the sequence: cheap, unlike count(*) while the table grows
             time.sleep(0.1)
         while conn.execute("SELECT count(*) FROM training_predictions").fetchone()[0] < n:
@@ -54,7 +60,7 @@ def watch():
         out["cpu1"], out["t1"] = t.user + t.system, time.perf_counter()
     stop.set()
 
-# CPU time of the worker thread in the main steps (thread_time: this thread only)
+# CPU time of the worker thread in its main steps (thread_time: this thread only)
 spent = {}
 def timed(cls, name):
     inner = getattr(cls, name)
@@ -65,15 +71,11 @@ def timed(cls, name):
         finally:
             spent[name] = spent.get(name, 0.0) + time.thread_time() - t0
     setattr(cls, name, wrapper)
-from predstream.consumer import worker as w, sink as s, transcode as tc
+from predstream.consumer import sink as s, transcode as tc, worker as w
 for cls, name in ((tc.Transcoder, "transcode_many"), (s.PostgresSink, "write"), (w.Worker, "_poll"),
-                  (w.Worker, "_flush"), (w.Worker, "_commit"), (w.Worker, "_decode")):
+                  (w.Worker, "_flush"), (w.Worker, "_commit")):
     if hasattr(cls, name):
         timed(cls, name)
-main_cpu = {}
-def run():
-    main_cpu["t"] = time.thread_time
-    run_worker(settings, stop, handle_signals=False)
 threading.Thread(target=watch, daemon=True).start()
 t_main0 = time.thread_time()
 run_worker(settings, stop, handle_signals=False)
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     spy = None if args.no_profile else shutil.which("py-spy") or _beside_python("py-spy")
     args.out.mkdir(parents=True, exist_ok=True)
+    raw = args.out / "worker.raw.txt"
     workdir = Path(tempfile.mkdtemp(prefix="predstream-profile-"))
     stack = LocalStack(workdir / "stack", durable=False)
     stack.start()
@@ -106,28 +109,32 @@ def main(argv: list[str] | None = None) -> int:
         topic, events = ctx.loaded_topic()
         url = ctx.new_database("profile")
         settings = ctx.consumer_settings(topic, url).model_dump(mode="json")
-        child = [sys.executable, "-c", _CHILD, json.dumps(settings), str(len(events))]
-        raw = args.out / "worker.raw.txt"
-        if spy:
-            cmd = [spy, "record", "--rate", str(_RATE), "--nolineno", "--format", "raw", "--output", str(raw), "--",
-                   *child]
-        else:
-            cmd = child
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-        if proc.returncode != 0:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+        marker = workdir / "first-row"
+        child = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(settings), str(len(events)), str(marker)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        recorder = None
+        while child.poll() is None and not marker.exists():
+            time.sleep(0.01)
+        if spy and child.poll() is None:
+            recorder = subprocess.Popen([spy, "record", "--pid", str(child.pid), "--rate", str(_RATE), "--nonblocking",
+                                         "--nolineno", "--format", "raw", "--output", str(raw)],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        stdout, stderr = child.communicate(timeout=1800)
+        if recorder is not None:
+            recorder.wait(60)
+        if child.returncode != 0:
+            print(stdout[-3000:], stderr[-3000:], file=sys.stderr)
             return 2
-        result = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("{")][-1])
+        result = json.loads([ln for ln in stdout.splitlines() if ln.startswith("{")][-1])
     finally:
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     print(f"one worker: {result['cpu_us_per_event']:.1f} µs CPU per event, {result['rate']:,.0f} events/s "
           f"({result['events']:,} events)")
-    print("the worker thread's own CPU per event (start-up included):",
-          f"{result['main_thread_cpu_us_per_event']:.1f} µs; in",
+    print("the worker thread's own CPU per event:", f"{result['main_thread_cpu_us_per_event']:.1f} µs; in",
           ", ".join(f"{k} {v:.1f}" for k, v in result["thread_cpu_us_per_event"].items()))
-    if spy:
-        _summary(raw, len(events), args.top)
+    if recorder is not None and raw.exists():
+        _summary(raw, result["events"], args.top)
         speedscope = args.out / "worker.speedscope.json"
         _to_speedscope(raw, speedscope)
         print(f"profiles: {raw}, {speedscope}")

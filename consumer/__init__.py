@@ -1,7 +1,8 @@
 """The service side: Kafka consumer workers that upsert prediction events into Postgres.
 
 :mod:`.worker` runs the consumer loop (:mod:`.membership`: its place in the group;
-:mod:`.supervisor`: N of them as processes), :mod:`.sink` writes batches idempotently,
+:mod:`.supervisor`: N of them as processes), :mod:`.transcode` turns messages into COPY
+rows, :mod:`.sink` writes batches idempotently,
 :mod:`.dlq` keeps dead letters and :mod:`.dlq_redrive` redrives them, :mod:`.metrics`
 exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill`
 loads files through the same sink, :mod:`.prediction_sets` stores curated prompt sets,
@@ -40,10 +41,14 @@ from .migrate import apply_migrations, pending_migrations
 from .prediction_sets import StoredSet, create_set, delete_set, export_set, get_set, list_sets
 from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
 from .settings import ConsumerSettings
-from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
+from .sink import IngestRecord, PostgresSink, Rejection, SinkRecord, WriteResult
+from .transcode import CopyRow, Transcoder
 from .worker import Worker, consumer_config, run_worker, run_worker_processes
 
 __all__ = [
+    "Transcoder",
+    "CopyRow",
+    "SinkRecord",
     "run_replay",
     "parse_offsets",
     "parse_timestamp",
