@@ -3,9 +3,14 @@ server (httpx), and every page's time to usable in Chromium."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -65,13 +70,10 @@ def _browser_pages(p: dict[str, Any], rng: random.Random) -> dict[str, str]:
 def measure(url: str, *, repeat: int = 200, browser: bool = True) -> dict[str, Any]:
     import httpx
 
-    from predstream.web import ServeSettings, start_server
-
     rng = random.Random(3)
     params = _parameters(url, rng)
     figures: list[dict[str, Any]] = []
-    with start_server(ServeSettings(database_url=url, web_port=0)) as server, \
-            httpx.Client(base_url=server.url, timeout=30) as client:
+    with _served(url) as base, httpx.Client(base_url=base, timeout=30) as client:
         for name, make in _calls(params, rng).items():
             for _ in range(3):  # warm the pool and the cache
                 path, q = make()
@@ -86,8 +88,24 @@ def measure(url: str, *, repeat: int = 200, browser: bool = True) -> dict[str, A
             figures.append({"name": name, "p50_ms": round(percentile(times, 50), 1), "p99_ms": round(p99, 1),
                             "calls": repeat, "target": f"p99 <= {API_TARGET_MS:g} ms" if name.startswith("GET") else None,
                             "passed": p99 <= API_TARGET_MS if name.startswith("GET") else None})
-        pages = _time_pages(server.url, _browser_pages(params, rng)) if browser else []
+        pages = _time_pages(base, _browser_pages(params, rng)) if browser else []
     return {"figures": figures, "pages": pages}
+
+
+@contextlib.contextmanager
+def _served(url: str) -> Iterator[str]:
+    """`predstream serve` in its own process (as a user runs it): its base URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTREAM_")}
+    proc = subprocess.Popen([sys.executable, "-m", "predstream", "serve", "--port", "0", "--database-url", url],
+                            env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        if not line.startswith("predstream web view: "):
+            raise RuntimeError(f"predstream serve did not start: {line!r}")
+        yield line.split()[3].rstrip("/")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
 
 
 def _time_pages(base: str, pages: dict[str, str], rounds: int = 5) -> list[dict[str, Any]]:

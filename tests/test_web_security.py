@@ -46,7 +46,7 @@ def test_the_reader_role_has_exactly_the_documented_grants(reader_url, database_
                              " FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
     assert dict(tables) == {t: "SELECT" for t in (
         "training_predictions", "prediction_history", "prediction_accuracy_by_step", "prediction_step_summary",
-        "prediction_prompts", "prediction_sets", "prediction_set_items")}
+        "prediction_run_summary", "prediction_prompts", "prediction_sets", "prediction_set_items")}
     assert attrs == (False, False, False, False, False, True)
 
 
