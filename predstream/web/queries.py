@@ -273,7 +273,8 @@ def search_prompts(conn: Conn, query: str, *, by: str = "auto", limit: int = 50,
     elif by == "prompt_id":
         where, params["v"] = "prompt_id LIKE %(v)s", re.sub(r"([\\%_])", r"\\\1", query.lower()) + "%"
     elif by == "text":
-        where, params["v"] = "(prompt ILIKE %(v)s OR messages::text ILIKE %(v)s OR ground_truth ILIKE %(v)s)", _like(query)
+        where = "(prompt ILIKE %(v)s OR messages::text ILIKE %(v)s OR ground_truth ILIKE %(v)s)"
+        params["v"] = _like(query)
     else:
         raise BadRequestError(f"by must be auto, text, prompt_id or source_index, not {by!r}")
     rows = conn.execute(
