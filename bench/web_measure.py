@@ -48,7 +48,7 @@ def _calls(p: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         "GET /api/v1/accuracy (2 runs)": lambda: ("/api/v1/accuracy", {"job": pair()}),
         "GET /api/v1/disagreements (2 runs, a step)": lambda: (
             "/api/v1/disagreements", {"job": pair(), "step": rng.choice(p["steps"])}),
-        "GET /api/v1/prompts/{id} (10 runs)": lambda: (f"/api/v1/prompts/{rng.choice(p['prompts'])}", {}),
+        "GET /api/v1/prompts/{id} (5 runs)": lambda: (f"/api/v1/prompts/{rng.choice(p['prompts'])}", {}),
         "GET /api/v1/search?q=text": lambda: ("/api/v1/search", {"q": rng.choice(p["words"])}),
         "GET /api/v1/search?q=source_index": lambda: ("/api/v1/search", {"q": str(rng.choice(p["sources"]))}),
         "GET /api/v1/sets": lambda: ("/api/v1/sets", {}),

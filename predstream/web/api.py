@@ -78,7 +78,7 @@ def prompt(conn: Conn, prompt_id: str,
            jobs: Annotated[list[str], Query(
                alias="job", max_length=queries.MAX_JOBS,
                description="Only these runs (default: every run, a page at a time).")] = [],  # noqa: B006
-           limit: Annotated[int, Query(ge=1, le=queries.MAX_JOBS, description="Runs per page.")] = 10,
+           limit: Annotated[int, Query(ge=1, le=queries.MAX_JOBS, description="Runs per page.")] = 5,
            cursor: Cursor = None) -> Response:
     return _json(queries.prompt_history(conn, prompt_id, jobs=jobs, limit=limit, cursor=cursor))
 
