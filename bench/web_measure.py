@@ -42,7 +42,7 @@ def _calls(p: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         return rng.sample(p["jobs"], min(2, len(p["jobs"])))
 
     return {
-        "GET /api/v1/runs": lambda: ("/api/v1/runs", {"limit": 50}),
+        "GET /api/v1/runs": lambda: ("/api/v1/runs", {}),
         "GET /api/v1/runs?q=&model=": lambda: (
             "/api/v1/runs", {"q": f"-{rng.randint(0, 9)}", "model": rng.choice(p["models"])}),
         "GET /api/v1/accuracy (2 runs)": lambda: ("/api/v1/accuracy", {"job": pair()}),

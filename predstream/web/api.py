@@ -54,7 +54,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 @router.get("/runs", response_model=RunsPage, summary="Runs, the most recently evaluated first", responses=_ERRORS)
 def runs(conn: Conn, q: Annotated[str | None, Query(description="Part of the job id (any case).")] = None,
          model: Annotated[str | None, Query(description="Exact model name.")] = None,
-         limit: Limit = 50, cursor: Cursor = None) -> Response:
+         limit: Limit = 25, cursor: Cursor = None) -> Response:
     return _json(queries.list_runs(conn, q=q, model=model, limit=limit, cursor=cursor))
 
 

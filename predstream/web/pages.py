@@ -78,7 +78,7 @@ Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)]
 
 @router.get("/", response_class=HTMLResponse)
 def runs_page(request: Request, conn: Conn, q: str | None = None, model: str | None = None,
-              limit: Limit = 50, cursor: str | None = None) -> Response:
+              limit: Limit = 25, cursor: str | None = None) -> Response:
     page = queries.list_runs(conn, q=q, model=model, limit=limit, cursor=cursor)
     return _page(request, "runs.html", title="Runs", page=page, q=q or "", model=model or "", limit=limit)
 

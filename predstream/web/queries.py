@@ -97,7 +97,18 @@ SELECT job_id, model_name, steps, prompts, first_step, last_step, first_at, last
 """
 
 
-def list_runs(conn: Conn, *, q: str | None = None, model: str | None = None, limit: int = 50,
+#: the most points of a run's curve on the runs page (evenly spaced, the last step always in)
+CURVE_POINTS = 50
+
+
+def _thin(points: list[dict[str, Any]], n: int = CURVE_POINTS) -> list[dict[str, Any]]:
+    if len(points) <= n:
+        return points
+    picked = sorted({round(i * (len(points) - 1) / (n - 1)) for i in range(n)})
+    return [points[i] for i in picked]
+
+
+def list_runs(conn: Conn, *, q: str | None = None, model: str | None = None, limit: int = 25,
               cursor: str | None = None) -> RunsPage:
     """Runs, the most recently evaluated first; ``q``: part of the job id; ``model``: exact name."""
     after = _decode(cursor, 2)
@@ -112,6 +123,7 @@ def list_runs(conn: Conn, *, q: str | None = None, model: str | None = None, lim
     for job, model_name, steps, prompts, first_step, last_step, first_at, last_at in rows:
         curve = curves.get(job, [])
         graded = [p["accuracy"] for p in curve if p["accuracy"] is not None]
+        curve = _thin(curve)
         items.append({"job_id": job, "model_name": model_name, "steps": steps, "prompts": prompts,
                       "first_step": first_step, "last_step": last_step, "first_evaluation": first_at,
                       "last_evaluation": last_at, "final_accuracy": graded[-1] if graded else None, "curve": curve})
