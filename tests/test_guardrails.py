@@ -63,10 +63,14 @@ def _link_tree(view: Path, packages: dict[str, Path]) -> dict[Path, list[Path]]:
     root.mkdir(parents=True)
     targets: dict[Path, list[Path]] = {}
     for name, source in packages.items():
-        if name == "predstream":  # its own modules, file by file: its subpackages live elsewhere
+        if name == "predstream":  # its own modules and the packages in its folder (predstream/web);
+            # the subpackages package-dir maps elsewhere (schemas/, ...) are linked below
             for module in sorted(source.glob("*.py")):
                 os.symlink(module, root / module.name)
-            targets[source] = sorted(root.glob("*.py"))
+            inside = sorted(d for d in source.iterdir() if (d / "__init__.py").is_file())
+            for package in inside:
+                os.symlink(package, root / package.name, target_is_directory=True)
+            targets[source] = sorted(root.glob("*.py")) + [root / d.name for d in inside]
         else:
             link = view.joinpath(*name.split("."))
             os.symlink(source, link, target_is_directory=True)
