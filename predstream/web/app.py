@@ -80,6 +80,9 @@ def _include_optional_routers(app: FastAPI, settings: ServeSettings) -> None:
     >>>     from . import ingest
     >>>     app.include_router(ingest.router, prefix=API_PREFIX)
     """
+    from . import ingest
+
+    ingest.install(app, settings, prefix=API_PREFIX)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
