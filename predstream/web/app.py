@@ -20,7 +20,7 @@ from psycopg_pool import PoolTimeout
 
 from . import api, pages
 from .deps import make_pool
-from .errors import NotFoundError
+from .errors import BadRequestError, NotFoundError
 from .settings import ServeSettings
 
 __all__ = ["create_app", "API_PREFIX"]
@@ -91,6 +91,12 @@ def _add_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith(API_PREFIX):
             return JSONResponse({"detail": str(exc)}, status_code=404)
         return pages.error_page(request, 404, str(exc))
+
+    @app.exception_handler(BadRequestError)
+    async def _bad_request(request: Request, exc: BadRequestError) -> Response:
+        if request.url.path.startswith(API_PREFIX):
+            return JSONResponse({"detail": str(exc)}, status_code=400)
+        return pages.error_page(request, 400, str(exc))
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)
