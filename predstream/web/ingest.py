@@ -82,6 +82,7 @@ class PostPredictionsAccepted(BaseModel):
 
     accepted: int = Field(description="How many records were accepted (all of the request's).")
     event_ids: list[str] = Field(description="Each record's event_id, in the order of the records.")
+    prompt_ids: list[str] = Field(description="Each record's prompt_id (GET /api/v1/prompts/{prompt_id}), in the same order.")
     topic: str = Field(description="The Kafka topic the events are published to.")
 
 
@@ -199,7 +200,8 @@ async def post_predictions(
         raise HTTPException(503, "the server is shutting down; send the request again") from None
     _log.debug("write endpoint: %d events published", len(events))
     topic = ingest.producer_settings.topic if ingest.producer_settings else ingest.settings.topic
-    return PostPredictionsAccepted(accepted=len(events), event_ids=[e.event_id for e in events], topic=topic)
+    return PostPredictionsAccepted(accepted=len(events), event_ids=[e.event_id for e in events],
+                                   prompt_ids=[e.prompt_id for e in events], topic=topic)
 
 
 _WRITES_OFF = (
