@@ -8,18 +8,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from datetime import timezone
+from datetime import UTC
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-
-import predstream.web.ingest as ingest
 from predstream.producer import ProducerSettings
 from predstream.schemas import ConfigError, PredictionEvent, compute_prompt_id, event_id
-from predstream.web import ServeSettings, create_app
 from support import make_event, make_events, wait_for
+
+import predstream.web.ingest as ingest
+from predstream.web import ServeSettings, create_app
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -159,7 +159,7 @@ def test_identity_left_out_is_computed_as_the_training_side_computes_it(client):
     assert event.event_id == event_id(job_id="http-run", step=10, sample_source="dataset",
                                       sample_source_id="eval.jsonl", source_index=70, sample_index=7,
                                       prompt_id=prompt_id)
-    assert event.produced_at.tzinfo is not None and event.produced_at.utcoffset() == timezone.utc.utcoffset(None)
+    assert event.produced_at.tzinfo is not None and event.produced_at.utcoffset() == UTC.utcoffset(None)
 
 
 def test_an_event_sent_as_json_keeps_its_identity_and_lands_on_the_same_row(client):
@@ -253,7 +253,8 @@ def test_numbers_json_cannot_carry_are_refused(client):
 
 
 def test_a_body_not_sent_as_json_is_refused_with_415(client):
-    answer = client.post(URL, content=b"job_id=x", headers={**AUTH, "Content-Type": "application/x-www-form-urlencoded"})
+    form = {**AUTH, "Content-Type": "application/x-www-form-urlencoded"}
+    answer = client.post(URL, content=b"job_id=x", headers=form)
     assert answer.status_code == 415
     assert "application/json" in answer.json()["detail"]
 
@@ -319,7 +320,6 @@ def live_app(kafka_bootstrap, topic, database_url, tmp_path, monkeypatch) -> Fas
 @pytest.mark.integration
 def test_posted_records_reach_the_table_through_the_topic(live_app, consumer_settings, database_url, topic):
     import psycopg
-
     from support.consumer_kit import count_rows, worker_thread
 
     records = [record(0), record(1, source_index=11, sample_source="prediction_set", sample_source_id="set-1"),

@@ -14,10 +14,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from predstream.schemas import CURRENT_VERSION, load_schema
-from predstream.web.typescript import DEFAULT_OUTPUT, render
 from support.ts_kit import run_tsc, typescript_compiler
+
+from predstream.web.typescript import DEFAULT_OUTPUT, render
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_DIR = ROOT / "examples" / "ts-client"
@@ -102,25 +102,29 @@ def test_the_types_follow_the_avro_contract_and_leave_the_identity_optional(tsc,
     assert {"source_index", "prompt_id", "sample_source", "sample_source_id", "attempt"} <= set(fields)
 
 
-def test_the_types_refuse_a_record_the_contract_refuses(tsc, tmp_path):
-    project = _project(tmp_path, **{"bad.ts": """
-        import type { PredictionEvent, TrainingPrediction, ApiGetResponses } from "./predictions.js";
+BAD_RECORDS = """
+import type { PredictionEvent, TrainingPrediction, ApiGetResponses } from "./predictions.js";
 
-        export const noPrediction: TrainingPrediction = { job_id: "j", epoch: 0, step: 1, sample_index: 0, prompt: "p" };
-        export const textIndex: TrainingPrediction = { job_id: "j", epoch: 0, step: 1, sample_index: 0, prediction: "x", source_index: "3" };
-        export const badSource: TrainingPrediction = { job_id: "j", epoch: 0, step: 1, sample_index: 0, prediction: "x", sample_source: "s3" };
-        export const unknownField: TrainingPrediction = { job_id: "j", epoch: 0, step: 1, sample_index: 0, prediction: "x", created: 1 };
-        export const eventWithoutId: PredictionEvent = { job_id: "j", epoch: 0, step: 1, sample_index: 0, prediction: "x",
-          prompt_id: "a", sample_source: "dataset", produced_at: "2026-11-01T00:00:00Z" };
-        export type NoSuchRoute = ApiGetResponses["/api/v1/nowhere"];
-        """})
+const base = { job_id: "j", epoch: 0, step: 1, sample_index: 0 } as const;
+export const noPrediction: TrainingPrediction = { ...base, prompt: "p" };  // ERROR
+export const textIndex: TrainingPrediction = { ...base, prediction: "x", source_index: "3" };  // ERROR
+export const badSource: TrainingPrediction = { ...base, prediction: "x", sample_source: "s3" };  // ERROR
+export const unknownField: TrainingPrediction = { ...base, prediction: "x", created: 1 };  // ERROR
+export const eventWithoutId: PredictionEvent = {  // ERROR
+  ...base, prediction: "x", prompt_id: "a", sample_source: "dataset", produced_at: "2026-11-01T00:00:00Z" };
+export type NoSuchRoute = ApiGetResponses["/api/v1/nowhere"];  // ERROR
+"""
+
+
+def test_the_types_refuse_a_record_the_contract_refuses(tsc, tmp_path):
+    project = _project(tmp_path, **{"bad.ts": BAD_RECORDS})
     done = run_tsc(tsc, "--noEmit", "--strict", "-p", str(project))
     assert done.returncode != 0
     errors = {int(m.group(1)) for m in re.finditer(r"bad\.ts\((\d+),\d+\): error TS", done.stdout)}
-    # one error at each declaration above (line 1 is blank, line 2 the import)
-    assert errors == {4, 5, 6, 7, 8, 10}, done.stdout
+    expected = {n for n, line in enumerate(BAD_RECORDS.splitlines(), 1) if line.endswith("// ERROR")}
+    assert errors == expected and len(expected) == 6, done.stdout
     assert "'prediction' is missing" in done.stdout
-    assert "event_id" in done.stdout
+    assert "'event_id' is missing" in done.stdout
 
 
 @pytest.mark.integration
@@ -128,9 +132,10 @@ def test_the_types_refuse_a_record_the_contract_refuses(tsc, tmp_path):
 def test_the_example_client_records_predictions_through_a_live_server_and_reads_them_back(
     tsc, tmp_path, consumer_settings, database_url, kafka_bootstrap, topic, monkeypatch
 ):
-    from predstream.web import ServeSettings, start_server
     from support import wait_for
     from support.consumer_kit import count_rows, worker_thread
+
+    from predstream.web import ServeSettings, start_server
 
     out = tmp_path / "js"
     done = run_tsc(tsc, "-p", str(CLIENT_DIR), "--noEmit", "false", "--outDir", str(out), "--rootDir", str(ROOT))
@@ -147,7 +152,7 @@ def test_the_example_client_records_predictions_through_a_live_server_and_reads_
           ]);
           let refused = null;
           try {
-            await client.record([legacyRecord("ts-run", 6, 0, "p", "x"), { ...legacyRecord("ts-run", -1, 1, "p", "x") }]);
+            await client.record([legacyRecord("ts-run", 6, 0, "p", "x"), legacyRecord("ts-run", -1, 1, "p", "x")]);
           } catch (err) {
             if (!(err instanceof PredstreamError)) throw err;
             refused = { status: err.status, problems: err.problems };

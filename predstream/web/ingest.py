@@ -33,7 +33,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Security
@@ -82,7 +82,9 @@ class PostPredictionsAccepted(BaseModel):
 
     accepted: int = Field(description="How many records were accepted (all of the request's).")
     event_ids: list[str] = Field(description="Each record's event_id, in the order of the records.")
-    prompt_ids: list[str] = Field(description="Each record's prompt_id (GET /api/v1/prompts/{prompt_id}), in the same order.")
+    prompt_ids: list[str] = Field(
+        description="Each record's prompt_id (GET /api/v1/prompts/{prompt_id}), in the same order."
+    )
     topic: str = Field(description="The Kafka topic the events are published to.")
 
 
@@ -174,7 +176,9 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "requestBody": {
             "required": True,
             "description": "A JSON array of prediction records, or an object {\"predictions\": [...]}.",
-            "content": {"application/json": {"schema": request_json_schema(f"#/components/schemas/{_RECORD_COMPONENT}")}},
+            "content": {
+                "application/json": {"schema": request_json_schema(f"#/components/schemas/{_RECORD_COMPONENT}")}
+            },
         }
     },
 )
@@ -187,7 +191,7 @@ async def post_predictions(
     ingest: _Ingest = request.app.state.ingest
     _authorize(ingest.settings, credentials)
     body = await _read_json(request)
-    received_at = datetime.now(timezone.utc)
+    received_at = datetime.now(UTC)
     events, problems = await run_in_threadpool(_validate_all, body, received_at)
     if problems:
         return _rejected(problems)
@@ -248,7 +252,8 @@ async def _read_json(request: Request) -> Any:
 
 
 def _too_large() -> str:
-    return f"the body is over {MAX_BODY_BYTES} bytes: send at most {MAX_RECORDS} records per request, in several requests"
+    return (f"the body is over {MAX_BODY_BYTES} bytes: send at most {MAX_RECORDS} records per request, "
+            "in several requests")
 
 
 def _validate_all(body: Any, received_at: datetime) -> tuple[list[PredictionEvent], list[RecordError]]:

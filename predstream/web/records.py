@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from predstream.schemas import (
@@ -105,7 +105,7 @@ def record_to_event(record: Any, *, received_at: datetime | None = None) -> Pred
     fields = {k: v for k, v in record.items() if not (k in IDENTITY_FIELDS and v is None)}
     given_ids = {name: fields[name] for name in ("prompt_id", "event_id") if name in fields}
     fields.setdefault("sample_source", "dataset")
-    fields.setdefault("produced_at", received_at or datetime.now(timezone.utc))
+    fields.setdefault("produced_at", received_at or datetime.now(UTC))
     # 1. every field but the identities, checked by the contract (types, ranges, sizes, NULs)
     checked = PredictionEvent.validate_dict(
         {**fields, "prompt_id": _PLACEHOLDER_ID, "event_id": _PLACEHOLDER_ID, **given_ids}
@@ -188,7 +188,9 @@ def event_json_schema() -> dict[str, Any]:
     for name, sub in schema.get("$defs", {}).items():
         if name in docs:
             _describe(sub, *docs[name])
-    schema["properties"]["produced_at"]["description"] += " In JSON: an ISO 8601 time with a zone, e.g. 2026-11-01T12:00:00Z."
+    schema["properties"]["produced_at"]["description"] += (
+        " In JSON: an ISO 8601 time with a zone, e.g. 2026-11-01T12:00:00Z."
+    )
     return schema
 
 

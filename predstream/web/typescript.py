@@ -103,7 +103,8 @@ def render(document: Mapping[str, Any] | None = None) -> str:
 
 
 def _get_responses(document: Mapping[str, Any], prefix: str) -> str:
-    lines = ["/** Each JSON GET route of the API -> the body of its 200 answer. */", "export interface ApiGetResponses {"]
+    lines = ["/** Each JSON GET route of the API -> the body of its 200 answer. */",
+             "export interface ApiGetResponses {"]
     for path, item in document.get("paths", {}).items():
         get = item.get("get") if path.startswith(prefix) else None
         content = ((get or {}).get("responses", {}).get("200", {}).get("content") or {}).get("application/json")
