@@ -24,11 +24,11 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench._common import machine_facts, percentile
+from bench._common import machine_facts
 
 DB_NAME = "predstream_web_scale"
 API_TARGET_MS = 100.0
@@ -141,7 +141,7 @@ def load(admin: str, url: str, scale: Scale, log: Any = print) -> dict[str, Any]
     types = ("text", "int4", "int4", "int4", "text", "text", "text", "text", "int4", "text", "text", "text",
              "float8", "int4", "jsonb", "text", "timestamptz", "timestamptz", "int4")
     t0 = time.monotonic()
-    base = datetime(2026, 6, 1, tzinfo=timezone.utc)
+    base = datetime(2026, 6, 1, tzinfo=UTC)
     rng = random.Random(11)
     wrong = [_text(rng, 20, 200) for _ in range(64)]
     with _connect(url) as conn:

@@ -43,5 +43,6 @@ REVOKE CREATE ON SCHEMA public FROM predstream_reader;
 GRANT USAGE ON SCHEMA public TO predstream_reader;
 
 GRANT SELECT ON training_predictions, prediction_history, prediction_accuracy_by_step,
-                prediction_step_summary, prediction_prompts, prediction_sets, prediction_set_items
+                prediction_step_summary, prediction_run_summary, prediction_prompts, prediction_sets,
+                prediction_set_items
    TO predstream_reader;

@@ -8,13 +8,16 @@
 --   prediction_step_summary  one row per (job_id, step): what prediction_accuracy_by_step
 --                            says for it (predictions, correct, accuracy's denominator),
 --                            plus the model and the first and last produced_at;
+--   prediction_run_summary   one row per job_id, from its steps' rows: the runs page;
 --   prediction_prompts       one row per prompt_id: the prompt (or chat messages), its
 --                            reference and source_index as first recorded; what search reads.
 --
--- A group is recomputed, not incremented, under a transaction-scoped advisory lock on the
--- group: two writers of one group take turns, and the one that commits last recomputes with
--- a snapshot that includes the other's rows (READ COMMITTED, the consumer's isolation level),
--- so the summary equals the views whatever the interleaving. The functions are SECURITY
+-- A group is recomputed, not incremented, under a transaction-scoped advisory lock on its
+-- job (jobs in order): two writers of one job take turns from their trigger to their commit,
+-- and the one that commits last recomputes with a snapshot that includes the other's rows
+-- (READ COMMITTED, the consumer's isolation level), so the summaries equal the views
+-- whatever the interleaving. (Two transactions that each write two jobs in a different
+-- order across statements can deadlock; Postgres cancels one, which the consumer retries.) The functions are SECURITY
 -- DEFINER: the consumer's role needs no grant on the summaries. Existing rows are summarised
 -- by 0012, outside a transaction, without blocking writers.
 
@@ -32,6 +35,19 @@ CREATE TABLE IF NOT EXISTS prediction_step_summary (
     PRIMARY KEY (job_id, step)
 );
 
+CREATE TABLE IF NOT EXISTS prediction_run_summary (
+    job_id     TEXT        PRIMARY KEY,
+    model_name TEXT,
+    steps      INTEGER     NOT NULL,   -- steps with predictions
+    prompts    INTEGER     NOT NULL,   -- predictions per step, the most at any step
+    first_step INTEGER     NOT NULL,
+    last_step  INTEGER     NOT NULL,
+    first_at   TIMESTAMPTZ NOT NULL,
+    last_at    TIMESTAMPTZ NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS idx_prediction_run_summary_recent ON prediction_run_summary (last_at DESC, job_id);
+
 CREATE TABLE IF NOT EXISTS prediction_prompts (
     prompt_id        TEXT PRIMARY KEY,
     source_index     INTEGER,
@@ -48,7 +64,7 @@ CREATE INDEX IF NOT EXISTS idx_prediction_prompts_source_index ON prediction_pro
 CREATE OR REPLACE FUNCTION prediction_summary_refresh(p_job TEXT, p_step INTEGER) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtextextended(p_job, p_step));
+    -- the caller holds the job's advisory lock (prediction_summary_lock_job)
     INSERT INTO public.prediction_step_summary AS s
         (job_id, step, epoch, predictions, graded, correct, rows_total, model_name, first_at, last_at)
     SELECT h.job_id, h.step,
@@ -73,16 +89,57 @@ BEGIN
 END;
 $$;
 
-CREATE OR REPLACE FUNCTION prediction_summary_touch() RETURNS trigger
+CREATE OR REPLACE FUNCTION prediction_summary_lock_job(p_job TEXT) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+    SELECT pg_advisory_xact_lock(hashtextextended('predstream.read_model:' || p_job, 0));
+$$;
+
+CREATE OR REPLACE FUNCTION prediction_summary_refresh_run(p_job TEXT) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
+BEGIN
+    INSERT INTO public.prediction_run_summary AS r
+        (job_id, model_name, steps, prompts, first_step, last_step, first_at, last_at)
+    SELECT job_id, max(model_name), count(*) FILTER (WHERE predictions > 0), max(predictions), min(step), max(step),
+           min(first_at), max(last_at)
+      FROM public.prediction_step_summary
+     WHERE job_id = p_job
+     GROUP BY job_id
+    ON CONFLICT (job_id) DO UPDATE SET
+        model_name = EXCLUDED.model_name, steps = EXCLUDED.steps, prompts = EXCLUDED.prompts,
+        first_step = EXCLUDED.first_step, last_step = EXCLUDED.last_step, first_at = EXCLUDED.first_at,
+        last_at = EXCLUDED.last_at;
+    IF NOT FOUND THEN
+        DELETE FROM public.prediction_run_summary WHERE job_id = p_job;
+    END IF;
+END;
+$$;
+
+-- Lock each job of the touched groups (in order), recompute its groups, then its run row.
+CREATE OR REPLACE FUNCTION prediction_summary_refresh_groups(p_jobs TEXT[], p_steps INTEGER[]) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 DECLARE
-    g RECORD;
+    i INTEGER;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_jobs, 1), 0) LOOP
+        IF i = 1 OR p_jobs[i] IS DISTINCT FROM p_jobs[i - 1] THEN
+            PERFORM public.prediction_summary_lock_job(p_jobs[i]);
+        END IF;
+        PERFORM public.prediction_summary_refresh(p_jobs[i], p_steps[i]);
+        IF i = array_length(p_jobs, 1) OR p_jobs[i] IS DISTINCT FROM p_jobs[i + 1] THEN
+            PERFORM public.prediction_summary_refresh_run(p_jobs[i]);
+        END IF;
+    END LOOP;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION prediction_summary_touch() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 BEGIN
     -- each branch names only the transition tables its trigger has
     IF TG_OP = 'INSERT' THEN
-        FOR g IN SELECT DISTINCT job_id, step FROM changed_new ORDER BY 1, 2 LOOP
-            PERFORM public.prediction_summary_refresh(g.job_id, g.step);
-        END LOOP;
+        PERFORM public.prediction_summary_refresh_groups(array_agg(job_id ORDER BY job_id, step),
+                                                         array_agg(step ORDER BY job_id, step))
+           FROM (SELECT DISTINCT job_id, step FROM changed_new) g;
         INSERT INTO public.prediction_prompts
             (prompt_id, source_index, sample_source, sample_source_id, prompt, messages, ground_truth)
         SELECT DISTINCT ON (prompt_id) prompt_id, source_index, sample_source, sample_source_id, prompt, messages,
@@ -91,9 +148,9 @@ BEGIN
          ORDER BY prompt_id, source_index
         ON CONFLICT (prompt_id) DO NOTHING;
     ELSIF TG_OP = 'UPDATE' THEN
-        FOR g IN SELECT job_id, step FROM changed_new UNION SELECT job_id, step FROM changed_old ORDER BY 1, 2 LOOP
-            PERFORM public.prediction_summary_refresh(g.job_id, g.step);
-        END LOOP;
+        PERFORM public.prediction_summary_refresh_groups(array_agg(job_id ORDER BY job_id, step),
+                                                         array_agg(step ORDER BY job_id, step))
+           FROM (SELECT job_id, step FROM changed_new UNION SELECT job_id, step FROM changed_old) g;
         INSERT INTO public.prediction_prompts
             (prompt_id, source_index, sample_source, sample_source_id, prompt, messages, ground_truth)
         SELECT DISTINCT ON (prompt_id) prompt_id, source_index, sample_source, sample_source_id, prompt, messages,
@@ -102,9 +159,9 @@ BEGIN
          ORDER BY prompt_id, source_index
         ON CONFLICT (prompt_id) DO NOTHING;
     ELSE
-        FOR g IN SELECT DISTINCT job_id, step FROM changed_old ORDER BY 1, 2 LOOP
-            PERFORM public.prediction_summary_refresh(g.job_id, g.step);
-        END LOOP;
+        PERFORM public.prediction_summary_refresh_groups(array_agg(job_id ORDER BY job_id, step),
+                                                         array_agg(step ORDER BY job_id, step))
+           FROM (SELECT DISTINCT job_id, step FROM changed_old) g;
     END IF;
     RETURN NULL;
 END;
@@ -114,6 +171,7 @@ CREATE OR REPLACE FUNCTION prediction_summary_truncate() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public AS $$
 BEGIN
     DELETE FROM public.prediction_step_summary;
+    DELETE FROM public.prediction_run_summary;
     RETURN NULL;
 END;
 $$;

@@ -1,22 +1,19 @@
 -- predstream: no-transaction
--- Summarise the rows stored before 0011 (see there), without blocking writers: one
--- (job_id, step) group at a time, each under the group's advisory lock and committed on its
--- own, so the consumer keeps writing meanwhile (a group it writes is recomputed by its own
--- trigger, after or before this one: both recompute from the table). Safe to run again:
--- an interrupted run is finished by running `predstream migrate` again.
+-- Summarise the rows stored before 0011 (see there), without blocking writers: one job at a
+-- time, under the job's advisory lock, committed on its own, so the consumer keeps writing
+-- meanwhile (a job it writes is recomputed by its own trigger, after or before this one: both
+-- recompute from the table). Safe to run again: an interrupted run is finished by running
+-- `predstream migrate` again.
 DO $$
 DECLARE
-    g RECORD;
-    n INTEGER := 0;
+    j RECORD;
 BEGIN
-    FOR g IN SELECT DISTINCT job_id, step FROM training_predictions ORDER BY 1, 2 LOOP
-        PERFORM prediction_summary_refresh(g.job_id, g.step);
-        n := n + 1;
-        IF n % 100 = 0 THEN
-            COMMIT;
-        END IF;
+    FOR j IN SELECT job_id, array_agg(step ORDER BY step) AS steps
+               FROM (SELECT DISTINCT job_id, step FROM training_predictions) g
+              GROUP BY job_id ORDER BY job_id LOOP
+        PERFORM prediction_summary_refresh_groups(array_fill(j.job_id, ARRAY[array_length(j.steps, 1)]), j.steps);
+        COMMIT;
     END LOOP;
-    COMMIT;
 END
 $$;
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 from . import _cli_options as opt
@@ -16,11 +14,11 @@ def register(app: typer.Typer) -> None:
 
 @one_line_errors
 def serve(
-    host: Optional[str] = opt.WEB_HOST,
-    port: Optional[int] = opt.WEB_PORT,
+    host: str | None = opt.WEB_HOST,
+    port: int | None = opt.WEB_PORT,
     public: bool = typer.Option(False, "--public", help="Allow a --host that other machines can reach "
                                 "(or PREDSTREAM_WEB_PUBLIC=true); the pages have no login."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Serve the web view (runs, compare, prompt history, search, sets) and the JSON API /api/v1."""
     try:
@@ -33,6 +31,7 @@ def serve(
     settings.require_database_url()
 
     def _ready(url: str) -> None:
-        typer.echo(f"predstream web view: {url}/  (API: {url}/api/v1, OpenAPI: {url}/api/v1/openapi.json; Ctrl-C stops)")
+        typer.echo(f"predstream web view: {url}/  "
+                   f"(API: {url}/api/v1, OpenAPI: {url}/api/v1/openapi.json; Ctrl-C stops)")
 
     run_server(settings, on_ready=_ready)

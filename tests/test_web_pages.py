@@ -24,6 +24,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def site(stack):
     """The story produced to a topic, consumed by a worker into a fresh database, served."""
     from predstream.consumer import ConsumerSettings
+
     from predstream.local import create_topics
 
     name = "w_" + uuid.uuid4().hex[:12]

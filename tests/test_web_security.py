@@ -46,7 +46,7 @@ def test_the_reader_role_has_exactly_the_documented_grants(reader_url, database_
                              " FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
     assert dict(tables) == {t: "SELECT" for t in (
         "training_predictions", "prediction_history", "prediction_accuracy_by_step", "prediction_step_summary",
-        "prediction_prompts", "prediction_sets", "prediction_set_items")}
+        "prediction_run_summary", "prediction_prompts", "prediction_sets", "prediction_set_items")}
     assert attrs == (False, False, False, False, False, True)
 
 
@@ -93,9 +93,9 @@ def test_model_output_is_escaped_in_every_page(database_url):
 
 
 def test_a_host_other_machines_can_reach_needs_public():
-    from predstream.schemas import ConfigError
+    from predstream.schemas import ConfigError, load_settings
+
     from predstream.web import ServeSettings
-    from predstream.schemas import load_settings
 
     with pytest.raises(ConfigError, match="not a loopback address.*PREDSTREAM_WEB_PUBLIC=true"):
         load_settings(ServeSettings, web_host="0.0.0.0")
@@ -123,7 +123,8 @@ def test_predstream_serve_with_the_local_stack_running_needs_no_settings(stack, 
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline() if proc.stdout else ""
-        assert line.startswith("predstream web view: http://127.0.0.1:"), line + (proc.stderr.read() if proc.stderr else "")
+        assert line.startswith("predstream web view: http://127.0.0.1:"), line + (
+            proc.stderr.read() if proc.stderr else "")
         url = line.split()[3].rstrip("/")
         runs = wait_for(lambda: httpx.get(url + "/api/v1/runs").json(), 10, "the API")
         assert {r["job_id"] for r in runs["items"]} == {ALPHA, BETA}

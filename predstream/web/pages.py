@@ -113,8 +113,8 @@ def search_page(request: Request, conn: Conn, q: Annotated[str, Query(max_length
 
 @router.get("/sets", response_class=HTMLResponse)
 def sets_page(request: Request, conn: Conn, limit: Limit = 50, cursor: str | None = None) -> Response:
-    return _page(request, "sets.html", title="Prediction sets", page=queries.list_sets(conn, limit=limit, cursor=cursor),
-                 limit=limit)
+    page = queries.list_sets(conn, limit=limit, cursor=cursor)
+    return _page(request, "sets.html", title="Prediction sets", page=page, limit=limit)
 
 
 @router.get("/sets/{name}", response_class=HTMLResponse)

@@ -89,16 +89,8 @@ def _accuracy(correct: int, graded: int) -> float | None:
 # -- runs ----------------------------------------------------------------------------
 
 _RUNS = """
-WITH runs AS (
-    SELECT job_id, max(model_name) AS model_name,
-           count(*) FILTER (WHERE predictions > 0) AS steps, max(predictions) AS prompts,
-           min(step) AS first_step, max(step) AS last_step,
-           min(first_at) AS first_at, max(last_at) AS last_at
-      FROM prediction_step_summary
-     GROUP BY job_id
-)
 SELECT job_id, model_name, steps, prompts, first_step, last_step, first_at, last_at
-  FROM runs
+  FROM prediction_run_summary
  WHERE (%(q)s::text IS NULL OR job_id ILIKE %(q)s)
    AND (%(model)s::text IS NULL OR model_name = %(model)s)
    AND (%(c_at)s::timestamptz IS NULL OR last_at < %(c_at)s OR (last_at = %(c_at)s AND job_id > %(c_job)s))
@@ -128,7 +120,7 @@ def list_runs(conn: Conn, *, q: str | None = None, model: str | None = None, lim
             final_accuracy=graded[-1].accuracy if graded else None, curve=curve,
         ))
     models = [r[0] for r in conn.execute(
-        "SELECT DISTINCT model_name FROM prediction_step_summary WHERE model_name IS NOT NULL ORDER BY 1")]
+        "SELECT DISTINCT model_name FROM prediction_run_summary WHERE model_name IS NOT NULL ORDER BY 1")]
     last = rows[-1] if rows else None
     return RunsPage(items=items, next_cursor=_encode(last[7], last[0]) if more and last else None, models=models)
 
@@ -137,13 +129,16 @@ def _curves(conn: Conn, jobs: Sequence[str]) -> dict[str, list[AccuracyPoint]]:
     out: dict[str, list[AccuracyPoint]] = {j: [] for j in jobs}
     if not jobs:
         return out
-    for job, step, epoch, predictions, correct, graded in conn.execute(
+    rows = conn.execute(
         """SELECT job_id, step, epoch, predictions, correct, graded FROM prediction_step_summary
             WHERE job_id = ANY(%s) AND predictions > 0 ORDER BY job_id, step""",
         (list(jobs),),
-    ):
-        out[job].append(AccuracyPoint(step=step, epoch=epoch, predictions=predictions, correct=correct,
-                                      accuracy=_accuracy(correct, graded)))
+    ).fetchall()
+    for job, step, epoch, predictions, correct, graded in rows:
+        # typed by the table's columns: built without validation (thousands per page of runs)
+        out[job].append(AccuracyPoint.model_construct(
+            step=step, epoch=epoch, predictions=predictions, correct=correct,
+            accuracy=round(correct / graded, 4) if graded else None))
     return out
 
 
@@ -151,9 +146,8 @@ def run_accuracy(conn: Conn, jobs: Sequence[str]) -> list[RunAccuracy]:
     """Accuracy per step of each of ``jobs`` (in the order given); an unknown job is an error."""
     jobs = list(dict.fromkeys(jobs))[:MAX_JOBS]
     curves = _curves(conn, jobs)
-    models = dict(conn.execute(
-        "SELECT job_id, max(model_name) FROM prediction_step_summary WHERE job_id = ANY(%s) GROUP BY job_id",
-        (jobs,)).fetchall())
+    models = dict(conn.execute("SELECT job_id, model_name FROM prediction_run_summary WHERE job_id = ANY(%s)",
+                               (jobs,)).fetchall())
     missing = [j for j in jobs if j not in models]
     if missing:
         raise NotFoundError(f"no predictions recorded for job {', '.join(map(repr, missing))}: "
@@ -279,7 +273,8 @@ def search_prompts(conn: Conn, query: str, *, by: str = "auto", limit: int = 50,
     elif by == "prompt_id":
         where, params["v"] = "prompt_id LIKE %(v)s", re.sub(r"([\\%_])", r"\\\1", query.lower()) + "%"
     elif by == "text":
-        where, params["v"] = "(prompt ILIKE %(v)s OR messages::text ILIKE %(v)s OR ground_truth ILIKE %(v)s)", _like(query)
+        where = "(prompt ILIKE %(v)s OR messages::text ILIKE %(v)s OR ground_truth ILIKE %(v)s)"
+        params["v"] = _like(query)
     else:
         raise BadRequestError(f"by must be auto, text, prompt_id or source_index, not {by!r}")
     rows = conn.execute(

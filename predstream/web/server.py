@@ -40,7 +40,8 @@ def check_database(settings: ServeSettings) -> None:
     except psycopg.Error as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = {
-            "42P01": ": this database has no predstream tables; run `predstream migrate` or give the right --database-url",
+            "42P01": ": this database has no predstream tables; "
+                     "run `predstream migrate` or give the right --database-url",
             "42501": ": the role lacks SELECT; apply docs/reader_role.sql (docs/web.md)",
         }.get(getattr(exc, "sqlstate", None) or "", "")
         raise WebError(redact_url(f"database {redact_url(url)}: {text}{hint}", url)) from None

@@ -33,7 +33,7 @@ def word_diff(before: str, after: str) -> list[Segment]:
         rest_a, rest_b = "".join(a[MAX_TOKENS:]), "".join(b[MAX_TOKENS:])
         a, b = a[:MAX_TOKENS], b[:MAX_TOKENS]
         if rest_a != rest_b:
-            tail = [s for s in (("del", rest_a), ("ins", rest_b)) if s[1]]  # type: ignore[misc]
+            tail = [s for s in (("del", rest_a), ("ins", rest_b)) if s[1]]
         elif rest_a:
             tail = [("same", rest_a)]
     out: list[Segment] = []

@@ -18,7 +18,8 @@ CHROMIUM = os.environ.get("PREDSTREAM_CHROMIUM", "/usr/bin/chromium")
 def chromium_browser() -> Iterator[Any]:
     """A launched headless Chromium (generator for a fixture)."""
     if not os.path.exists(CHROMIUM):
-        message = f"Chromium is not installed at {CHROMIUM}: apt-get install chromium (as root) to run the browser tests"
+        message = (f"Chromium is not installed at {CHROMIUM}: "
+                   "apt-get install chromium (as root) to run the browser tests")
         if os.environ.get("PREDSTREAM_REQUIRE_BROWSER") == "1":
             pytest.fail(message + " (PREDSTREAM_REQUIRE_BROWSER=1: they must run here)")
         pytest.skip(message)
