@@ -98,6 +98,16 @@ def _add_error_handlers(app: FastAPI) -> None:
             return JSONResponse({"detail": str(exc)}, status_code=400)
         return pages.error_page(request, 400, str(exc))
 
+    @app.exception_handler(psycopg.DataError)
+    async def _unstorable_parameter(request: Request, exc: psycopg.DataError) -> Response:
+        # a parameter Postgres cannot take (a NUL character, a number out of its range): the
+        # request's fault, not the server's (found by tests/test_web_schemathesis.py)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = f"a parameter the database cannot take ({first}): leave it out or change it"
+        if request.url.path.startswith(API_PREFIX):
+            return JSONResponse({"detail": message}, status_code=400)
+        return pages.error_page(request, 400, message)
+
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)
     async def _database_down(request: Request, exc: Exception) -> Response:
