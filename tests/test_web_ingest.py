@@ -367,3 +367,56 @@ def test_what_was_accepted_is_on_the_topic_once_the_server_stops(live_app, kafka
     assert live_app.state.ingest.publisher is None
     events = read_events(kafka_bootstrap, topic, expected=20)
     assert sorted(e.event_id for e in events) == sorted(accepted)
+
+
+# -- the command ---------------------------------------------------------------------------
+
+
+def _serve_env(tmp_path: Any, **values: str) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTREAM_")}
+    env.update(PREDSTREAM_HOME=str(tmp_path / "home"), PREDSTREAM_SPOOL_DIR=str(tmp_path / "spool"), **values)
+    return env
+
+
+@pytest.mark.integration
+def test_predstream_serve_with_a_token_and_no_broker_stops_in_one_line(tmp_path, database_url):
+    import subprocess
+    import sys
+
+    env = _serve_env(tmp_path, PREDSTREAM_WEB_TOKEN=TOKEN, PREDSTREAM_DATABASE_URL=database_url)
+    done = subprocess.run([sys.executable, "-m", "predstream", "serve", "--port", "0"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert "PREDSTREAM_KAFKA_BOOTSTRAP" in line and "unset PREDSTREAM_WEB_TOKEN" in line and TOKEN not in line
+
+
+@pytest.mark.integration
+def test_predstream_serve_takes_records_and_flushes_them_to_the_topic_on_ctrl_c(
+        tmp_path, database_url, kafka_bootstrap, topic):
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+    from support.consumer_kit import read_events
+
+    env = _serve_env(tmp_path, PREDSTREAM_WEB_TOKEN=TOKEN, PREDSTREAM_DATABASE_URL=database_url,
+                     PREDSTREAM_KAFKA_BOOTSTRAP=kafka_bootstrap, PREDSTREAM_TOPIC=topic)
+    proc = subprocess.Popen([sys.executable, "-m", "predstream", "serve", "--port", "0"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("predstream web view: http://127.0.0.1:"), line
+        url = line.split()[3].rstrip("/")
+        answer = httpx.post(url + URL, json={"predictions": [record(i) for i in range(5)]}, headers=AUTH, timeout=10)
+        assert answer.status_code == 202, answer.text
+        refused = httpx.post(url + URL, json=[record(0)], headers={"Authorization": "Bearer nope"}, timeout=10)
+        assert refused.status_code == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(40) == 0, proc.stderr.read() if proc.stderr else ""
+    events = read_events(kafka_bootstrap, topic, expected=5)
+    assert sorted(e.event_id for e in events) == sorted(answer.json()["event_ids"])
