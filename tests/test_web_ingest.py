@@ -420,3 +420,16 @@ def test_predstream_serve_takes_records_and_flushes_them_to_the_topic_on_ctrl_c(
         assert proc.wait(40) == 0, proc.stderr.read() if proc.stderr else ""
     events = read_events(kafka_bootstrap, topic, expected=5)
     assert sorted(e.event_id for e in events) == sorted(answer.json()["event_ids"])
+
+
+def test_a_record_too_large_for_the_topic_is_refused_not_dropped_after_the_202(client):
+    """Each text is within its limit, together they are over the 900,000 bytes an event may have."""
+    big = "é" * 200_000  # 400,000 bytes in UTF-8
+    answer = client.post(URL, json=[record(0), record(1, prompt=big, ground_truth=big, prediction=big)], headers=AUTH)
+    assert answer.status_code == 422
+    (problem,) = answer.json()["errors"]
+    assert (problem["index"], problem["field"], problem["reason"]) == (1, None, "too-large:message")
+    assert "900000" in problem["message"]
+    assert published() == []
+    just_fits = client.post(URL, json=[record(1, prompt=big, prediction=big)], headers=AUTH)
+    assert just_fits.status_code == 202

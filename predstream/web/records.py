@@ -28,8 +28,10 @@ from typing import Any
 
 from predstream.schemas import (
     CURRENT_VERSION,
+    MAX_EVENT_BYTES,
     InvalidEventError,
     PredictionEvent,
+    SingleObjectEncoder,
     check_identity,
     load_schema,
 )
@@ -117,7 +119,28 @@ def record_to_event(record: Any, *, received_at: datetime | None = None) -> Pred
     except ValueError as exc:  # prompt_id's own refusals (e.g. a lone surrogate in a message)
         raise InvalidEventError(str(exc), reason=getattr(exc, "reason", "invalid:prompt")) from None
     # 3. an identity the record carries must be the one its fields give
-    return check_identity(event)
+    check_identity(event)
+    # 4. small enough for the topic (the publisher would drop a larger one after the 202)
+    _check_encoded_size(event)
+    return event
+
+
+_ENCODER = SingleObjectEncoder()  # stateless: the frame the publisher writes (or the larger of the two framings)
+# below this many characters of text an event cannot reach MAX_EVENT_BYTES (4 bytes a character at most)
+_SAFE_CHARS = (MAX_EVENT_BYTES - 64 * 1024) // 4
+
+
+def _check_encoded_size(event: PredictionEvent) -> None:
+    texts = [event.prompt, event.prediction, event.ground_truth, event.job_id, event.sample_source_id,
+             event.model_name, *(m.content + m.role for m in event.messages or ())]
+    if sum(len(t) for t in texts if t) <= _SAFE_CHARS:
+        return
+    size = len(_ENCODER.encode(event))
+    if size > MAX_EVENT_BYTES:
+        raise InvalidEventError(
+            f"the record is {size} bytes as an event; the limit is {MAX_EVENT_BYTES}: shorten its texts",
+            reason="too-large:message",
+        )
 
 
 def problem_of(index: int | None, exc: InvalidEventError) -> RecordError:
@@ -126,7 +149,7 @@ def problem_of(index: int | None, exc: InvalidEventError) -> RecordError:
     field: str | None = reason.split(":", 1)[1] if ":" in reason else None
     if reason == "identity-mismatch":
         field = str(exc).split(" ", 1)[0]  # "event_id ... does not match" / "prompt_id ..."
-    if field in ("record", "body"):
+    if field in ("record", "body", "message"):  # the record as a whole
         field = None
     return RecordError(index=index, field=field, reason=reason, message=str(exc))
 
