@@ -433,3 +433,20 @@ def test_a_record_too_large_for_the_topic_is_refused_not_dropped_after_the_202(c
     assert published() == []
     just_fits = client.post(URL, json=[record(1, prompt=big, prediction=big)], headers=AUTH)
     assert just_fits.status_code == 202
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/web.md"])
+def test_the_documented_curl_request_is_accepted_as_written(client, doc):
+    import re
+    import shlex
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / doc).read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", text, flags=re.S) if "api/v1/predictions" in b)
+    command = shlex.split(block[block.index("curl "):].replace("\\\n", " ").split("\n#")[0])
+    body = command[command.index("-d") + 1]
+    headers = dict(h.split(": ", 1) for h in (command[i + 1] for i, a in enumerate(command) if a == "-H"))
+    headers["Authorization"] = headers["Authorization"].replace("$PREDSTREAM_WEB_TOKEN", TOKEN)
+    answer = client.post(URL, content=body.encode(), headers=headers)
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["accepted"] == len(published()) >= 1
