@@ -450,3 +450,13 @@ def test_the_documented_curl_request_is_accepted_as_written(client, doc):
     answer = client.post(URL, content=body.encode(), headers=headers)
     assert answer.status_code == 202, answer.text
     assert answer.json()["accepted"] == len(published()) >= 1
+
+
+def test_a_request_that_arrives_while_the_server_stops_is_told_to_come_again():
+    RecordingPublisher.made.clear()
+    app = app_with()
+    with TestClient(app) as client:
+        app.state.ingest.close()  # what the app's shutdown does first
+        answer = client.post(URL, json=[record(0)], headers=AUTH)
+    assert answer.status_code == 503 and "send the request again" in answer.json()["detail"]
+    assert published() == [] and len(RecordingPublisher.made) == 1  # no second publisher opened

@@ -125,17 +125,20 @@ class _Ingest:
     #: makes the publisher when the app starts (tests may replace it before that)
     publisher_factory: Callable[[ProducerSettings], _PublisherLike] = Publisher
     publisher: _PublisherLike | None = None
+    stopped: bool = False  # the app is shutting down: no publisher is opened again
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def open(self) -> _PublisherLike | None:
         with self.lock:
+            if self.stopped:
+                raise PublisherClosedError("the server is shutting down")
             if self.publisher is None and self.producer_settings is not None:
                 self.publisher = self.publisher_factory(self.producer_settings)
             return self.publisher
 
     def close(self) -> None:
         with self.lock:
-            publisher, self.publisher = self.publisher, None
+            publisher, self.publisher, self.stopped = self.publisher, None, True
         if publisher is not None:
             _log.info("write endpoint: closing its publisher (flush, then spool what is left)")
             publisher.close()
@@ -195,10 +198,10 @@ async def post_predictions(
     events, problems = await run_in_threadpool(_validate_all, body, received_at)
     if problems:
         return _rejected(problems)
-    publisher = ingest.publisher or await run_in_threadpool(ingest.open)  # no lifespan ran (a bare ASGI client)
-    if publisher is None:  # pragma: no cover - writes are off, refused by _authorize
-        raise HTTPException(403, _WRITES_OFF)
     try:
+        publisher = ingest.publisher or await run_in_threadpool(ingest.open)  # no lifespan ran: a bare ASGI client
+        if publisher is None:  # pragma: no cover - writes are off, refused by _authorize
+            raise HTTPException(403, _WRITES_OFF)
         publisher.publish_many(events)  # on the event loop's thread: one publishing thread
     except PublisherClosedError:
         raise HTTPException(503, "the server is shutting down; send the request again") from None
