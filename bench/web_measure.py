@@ -42,13 +42,13 @@ def _calls(p: dict[str, Any], rng: random.Random) -> dict[str, Any]:
         return rng.sample(p["jobs"], min(2, len(p["jobs"])))
 
     return {
-        "GET /api/v1/runs": lambda: ("/api/v1/runs", {"limit": 50}),
+        "GET /api/v1/runs": lambda: ("/api/v1/runs", {}),
         "GET /api/v1/runs?q=&model=": lambda: (
             "/api/v1/runs", {"q": f"-{rng.randint(0, 9)}", "model": rng.choice(p["models"])}),
         "GET /api/v1/accuracy (2 runs)": lambda: ("/api/v1/accuracy", {"job": pair()}),
         "GET /api/v1/disagreements (2 runs, a step)": lambda: (
             "/api/v1/disagreements", {"job": pair(), "step": rng.choice(p["steps"])}),
-        "GET /api/v1/prompts/{id} (10 runs)": lambda: (f"/api/v1/prompts/{rng.choice(p['prompts'])}", {}),
+        "GET /api/v1/prompts/{id} (5 runs)": lambda: (f"/api/v1/prompts/{rng.choice(p['prompts'])}", {}),
         "GET /api/v1/search?q=text": lambda: ("/api/v1/search", {"q": rng.choice(p["words"])}),
         "GET /api/v1/search?q=source_index": lambda: ("/api/v1/search", {"q": str(rng.choice(p["sources"]))}),
         "GET /api/v1/sets": lambda: ("/api/v1/sets", {}),

@@ -54,7 +54,7 @@ _ERRORS: dict[int | str, dict[str, str]] = {
 @router.get("/runs", response_model=RunsPage, summary="Runs, the most recently evaluated first", responses=_ERRORS)
 def runs(conn: Conn, q: Annotated[str | None, Query(description="Part of the job id (any case).")] = None,
          model: Annotated[str | None, Query(description="Exact model name.")] = None,
-         limit: Limit = 50, cursor: Cursor = None) -> Response:
+         limit: Limit = 25, cursor: Cursor = None) -> Response:
     return _json(queries.list_runs(conn, q=q, model=model, limit=limit, cursor=cursor))
 
 
@@ -78,7 +78,7 @@ def prompt(conn: Conn, prompt_id: str,
            jobs: Annotated[list[str], Query(
                alias="job", max_length=queries.MAX_JOBS,
                description="Only these runs (default: every run, a page at a time).")] = [],  # noqa: B006
-           limit: Annotated[int, Query(ge=1, le=queries.MAX_JOBS, description="Runs per page.")] = 10,
+           limit: Annotated[int, Query(ge=1, le=queries.MAX_JOBS, description="Runs per page.")] = 5,
            cursor: Cursor = None) -> Response:
     return _json(queries.prompt_history(conn, prompt_id, jobs=jobs, limit=limit, cursor=cursor))
 

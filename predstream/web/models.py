@@ -55,7 +55,9 @@ class RunSummary(BaseModel):
     first_evaluation: datetime = Field(description="When the first prediction was produced.")
     last_evaluation: datetime = Field(description="When the last prediction was produced.")
     final_accuracy: float | None = Field(description="Accuracy at the last step that has references.")
-    curve: list[AccuracyPoint] = Field(description="Accuracy per step, in step order (the sparkline).")
+    curve: list[AccuracyPoint] = Field(description="Accuracy per step, in step order (the sparkline): at most 50 "
+                                                   "points, evenly spaced, the last step always in; "
+                                                   "/accuracy has every step.")
 
 
 class RunsPage(BaseModel):

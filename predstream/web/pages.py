@@ -78,7 +78,7 @@ Limit = Annotated[int, Query(ge=1, le=queries.MAX_LIMIT)]
 
 @router.get("/", response_class=HTMLResponse)
 def runs_page(request: Request, conn: Conn, q: str | None = None, model: str | None = None,
-              limit: Limit = 50, cursor: str | None = None) -> Response:
+              limit: Limit = 25, cursor: str | None = None) -> Response:
     page = queries.list_runs(conn, q=q, model=model, limit=limit, cursor=cursor)
     return _page(request, "runs.html", title="Runs", page=page, q=q or "", model=model or "", limit=limit)
 
@@ -98,7 +98,7 @@ def compare_page(request: Request, conn: Conn, job: Annotated[list[str], Query()
 
 @router.get("/prompts/{prompt_id}", response_class=HTMLResponse)
 def prompt_page(request: Request, conn: Conn, prompt_id: str, job: Annotated[list[str], Query()] = [],  # noqa: B006
-                limit: Annotated[int, Query(ge=1, le=queries.MAX_JOBS)] = 10, cursor: str | None = None) -> Response:
+                limit: Annotated[int, Query(ge=1, le=queries.MAX_JOBS)] = 5, cursor: str | None = None) -> Response:
     history = queries.prompt_history(conn, prompt_id, jobs=[j for j in job if j], limit=limit, cursor=cursor)
     return _page(request, "prompt.html", title=f"Prompt {prompt_id[:12]}", history=history, jobs=job, limit=limit)
 

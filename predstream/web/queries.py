@@ -21,7 +21,6 @@ import psycopg
 
 from .errors import BadRequestError, NotFoundError
 from .models import (
-    AccuracyPoint,
     Answer,
     Disagreement,
     DisagreementsPage,
@@ -33,7 +32,6 @@ from .models import (
     PromptInfo,
     RunAccuracy,
     RunsPage,
-    RunSummary,
     RunTimeline,
     SearchPage,
     TimelinePoint,
@@ -99,7 +97,18 @@ SELECT job_id, model_name, steps, prompts, first_step, last_step, first_at, last
 """
 
 
-def list_runs(conn: Conn, *, q: str | None = None, model: str | None = None, limit: int = 50,
+#: the most points of a run's curve on the runs page (evenly spaced, the last step always in)
+CURVE_POINTS = 50
+
+
+def _thin(points: list[dict[str, Any]], n: int = CURVE_POINTS) -> list[dict[str, Any]]:
+    if len(points) <= n:
+        return points
+    picked = sorted({round(i * (len(points) - 1) / (n - 1)) for i in range(n)})
+    return [points[i] for i in picked]
+
+
+def list_runs(conn: Conn, *, q: str | None = None, model: str | None = None, limit: int = 25,
               cursor: str | None = None) -> RunsPage:
     """Runs, the most recently evaluated first; ``q``: part of the job id; ``model``: exact name."""
     after = _decode(cursor, 2)
@@ -113,20 +122,22 @@ def list_runs(conn: Conn, *, q: str | None = None, model: str | None = None, lim
     items = []
     for job, model_name, steps, prompts, first_step, last_step, first_at, last_at in rows:
         curve = curves.get(job, [])
-        graded = [p for p in curve if p.accuracy is not None]
-        items.append(RunSummary(
-            job_id=job, model_name=model_name, steps=steps, prompts=prompts, first_step=first_step,
-            last_step=last_step, first_evaluation=first_at, last_evaluation=last_at,
-            final_accuracy=graded[-1].accuracy if graded else None, curve=curve,
-        ))
+        graded = [p["accuracy"] for p in curve if p["accuracy"] is not None]
+        curve = _thin(curve)
+        items.append({"job_id": job, "model_name": model_name, "steps": steps, "prompts": prompts,
+                      "first_step": first_step, "last_step": last_step, "first_evaluation": first_at,
+                      "last_evaluation": last_at, "final_accuracy": graded[-1] if graded else None, "curve": curve})
     models = [r[0] for r in conn.execute(
         "SELECT DISTINCT model_name FROM prediction_run_summary WHERE model_name IS NOT NULL ORDER BY 1")]
     last = rows[-1] if rows else None
-    return RunsPage(items=items, next_cursor=_encode(last[7], last[0]) if more and last else None, models=models)
+    # validated once, as a whole (thousands of curve points: one call into pydantic's core)
+    return RunsPage.model_validate({"items": items, "models": models,
+                                    "next_cursor": _encode(last[7], last[0]) if more and last else None})
 
 
-def _curves(conn: Conn, jobs: Sequence[str]) -> dict[str, list[AccuracyPoint]]:
-    out: dict[str, list[AccuracyPoint]] = {j: [] for j in jobs}
+def _curves(conn: Conn, jobs: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
+    """Accuracy per step of each of ``jobs``, as AccuracyPoint fields."""
+    out: dict[str, list[dict[str, Any]]] = {j: [] for j in jobs}
     if not jobs:
         return out
     rows = conn.execute(
@@ -135,10 +146,8 @@ def _curves(conn: Conn, jobs: Sequence[str]) -> dict[str, list[AccuracyPoint]]:
         (list(jobs),),
     ).fetchall()
     for job, step, epoch, predictions, correct, graded in rows:
-        # typed by the table's columns: built without validation (thousands per page of runs)
-        out[job].append(AccuracyPoint.model_construct(
-            step=step, epoch=epoch, predictions=predictions, correct=correct,
-            accuracy=round(correct / graded, 4) if graded else None))
+        out[job].append({"step": step, "epoch": epoch, "predictions": predictions, "correct": correct,
+                         "accuracy": round(correct / graded, 4) if graded else None})
     return out
 
 
@@ -152,7 +161,7 @@ def run_accuracy(conn: Conn, jobs: Sequence[str]) -> list[RunAccuracy]:
     if missing:
         raise NotFoundError(f"no predictions recorded for job {', '.join(map(repr, missing))}: "
                             "check the job id (the runs page lists every job)")
-    return [RunAccuracy(job_id=j, model_name=models[j], points=curves[j]) for j in jobs]
+    return [RunAccuracy.model_validate({"job_id": j, "model_name": models[j], "points": curves[j]}) for j in jobs]
 
 
 # -- compare: where runs disagree ------------------------------------------------------
@@ -218,7 +227,7 @@ def _prompts(conn: Conn, prompt_ids: Sequence[str]) -> dict[str, PromptInfo]:
     return {r[0]: _prompt_info(r) for r in rows}
 
 
-def prompt_history(conn: Conn, prompt_id: str, *, jobs: Sequence[str] = (), limit: int = 10,
+def prompt_history(conn: Conn, prompt_id: str, *, jobs: Sequence[str] = (), limit: int = 5,
                    cursor: str | None = None) -> PromptHistory:
     """``prompt_id``'s predictions in each run (``jobs``, else every run, ``limit`` runs a page)."""
     info = _prompts(conn, [prompt_id]).get(prompt_id)
