@@ -315,7 +315,7 @@ export interface RunSummary {
   last_evaluation: string;
   /** Accuracy at the last step that has references. */
   final_accuracy: number | null;
-  /** Accuracy per step, in step order (the sparkline). */
+  /** Accuracy per step, in step order (the sparkline): at most 50 points, evenly spaced, the last step always in; /accuracy has every step. */
   curve: AccuracyPoint[];
 }
 
