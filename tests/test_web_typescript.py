@@ -41,6 +41,23 @@ def _project(tmp_path: Path, **files: str) -> Path:
     return tmp_path
 
 
+@pytest.mark.parametrize("env, outcome", [
+    ({"CI": "true"}, pytest.fail.Exception),
+    ({"PREDSTREAM_REQUIRE_BROWSER": "1"}, pytest.fail.Exception),
+    ({}, pytest.skip.Exception),
+])
+def test_without_npm_the_typescript_tests_fail_on_ci_and_skip_elsewhere(monkeypatch, env, outcome):
+    import support.ts_kit as ts_kit
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("PREDSTREAM_REQUIRE_BROWSER", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(ts_kit.shutil, "which", lambda name: None if name == "npm" else f"/usr/bin/{name}")
+    with pytest.raises(outcome, match="npm is not installed"):
+        typescript_compiler()
+
+
 def test_the_checked_in_types_are_the_ones_the_contract_and_the_api_generate():
     checked_in = DEFAULT_OUTPUT.read_text(encoding="utf-8")
     assert render() == checked_in, (
