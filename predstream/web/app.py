@@ -72,14 +72,9 @@ def _version() -> str:
 
 
 def _include_optional_routers(app: FastAPI, settings: ServeSettings) -> None:
-    """Routers beyond the read side.
-
-    >>> The write endpoint (``POST /api/v1/predictions``, its bearer token
-    >>> ``settings.web_token``) is plugged in HERE by the ingest module, e.g.::
-    >>>
-    >>>     from . import ingest
-    >>>     app.include_router(ingest.router, prefix=API_PREFIX)
-    """
+    """Routers beyond the read side: the write endpoint ``POST /api/v1/predictions``
+    (:mod:`.ingest`: its bearer token ``settings.web_token``, its publisher opened and closed
+    by the lifespan, its record's schema in the OpenAPI document)."""
     from . import ingest
 
     ingest.install(app, settings, prefix=API_PREFIX)
