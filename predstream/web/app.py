@@ -72,14 +72,12 @@ def _version() -> str:
 
 
 def _include_optional_routers(app: FastAPI, settings: ServeSettings) -> None:
-    """Routers beyond the read side.
+    """Routers beyond the read side: the write endpoint ``POST /api/v1/predictions``
+    (:mod:`.ingest`: its bearer token ``settings.web_token``, its publisher opened and closed
+    by the lifespan, its record's schema in the OpenAPI document)."""
+    from . import ingest
 
-    >>> The write endpoint (``POST /api/v1/predictions``, its bearer token
-    >>> ``settings.web_token``) is plugged in HERE by the ingest module, e.g.::
-    >>>
-    >>>     from . import ingest
-    >>>     app.include_router(ingest.router, prefix=API_PREFIX)
-    """
+    ingest.install(app, settings, prefix=API_PREFIX)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -94,6 +92,16 @@ def _add_error_handlers(app: FastAPI) -> None:
         if request.url.path.startswith(API_PREFIX):
             return JSONResponse({"detail": str(exc)}, status_code=400)
         return pages.error_page(request, 400, str(exc))
+
+    @app.exception_handler(psycopg.DataError)
+    async def _unstorable_parameter(request: Request, exc: psycopg.DataError) -> Response:
+        # a parameter Postgres cannot take (a NUL character, a number out of its range): the
+        # request's fault, not the server's (found by tests/test_web_schemathesis.py)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        message = f"a parameter the database cannot take ({first}): leave it out or change it"
+        if request.url.path.startswith(API_PREFIX):
+            return JSONResponse({"detail": message}, status_code=400)
+        return pages.error_page(request, 400, message)
 
     @app.exception_handler(PoolTimeout)
     @app.exception_handler(psycopg.OperationalError)
