@@ -1,8 +1,9 @@
 -- predstream: no-transaction
 -- Summarise the rows stored before 0011 (see there), without blocking writers: one job at a
--- time, under the job's advisory lock, committed on its own, so the consumer keeps writing
--- meanwhile (a job it writes is recomputed by its own trigger, after or before this one: both
--- recompute from the table). Safe to run again: an interrupted run is finished by running
+-- time, each group recomputed from the table under its summary row's lock, committed job by
+-- job, so the consumer keeps writing meanwhile. A group the consumer writes meanwhile stays
+-- exact: its deltas land either before the recompute (committed, so counted by it) or after
+-- (on top of it). Safe to run again: an interrupted run is finished by running
 -- `predstream migrate` again.
 DO $$
 DECLARE
