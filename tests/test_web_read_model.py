@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import shutil
 import threading
-from decimal import Decimal
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import psycopg
