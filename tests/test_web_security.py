@@ -75,7 +75,7 @@ def test_every_page_and_endpoint_works_as_the_reader(reader_url):
     "TRUNCATE prediction_prompts",
     "CREATE TABLE public.planted (x int)",
     "SELECT * FROM predstream_migrations",
-    "SELECT prediction_summary_refresh('x', 1)",
+    "SELECT prediction_summary_refresh_groups(ARRAY['x'], ARRAY[1])",
 ])
 def test_the_reader_can_write_nothing(reader_url, statement):
     with psycopg.connect(reader_url, autocommit=True) as conn:
