@@ -118,8 +118,10 @@ def record_to_event(record: Any, *, received_at: datetime | None = None) -> Pred
         event = PredictionEvent.create(**values, **given_ids)
     except ValueError as exc:  # prompt_id's own refusals (e.g. a lone surrogate in a message)
         raise InvalidEventError(str(exc), reason=getattr(exc, "reason", "invalid:prompt")) from None
-    # 3. an identity the record carries must be the one its fields give
-    check_identity(event)
+    # 3. an identity the record carries must be the one its fields give (one it left out was
+    #    just computed from them)
+    if given_ids:
+        check_identity(event)
     # 4. small enough for the topic (the publisher would drop a larger one after the 202)
     _check_encoded_size(event)
     return event
