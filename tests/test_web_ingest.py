@@ -462,3 +462,11 @@ def test_a_request_that_arrives_while_the_server_stops_is_told_to_come_again():
         answer = client.post(URL, json=[record(0)], headers=AUTH)
     assert answer.status_code == 503 and "send the request again" in answer.json()["detail"]
     assert published() == [] and len(RecordingPublisher.made) == 1  # no second publisher opened
+
+
+def test_a_lone_surrogate_json_can_carry_is_refused_by_the_contract(client):
+    raw = b'[{"job_id": "j", "epoch": 0, "step": 1, "sample_index": 0, "prompt": "a\\ud800", "prediction": "x"}]'
+    answer = client.post(URL, content=raw, headers={**AUTH, "Content-Type": "application/json"})
+    assert answer.status_code == 422
+    (problem,) = answer.json()["errors"]
+    assert (problem["index"], problem["field"], problem["reason"]) == (0, "prompt", "invalid-utf8:prompt")

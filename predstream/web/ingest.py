@@ -128,11 +128,12 @@ class _Ingest:
     stopped: bool = False  # the app is shutting down: no publisher is opened again
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def open(self) -> _PublisherLike | None:
+    def open(self) -> _PublisherLike:
         with self.lock:
             if self.stopped:
                 raise PublisherClosedError("the server is shutting down")
-            if self.publisher is None and self.producer_settings is not None:
+            if self.publisher is None:
+                assert self.producer_settings is not None, "writes are off: nothing to publish with"
                 self.publisher = self.publisher_factory(self.producer_settings)
             return self.publisher
 
@@ -193,22 +194,21 @@ async def post_predictions(
     the request (422, naming each bad record's index and field) and publish none."""
     ingest: _Ingest = request.app.state.ingest
     _authorize(ingest.settings, credentials)
-    body = await _read_json(request)
-    received_at = datetime.now(UTC)
-    events, problems = await run_in_threadpool(_validate_all, body, received_at)
+    raw = await _read_body(request)
+    # parsing and validating take a core for a while: off the event loop, which serves reads meanwhile
+    events, problems = await run_in_threadpool(_validate_all, raw, datetime.now(UTC))
     if problems:
         return _rejected(problems)
     try:
-        publisher = ingest.publisher or await run_in_threadpool(ingest.open)  # no lifespan ran: a bare ASGI client
-        if publisher is None:  # pragma: no cover - writes are off, refused by _authorize
-            raise HTTPException(403, _WRITES_OFF)
+        publisher = ingest.publisher
+        if publisher is None:  # no lifespan ran (a bare ASGI client): open it now
+            publisher = await run_in_threadpool(ingest.open)
         publisher.publish_many(events)  # on the event loop's thread: one publishing thread
     except PublisherClosedError:
         raise HTTPException(503, "the server is shutting down; send the request again") from None
     _log.debug("write endpoint: %d events published", len(events))
-    topic = ingest.producer_settings.topic if ingest.producer_settings else ingest.settings.topic
     return PostPredictionsAccepted(accepted=len(events), event_ids=[e.event_id for e in events],
-                                   prompt_ids=[e.prompt_id for e in events], topic=topic)
+                                   prompt_ids=[e.prompt_id for e in events], topic=ingest.settings.topic)
 
 
 _WRITES_OFF = (
@@ -232,7 +232,7 @@ def _authorize(settings: ServeSettings, credentials: HTTPAuthorizationCredential
         )
 
 
-async def _read_json(request: Request) -> Any:
+async def _read_body(request: Request) -> bytes:
     media_type = request.headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise HTTPException(415, f"send the records as JSON (Content-Type: application/json), not {media_type!r}")
@@ -246,12 +246,7 @@ async def _read_json(request: Request) -> Any:
         if size > MAX_BODY_BYTES:
             raise HTTPException(413, _too_large())
         chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        return await run_in_threadpool(json.loads, raw)
-    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
-        problem = RecordError(None, None, "invalid:body", f"the body is not JSON: {str(exc)[:200]}")
-        raise _RejectedError([problem]) from None
+    return b"".join(chunks)
 
 
 def _too_large() -> str:
@@ -259,8 +254,12 @@ def _too_large() -> str:
             "in several requests")
 
 
-def _validate_all(body: Any, received_at: datetime) -> tuple[list[PredictionEvent], list[RecordError]]:
-    """Every record checked (all of them, before anything is published)."""
+def _validate_all(raw: bytes, received_at: datetime) -> tuple[list[PredictionEvent], list[RecordError]]:
+    """The body parsed and every record checked (all of them, before anything is published)."""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError, nesting too deep
+        return [], [RecordError(None, None, "invalid:body", f"the body is not JSON: {str(exc)[:200]}")]
     try:
         records = records_in_body(body)
     except InvalidEventError as exc:
@@ -275,12 +274,6 @@ def _validate_all(body: Any, received_at: datetime) -> tuple[list[PredictionEven
         except InvalidEventError as exc:
             problems.append(problem_of(index, exc))
     return events, problems
-
-
-class _RejectedError(Exception):
-    def __init__(self, problems: Sequence[RecordError]) -> None:
-        super().__init__(problems[0].message)
-        self.problems = list(problems)
 
 
 def _rejected(problems: Sequence[RecordError]) -> JSONResponse:
@@ -315,13 +308,8 @@ def install(app: FastAPI, settings: ServeSettings, *, prefix: str) -> None:
         producer = producer_settings(settings)
     app.state.ingest = _Ingest(settings=settings, producer_settings=producer)
     app.include_router(router, prefix=prefix)
-    app.add_exception_handler(_RejectedError, _on_rejected)  # type: ignore[arg-type]
     _wrap_lifespan(app)
     _document_record(app)
-
-
-async def _on_rejected(request: Request, exc: _RejectedError) -> JSONResponse:
-    return _rejected(exc.problems)
 
 
 def _wrap_lifespan(app: FastAPI) -> None:
@@ -331,7 +319,8 @@ def _wrap_lifespan(app: FastAPI) -> None:
     async def lifespan(the_app: FastAPI) -> AsyncIterator[Any]:
         async with inner(the_app) as state:
             ingest: _Ingest = the_app.state.ingest
-            await run_in_threadpool(ingest.open)
+            if ingest.producer_settings is not None:  # writes are on
+                await run_in_threadpool(ingest.open)
             try:
                 yield state
             finally:
