@@ -1,7 +1,9 @@
 """The service side: Kafka consumer workers that upsert prediction events into Postgres.
 
-:mod:`.worker` runs the consumer loop (:mod:`.membership`: its place in the group;
-:mod:`.supervisor`: N of them as processes), :mod:`.sink` writes batches idempotently,
+:mod:`.worker` runs the consumer loop (:mod:`.batch`: what happens to one batch;
+:mod:`.membership`: its place in the group; :mod:`._backoff`: waiting out an outage),
+:mod:`.runner` runs one worker with its signals, or N of them as processes,
+:mod:`.sink` writes batches idempotently,
 :mod:`.dlq` keeps dead letters and :mod:`.dlq_redrive` redrives them, :mod:`.metrics`
 exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
 sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
@@ -41,7 +43,8 @@ from .identify import IdentifyReport, identify_legacy_rows
 from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
 from .settings import ConsumerSettings, redact_url
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
-from .worker import Worker, consumer_config, run_worker, run_worker_processes
+from .runner import run_worker, run_worker_processes
+from .worker import Worker, consumer_config
 
 __all__ = [
     "run_replay",

@@ -27,7 +27,7 @@ gets here; were it to, it refuses to delete a group that still has members
 
 Prevention makes the wedge rare in the first place: a stopping worker leaves only from a
 formed group, finishing a join in progress first, and the workers of one supervisor leave
-one after the other (``Worker._settle``: measured 6 of 6 clean restarts after stopping
+one after the other (:meth:`Membership.settle`: measured 6 of 6 clean restarts after stopping
 ``--workers 2`` and ``--workers 3``, against 1 of 3 wedged without the stagger); and the
 supervisor restarts a dead worker instead of stopping the others.
 """
@@ -83,6 +83,34 @@ class Membership:
     def stuck(self, now: float | None = None) -> bool:
         """Joining for longer than ``join_timeout_s``."""
         return self.joining_for(now) > self.join_timeout_s
+
+    def settle(self, consumer: Any, window_s: float, limit_s: float, worker: str) -> None:
+        """Before leaving the group: finish a join in progress, for at most ``limit_s``.
+
+        A member that leaves a forming generation while it is its leader wedges the group on
+        some brokers (tansu 0.6: see the module docstring). So a worker leaves only from a
+        formed group: it polls ``consumer`` (its partitions paused) until it has seen a look
+        window of ``window_s`` with no rebalance, looking again when one begins. Messages
+        fetched meanwhile are dropped: their offsets are not committed, the next owner reads them.
+        """
+        now = time.monotonic()
+        deadline = now + limit_s
+        look, joins = now + window_s, self.joins
+        told = False
+        while time.monotonic() < deadline:
+            joining = self.joining_since is not None
+            if self.joins != joins:  # rejoined: look again from here
+                look, joins = time.monotonic() + window_s, self.joins
+            if not joining and time.monotonic() >= look:
+                return
+            if joining and not told:
+                told = True
+                _log.info("worker %s: finishing the group join in progress before leaving", worker,
+                          extra={"worker": worker})
+            try:
+                consumer.poll(0.1)
+            except Exception:  # closing anyway
+                return
 
     def details(self) -> dict[str, Any]:
         """For ``/healthz``: ``group`` is ``joined`` or ``joining``."""

@@ -41,7 +41,8 @@ from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUn
 from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
 from predstream.schemas.transport import Headers
 
-from .errors import ConsumerError, DatabaseUnavailableError, ReplayError
+from ._backoff import retry_while_unavailable
+from .errors import ConsumerError, ReplayError
 from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, WriteResult
 
@@ -506,17 +507,11 @@ class _Run:
         self.stats.next_offsets = dict(self.position)
 
     def _write(self, batch: list[IngestRecord]) -> WriteResult:
-        delay = 1.0
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
-            try:
-                return self.sink.write(batch)
-            except DatabaseUnavailableError as exc:
-                if attempt == _WRITE_ATTEMPTS:
-                    raise ReplayError(f"the database is unavailable ({exc}); {self._resume_hint()}") from None
-                _log.warning("database unavailable (%s); retrying in %.0f s", exc, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        return retry_while_unavailable(
+            lambda: self.sink.write(batch),
+            lambda exc: ReplayError(f"the database is unavailable ({exc}); {self._resume_hint()}"),
+            _log, attempts=_WRITE_ATTEMPTS,
+        )
 
     def _send_dead_letters(self) -> None:
         bad, self.bad = self.bad, []
