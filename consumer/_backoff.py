@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 from predstream.schemas.errors import RegistryUnavailableError
 
@@ -52,7 +53,7 @@ class Outage:
     next_try: float = field(default=0.0)
 
     @classmethod
-    def begin(cls, what: str, now: float, first_s: float, max_s: float) -> "Outage":
+    def begin(cls, what: str, now: float, first_s: float, max_s: float) -> Outage:
         outage = cls(what, now, Backoff(first_s, max_s))
         outage.failed_again(now)
         return outage

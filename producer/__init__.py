@@ -6,7 +6,8 @@
 * :mod:`.generator` — batched, left-padded generation (needs torch)
 * :mod:`.recorder` — ``PredictionRecorder``: generate + publish, for custom training loops
 * :mod:`.callback` — ``TrainingPredictionsCallback`` for ``transformers.Trainer`` (needs transformers)
-* :mod:`.publisher` / :mod:`.spool` — hand events to Kafka without blocking; spool on outage
+* :mod:`.publisher` — hand events to Kafka without blocking (:mod:`.watcher`: is the broker there)
+* :mod:`.spool` / :mod:`.spool_drain` — keep events on disk during an outage; re-send them after
 * :mod:`.registry` — Confluent framing through a schema registry; its outages spool too
 
 ``import predstream.producer`` needs neither torch, transformers nor psycopg. The names that need
@@ -38,7 +39,8 @@ from .prediction_sets import (
     write_prediction_set_file,
 )
 from .dataset_source import NO_ROW
-from .publisher import Publisher, PublishReport, drain_spool
+from .publisher import Publisher, PublishReport
+from .spool_drain import drain_spool
 from .recorder import PredictionRecorder, distributed_rank
 from .sampler import (
     DEFAULT_GROUND_TRUTH_FIELDS,

@@ -19,13 +19,14 @@ import logging
 from typing import Any
 
 from predstream.schemas.codec import (
-    CONFLUENT_MAGIC,
     SCHEMA_VERSIONS,
-    SINGLE_OBJECT_MAGIC,
     SUBJECT_SUFFIX,
+    Frame,
+    confluent_frame,
     load_schema_text,
     parse_frame,
     schema_fingerprint,
+    single_object_frame,
 )
 from predstream.schemas.errors import FramingError, RegistryUnavailableError, UnknownSchemaError
 
@@ -40,10 +41,15 @@ _CLIENT_DEFAULTS = {"timeout": 5, "max.retries": 0}
 
 def schema_header(frame: bytes) -> str:
     """The schema header value of a frame: ``fp:<hex>`` (single-object) or ``id:<n>`` (Confluent)."""
+    parsed = _parsed(frame)
+    return "unknown" if parsed is None else parsed.schema_ref
+
+
+def _parsed(frame: bytes) -> Frame | None:
     try:
-        return parse_frame(frame).schema_ref
+        return parse_frame(frame)
     except FramingError:
-        return "unknown"
+        return None
 
 
 class RegistryFraming:
@@ -99,9 +105,10 @@ class RegistryFraming:
     def to_confluent(self, frame: bytes, *, register: bool = True) -> bytes | None:
         """The Confluent frame of a single-object ``frame`` (other frames are returned as they
         are). With ``register=False``, ``None`` when the schema's id is not known yet."""
-        if frame[:2] != SINGLE_OBJECT_MAGIC or len(frame) < 10:
+        parsed = _parsed(frame)
+        if parsed is None or parsed.fingerprint is None:
             return frame
-        fingerprint = bytes(frame[2:10])
+        fingerprint = parsed.fingerprint
         if register:
             schema_id = self.register(fingerprint)
         else:
@@ -109,15 +116,16 @@ class RegistryFraming:
             if known is None:
                 return None
             schema_id = known
-        return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big") + frame[10:]
+        return confluent_frame(schema_id, frame[parsed.body_start:])
 
     def to_single_object(self, frame: bytes) -> bytes:
         """The single-object frame of a Confluent ``frame`` whose id this framing registered
         (what the spool keeps); any other frame as it is."""
-        if frame[:1] == CONFLUENT_MAGIC and len(frame) >= 5:
-            fingerprint = self._fingerprints.get(int.from_bytes(frame[1:5], "big"))
+        parsed = _parsed(frame)
+        if parsed is not None and parsed.schema_id is not None:
+            fingerprint = self._fingerprints.get(parsed.schema_id)
             if fingerprint is not None:
-                return SINGLE_OBJECT_MAGIC + fingerprint + frame[5:]
+                return single_object_frame(fingerprint, frame[parsed.body_start:])
         return frame
 
 

@@ -1,8 +1,9 @@
 """The spool: encoded events kept on local disk while Kafka cannot take them.
 
 The publisher appends an event's encoded frame here when the broker is unreachable, when
-librdkafka's queue is full, or when a message could not be delivered. ``drain`` (the
-publisher's auto-drain and ``predstream spool drain``) sends the records back to Kafka.
+librdkafka's queue is full, or when a message could not be delivered.
+:func:`~predstream.producer.spool_drain.drain_spool` (the publisher's auto-drain and
+``predstream spool drain``) sends the records back to Kafka.
 
 Files
     Segments named ``spool-<ms since epoch>-<pid>-<n>.pss`` in the spool folder, in the

@@ -16,7 +16,7 @@ import pytest
 from support.consumer_kit import worker_thread
 from support import make_events, wait_for
 from support.fault_kit import audit, frames
-from predstream.producer.publisher import drain_spool
+from predstream.producer import drain_spool
 from predstream.producer.settings import ProducerSettings
 from predstream.producer.spool import Spool, list_segments
 from predstream.schemas.spoolfile import read_spool

@@ -44,7 +44,7 @@ SASL_SSL = {
 def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(monkeypatch, tmp_path):
     from predstream.consumer.dlq import _make_producer
     from predstream.consumer.worker import consumer_config
-    from predstream.producer.publisher import _producer_config
+    from predstream.producer._kafka import producer_config
     from predstream.producer.settings import ProducerSettings
 
     monkeypatch.setenv("PREDSTREAM_KAFKA_BOOTSTRAP", "broker-1.example:9093")
@@ -55,7 +55,7 @@ def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(mon
     configs = {
         "worker consumer": consumer_config(consumer),
         "dead-letter producer": consumer.kafka_config(**{"acks": "all"}),
-        "publisher": _producer_config(producer, "x"),
+        "publisher": producer_config(producer, "x"),
     }
     for name, conf in configs.items():
         for key, value in SASL_SSL.items():
