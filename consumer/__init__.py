@@ -4,7 +4,7 @@
 :mod:`.membership`: its place in the group; :mod:`._backoff`: waiting out an outage),
 :mod:`.runner` runs one worker with its signals, or N of them as processes,
 :mod:`.sink` writes batches idempotently,
-:mod:`.dlq` keeps dead letters and :mod:`.dlq_redrive` redrives them, :mod:`.metrics`
+:mod:`.dlq` writes dead letters, :mod:`.dlq_reader` lists them and :mod:`.dlq_redrive` redrives them, :mod:`.metrics`
 exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
 sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
 side, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
@@ -13,16 +13,9 @@ so every name below is importable from here without hiding a module.
 This package never imports torch, transformers or the producer side.
 """
 
-from .dlq import (
-    REASONS,
-    DeadLetter,
-    DeadLetterWriter,
-    RedriveResult,
-    dead_letter_headers,
-    list_dead_letters,
-    redrive,
-    redrive_group,
-)
+from .dlq import REASONS, DeadLetterWriter, dead_letter_headers
+from .dlq_reader import DeadLetter, list_dead_letters
+from .dlq_redrive import RedriveResult, redrive, redrive_group
 from .backfill import BackfillReport, run_backfill
 from .compare import Comparison, compare_runs
 from .errors import (

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from predstream.consumer.dlq import DeadLetter
+from predstream.consumer import DeadLetter
 from predstream.consumer.dlq_redrive import _with_count
 from predstream.consumer.membership import Membership
 from predstream.consumer.settings import redact_url

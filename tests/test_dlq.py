@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from support import make_event, wait_for
 
 from support.consumer_kit import count_rows, encoded, produce, rows_reach, worker_thread
-from predstream.consumer.dlq import DeadLetter, dead_letter_headers, list_dead_letters, redrive
+from predstream.consumer import DeadLetter, dead_letter_headers, list_dead_letters, redrive
 from predstream.schemas.codec import SingleObjectEncoder, single_object_frame
 from predstream.schemas.event import MAX_TEXT_CHARS
 from predstream.schemas.transport import Headers, message_key

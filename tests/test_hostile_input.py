@@ -21,7 +21,7 @@ from support import make_event, wait_for
 
 from support.consumer_kit import count_rows, produce, worker_thread
 from support.mutations import mutated
-from predstream.consumer.dlq import list_dead_letters
+from predstream.consumer import list_dead_letters
 from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema, single_object_frame
 from predstream.schemas.errors import DecodeError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id

@@ -15,7 +15,7 @@ from support.consumer_kit import count_rows, produce, worker_thread
 from support.contract_kit import frame_0_1, record_0_1
 from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.backfill import run_backfill
-from predstream.consumer.dlq import list_dead_letters
+from predstream.consumer import list_dead_letters
 from predstream.consumer.replay import run_replay
 from predstream.schemas import identity
 from predstream.schemas.codec import Decoder, SingleObjectEncoder

@@ -42,7 +42,7 @@ SASL_SSL = {
 
 
 def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(monkeypatch, tmp_path):
-    from predstream.consumer.dlq import _make_producer
+    from predstream.consumer.dlq import dead_letter_producer
     from predstream.consumer.worker import consumer_config
     from predstream.producer._kafka import producer_config
     from predstream.producer.settings import ProducerSettings
@@ -64,7 +64,7 @@ def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(mon
     # the pass-through options win over predstream's own defaults
     assert consumer.model_copy(update={"kafka_options": {"client.id": "mine"}}).kafka_config(**{"client.id": "x"})["client.id"] == "mine"
     # librdkafka itself takes them (a real client is built, nothing is contacted yet)
-    _make_producer(consumer, "probe")
+    dead_letter_producer(consumer, "probe")
 
 
 def test_mutual_tls_options_given_as_cli_style_pairs_are_parsed_the_same(tmp_path):
@@ -222,7 +222,7 @@ def test_the_role_has_exactly_the_documented_grants(consumer_role_url, database_
 def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(consumer_role_url, consumer_settings, kafka_bootstrap, database_url):
     from datetime import timedelta
 
-    from predstream.consumer.dlq import list_dead_letters
+    from predstream.consumer import list_dead_letters
 
     settings = consumer_settings.model_copy(update={"database_url": consumer_role_url})
     first = [make_event(i, prediction="v1") for i in range(100)]
