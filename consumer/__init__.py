@@ -1,13 +1,14 @@
 """The service side: Kafka consumer workers that upsert prediction events into Postgres.
 
 :mod:`.worker` runs the consumer loop (:mod:`.batch`: what happens to one batch;
-:mod:`.membership`: its place in the group; :mod:`._backoff`: waiting out an outage),
-:mod:`.runner` runs one worker with its signals, or N of them as processes,
-:mod:`.sink` writes batches idempotently,
-:mod:`.dlq` writes dead letters, :mod:`.dlq_reader` lists them and :mod:`.dlq_redrive` redrives them, :mod:`.metrics`
-exposes Prometheus metrics and health, :mod:`.replay` re-reads the topic and :mod:`.backfill` loads files through the same
-sink, :mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by
-side, :mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
+:mod:`.membership`: its place in the group; :mod:`._backoff`: waiting out an outage);
+:mod:`.runner` runs one worker with its signals, or N of them as processes; :mod:`.sink`
+writes batches idempotently; :mod:`.dlq` writes dead letters, :mod:`.dlq_reader` lists them
+and :mod:`.dlq_redrive` redrives them; :mod:`.metrics` exposes Prometheus metrics and
+health; :mod:`.replay` re-reads the topic (:mod:`.replay_plan`: from where to where) and
+:mod:`.backfill` loads files through the same sink;
+:mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by side,
+:mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
 No function has its module's name (``run_replay``, ``run_backfill``, ``apply_migrations``),
 so every name below is importable from here without hiding a module.
 This package never imports torch, transformers or the producer side.
@@ -33,7 +34,8 @@ from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
 from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
 from .migrate import apply_migrations, pending_migrations
 from .identify import IdentifyReport, identify_legacy_rows
-from .replay import ReplayStats, parse_offsets, parse_timestamp, run_replay
+from .replay import ReplayStats, run_replay
+from .replay_plan import parse_offsets, parse_timestamp
 from .settings import ConsumerSettings, redact_url
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .runner import run_worker, run_worker_processes

@@ -163,7 +163,7 @@ def dlq_consumer(settings: ConsumerSettings, group_id: str, log: BrokerLog) -> A
 
 def dlq_offsets(consumer: Any, topic: str, partitions: list[int], timeout_s: float) -> dict[int, tuple[int, int]]:
     """``{partition: (first offset, end offset)}`` now (true ends: see consumer/replay.py)."""
-    from .replay import high_watermarks
+    from .replay_plan import high_watermarks
 
     try:
         return high_watermarks(consumer, topic, partitions, timeout_s)

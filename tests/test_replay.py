@@ -15,7 +15,7 @@ from support import T0, make_event, wait_for
 
 from support.consumer_kit import rows_reach, worker_thread
 from conftest import make_topic
-from predstream.consumer.replay import ReplayError, parse_offsets, parse_timestamp, run_replay
+from predstream.consumer import ReplayError, parse_offsets, parse_timestamp, run_replay
 from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.codec import SingleObjectEncoder
