@@ -6,9 +6,10 @@
 writes batches idempotently; :mod:`.dlq` writes dead letters, :mod:`.dlq_reader` lists them
 and :mod:`.dlq_redrive` redrives them; :mod:`.metrics` exposes Prometheus metrics and
 health; :mod:`.replay` re-reads the topic (:mod:`.replay_plan`: from where to where) and
-:mod:`.backfill` loads files through the same sink;
-:mod:`.prediction_sets` stores curated prompt sets, :mod:`.compare` reads runs side by side,
-:mod:`.migrate` applies the SQL migrations, :mod:`.settings` reads the configuration.
+:mod:`.backfill` loads files through the same sink; :mod:`._kafka` makes the Kafka clients
+and reads topics to their end; :mod:`.prediction_sets` stores curated prompt sets,
+:mod:`.compare` reads runs side by side, :mod:`.migrate` applies the SQL migrations,
+:mod:`.settings` reads the configuration.
 No function has its module's name (``run_replay``, ``run_backfill``, ``apply_migrations``),
 so every name below is importable from here without hiding a module.
 This package never imports torch, transformers or the producer side.
@@ -39,7 +40,8 @@ from .replay_plan import parse_offsets, parse_timestamp
 from .settings import ConsumerSettings, redact_url
 from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .runner import run_worker, run_worker_processes
-from .worker import Worker, consumer_config
+from ._kafka import consumer_config
+from .worker import Worker
 
 __all__ = [
     "run_replay",

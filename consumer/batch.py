@@ -16,6 +16,7 @@ from typing import Any
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import DecodeError, InvalidEventError
 
+from ._kafka import message_timestamp
 from .dlq import DeadLetterWriter, Delivery
 from .metrics import ConsumerMetrics
 from .sink import IngestRecord, WriteResult
@@ -49,9 +50,8 @@ def decode_entries(entries: list[Entry], decoder: Decoder) -> None:
         except (DecodeError, InvalidEventError) as exc:
             e.problem = (exc.reason, str(exc))
             continue
-        ts_type, ts = msg.timestamp()
         topic, partition, offset = e.coords
-        e.record = IngestRecord(event, topic, partition, offset, ts if ts_type and ts >= 0 else None)
+        e.record = IngestRecord(event, topic, partition, offset, message_timestamp(msg))
 
 
 def mark_rejected(written: list[Entry], result: WriteResult) -> None:
@@ -72,12 +72,11 @@ def send_dead_letters(entries: list[Entry], dead_letters: DeadLetterWriter) -> N
     for e in bad:
         if e.delivery is None or e.delivery.state == "failed":
             msg = e.msg
-            ts_type, ts = msg.timestamp()
             reason, error = e.problem or ("", "")
             e.delivery = dead_letters.send(
                 key=msg.key(), value=msg.value(), headers=msg.headers(), reason=reason, error=error,
                 topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-                timestamp_ms=ts if ts_type and ts >= 0 else None,
+                timestamp_ms=message_timestamp(msg),
             )
         deliveries.append(e.delivery)
     dead_letters.flush(deliveries)

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from predstream.schemas.kafka_log import BrokerLog
 from predstream.schemas.transport import Headers
 
+from ._kafka import dead_letter_producer
 from .errors import DeadLetterUnavailableError
 from .settings import ConsumerSettings
 
@@ -38,7 +38,6 @@ __all__ = [
     "dead_letter_headers",
     "produce_tracked",
     "confirm",
-    "dead_letter_producer",
 ]
 
 _log = logging.getLogger(__name__)
@@ -194,22 +193,6 @@ def confirm(producer: Any, deliveries: Sequence[Delivery], timeout_s: float, wha
         raise DeadLetterUnavailableError(
             f"{pending} {what}(s) not confirmed within {timeout_s:.0f} s; is the broker reachable?"
         )
-
-
-def dead_letter_producer(settings: ConsumerSettings, client_id: str, log: BrokerLog | None = None) -> Any:
-    """A producer for dead letters and redriven events: not idempotent (see :class:`DeadLetterWriter`)."""
-    from confluent_kafka import Producer
-
-    extra: dict[str, Any] = {
-        "client.id": client_id,
-        "acks": "all",
-        "linger.ms": 5,
-        "message.timeout.ms": 30_000,
-        "enable.idempotence": False,
-    }
-    if log is not None:
-        extra["logger"] = log
-    return Producer(settings.kafka_config(**extra))
 
 
 def _settle(delivery: Delivery) -> Callable[[Any, Any], None]:

@@ -12,31 +12,26 @@ A reason filter (``--reason``) matches a reason that starts with it: ``db-reject
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from predstream.schemas.kafka_log import (
-    BrokerLog,
-    BrokerUnreachableError,
-    cluster_metadata,
-    quiet_log,
-)
+from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
 from predstream.schemas.transport import Headers
 
+from ._kafka import high_watermarks, message_timestamp, read_range, reader_consumer, topic_partitions
 from .dlq import DLQ_HEADERS, HeaderList
-from .errors import DeadLetterUnavailableError, ReplayError
+from .errors import DeadLetterUnavailableError
 from .settings import ConsumerSettings
 
-__all__ = ["REDRIVE_LIMIT", "DeadLetter", "list_dead_letters", "dlq_partitions", "dlq_consumer", "dlq_offsets",
-           "read_range"]
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
+
+__all__ = ["REDRIVE_LIMIT", "DeadLetter", "list_dead_letters", "dlq_partitions", "dlq_consumer"]
 
 #: A dead letter redriven this many times already is parked (left on the DLQ).
 REDRIVE_LIMIT = 3
-#: Seconds without a message from a partition not yet read to its end before a read gives up.
-_STALL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -85,11 +80,10 @@ class DeadLetter:
     def from_message(cls, msg: Any) -> "DeadLetter":
         raw = msg.headers() or []
         hdr = {k: (v or b"").decode("utf-8", "replace") for k, v in raw}
-        ts_type, ts = msg.timestamp()
         return cls(
             partition=msg.partition(),
             offset=msg.offset(),
-            timestamp_ms=ts if ts_type and ts >= 0 else None,
+            timestamp_ms=message_timestamp(msg),
             reason=hdr.get(Headers.DLQ_REASON, "unknown"),
             error=hdr.get(Headers.DLQ_ERROR, ""),
             original_topic=hdr.get(Headers.ORIGINAL_TOPIC),
@@ -126,97 +120,25 @@ def _text(data: bytes | None) -> str | None:
         return data.hex()
 
 
-def dlq_partitions(consumer: Any, settings: ConsumerSettings, log: BrokerLog) -> list[int]:
+def dlq_partitions(consumer: Consumer, settings: ConsumerSettings, log: BrokerLog) -> list[int]:
     """Partition ids of the DLQ topic; fails fast (one line) when the broker does not answer
     or the topic does not exist (a mistyped topic must not read as "no dead letters")."""
     try:
         meta = cluster_metadata(consumer, settings.require_bootstrap(), log)
     except BrokerUnreachableError as exc:
         raise DeadLetterUnavailableError(str(exc)) from None
-    info = meta.topics.get(settings.dlq_topic)  # all topics were listed: asking created none
-    if info is None or info.error is not None:
+    partitions = topic_partitions(meta, settings.dlq_topic)  # all topics were listed: asking created none
+    if partitions is None:
         raise DeadLetterUnavailableError(
             f"topic {settings.dlq_topic!r} does not exist on the broker: check PREDSTREAM_TOPIC / --topic "
             f"(the dead letters of topic T are in T.dlq)"
         )
-    return sorted(info.partitions)
+    return partitions
 
 
-def dlq_consumer(settings: ConsumerSettings, group_id: str, log: BrokerLog) -> Any:
-    from confluent_kafka import Consumer
-
-    return Consumer(
-        settings.kafka_config(
-            **{
-                "group.id": group_id,
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "client.id": "predstream-dlq-reader",
-                "fetch.wait.max.ms": 100,
-                "logger": log,
-            }
-        )
-    )
-
-
-def dlq_offsets(consumer: Any, topic: str, partitions: list[int], timeout_s: float) -> dict[int, tuple[int, int]]:
-    """``{partition: (first offset, end offset)}`` now (true ends: see consumer/replay.py)."""
-    from .replay_plan import high_watermarks
-
-    try:
-        return high_watermarks(consumer, topic, partitions, timeout_s)
-    except ReplayError as exc:
-        raise DeadLetterUnavailableError(str(exc)) from None
-
-
-def read_range(consumer: Any, topic: str, start: dict[int, int], end: dict[int, int],
-                stall_s: float = _STALL_S) -> Iterable[Any]:
-    """Yield the messages of ``[start[p], end[p])`` of each partition, then stop: messages
-    written after the end offsets were noted are left for the next read."""
-    from confluent_kafka import KafkaError, TopicPartition
-
-    open_parts = {p for p in start if start[p] < end[p]}
-    if not open_parts:
-        return
-
-    def _close(p: int) -> None:
-        open_parts.discard(p)
-        consumer.pause([TopicPartition(topic, p)])
-
-    consumer.assign([TopicPartition(topic, p, start[p]) for p in sorted(open_parts)])
-    last = time.monotonic()
-    while open_parts:
-        msg = consumer.poll(0.2)
-        if msg is None:
-            for tp in consumer.position([TopicPartition(topic, p) for p in sorted(open_parts)]):
-                if tp.offset >= end[tp.partition]:
-                    _close(tp.partition)  # e.g. a transaction marker was the last record
-            if open_parts and time.monotonic() - last > stall_s:
-                raise DeadLetterUnavailableError(
-                    f"reading {topic} stalled: no message for {stall_s:.0f} s from partition(s) {sorted(open_parts)}"
-                )
-            continue
-        last = time.monotonic()
-        err = msg.error()
-        if err is not None:
-            if err.code() == KafkaError._PARTITION_EOF:
-                if msg.partition() in open_parts:
-                    _close(msg.partition())
-                continue
-            if err.fatal() or not err.retriable():
-                raise DeadLetterUnavailableError(f"reading {topic} failed: {err.str()}")
-            continue
-        p, offset = msg.partition(), msg.offset()
-        if p not in open_parts:
-            continue
-        if offset >= end[p]:
-            _close(p)
-            continue
-        yield msg
-        if offset + 1 >= end[p]:
-            _close(p)
+def dlq_consumer(settings: ConsumerSettings, group_id: str, log: BrokerLog) -> Consumer:
+    """A group-less reader of the DLQ; ``group_id`` is where a redrive commits its progress."""
+    return reader_consumer(settings, client_id="predstream-dlq-reader", group_id=group_id, log=log)
 
 
 def list_dead_letters(
@@ -240,10 +162,10 @@ def list_dead_letters(
         parts = dlq_partitions(consumer, settings, log)
         if not parts:
             return []
-        marks = dlq_offsets(consumer, topic, parts, timeout_s)
+        marks = high_watermarks(consumer, topic, parts, timeout_s, error=DeadLetterUnavailableError)
         start = {p: lo for p, (lo, _hi) in marks.items()}
         end = {p: hi for p, (_lo, hi) in marks.items()}
-        for msg in read_range(consumer, topic, start, end):
+        for msg in read_range(consumer, topic, start, end, error=DeadLetterUnavailableError):
             letter = DeadLetter.from_message(msg)
             if letter.matches(reasons):
                 found.append(letter)

@@ -32,15 +32,9 @@ from typing import Any, Sequence
 from predstream.schemas.kafka_log import quiet_log
 from predstream.schemas.transport import Headers
 
-from .dlq import Delivery, HeaderList, confirm, dead_letter_producer, produce_tracked
-from .dlq_reader import (
-    REDRIVE_LIMIT,
-    DeadLetter,
-    dlq_consumer,
-    dlq_offsets,
-    dlq_partitions,
-    read_range,
-)
+from ._kafka import dead_letter_producer, high_watermarks, read_range
+from .dlq import Delivery, HeaderList, confirm, produce_tracked
+from .dlq_reader import REDRIVE_LIMIT, DeadLetter, dlq_consumer, dlq_partitions
 from .errors import DeadLetterUnavailableError
 from .settings import ConsumerSettings
 
@@ -152,7 +146,7 @@ def redrive(
         parts = dlq_partitions(consumer, settings, log)
         if not parts:
             return result
-        marks = dlq_offsets(consumer, topic, parts, timeout_s)
+        marks = high_watermarks(consumer, topic, parts, timeout_s, error=DeadLetterUnavailableError)
         start = {p: lo for p, (lo, _hi) in marks.items()}
         if not from_beginning:
             try:
@@ -161,7 +155,7 @@ def redrive(
                 raise DeadLetterUnavailableError(f"cannot read redrive progress: {exc.args[0].str()}") from None
             start.update({tp.partition: max(tp.offset, start[tp.partition]) for tp in committed if tp.offset >= 0})
         end = {p: hi for p, (_lo, hi) in marks.items()}
-        for msg in read_range(consumer, topic, start, end):
+        for msg in read_range(consumer, topic, start, end, error=DeadLetterUnavailableError):
             letter = DeadLetter.from_message(msg)
             result.seen[letter.reason] = result.seen.get(letter.reason, 0) + 1
             run.progress[letter.partition] = letter.offset + 1

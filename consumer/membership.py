@@ -39,6 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ._kafka import list_partitions
 from .settings import ConsumerSettings
 
 __all__ = ["Membership", "unwedge_group"]
@@ -131,8 +132,7 @@ def unwedge_group(settings: ConsumerSettings, consumer: Any, timeout_s: float = 
     group, topic = settings.group_id, settings.topic
     saved: list[Any] = []
     try:
-        meta = consumer.list_topics(timeout=timeout_s)  # all topics: naming one may create it
-        parts = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
+        parts = list_partitions(consumer, topic, timeout_s) or []
         saved = [tp for tp in consumer.committed([TopicPartition(topic, p) for p in parts], timeout=timeout_s)
                  if tp.offset >= 0]
     except KafkaException as exc:

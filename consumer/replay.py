@@ -31,10 +31,11 @@ from typing import Any
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
-from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
+from predstream.schemas.kafka_log import BrokerUnreachableError, cluster_metadata, quiet_log
 from predstream.schemas.transport import Headers
 
 from ._backoff import retry_while_unavailable
+from ._kafka import header_text, message_timestamp, reader_consumer
 from .errors import ConsumerError, ReplayError
 from .replay_plan import PartitionRange, format_offsets, plan_replay
 from .settings import ConsumerSettings
@@ -104,32 +105,6 @@ class ReplayStats:
         )
 
 
-# -- the replay's consumer -------------------------------------------------------------
-
-
-def _consumer(settings: ConsumerSettings, log: BrokerLog | None = None) -> Any:
-    from confluent_kafka import Consumer
-
-    conf = settings.kafka_config(
-        **{
-            "client.id": "predstream-replay",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 100,
-            **({"logger": log} if log is not None else {}),
-        }
-    )
-    # Whatever the pass-through options say: never the live group, never a commit.
-    conf.update(
-        {
-            "group.id": f"predstream-replay-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-        }
-    )
-    return Consumer(conf)
-
-
 # -- the replay ----------------------------------------------------------------------------
 
 
@@ -159,7 +134,9 @@ def run_replay(
     sink = sink or PostgresSink(settings.require_database_url(), application_name="predstream-replay")
     decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options)
     log = quiet_log()  # a broker that does not answer is one error line, not a stream of retries
-    consumer = _consumer(settings, log)
+    # whatever the pass-through options say: never the live group, never a commit
+    consumer = reader_consumer(settings, client_id="predstream-replay", log=log, pin_group=True,
+                               group_id=f"predstream-replay-{uuid.uuid4().hex[:12]}")
     try:
         try:
             cluster_metadata(consumer, settings.require_bootstrap(), log)
@@ -253,8 +230,7 @@ class _Run:
         self.stats.read += 1
         if not self.to_end and offset + 1 >= end:
             self._close(p)
-        ts_type, ts = msg.timestamp()
-        ts = ts if ts_type and ts >= 0 else None
+        ts = message_timestamp(msg)
         since = self.before.get(p)
         if since is not None:
             if ts is not None and ts < since:
@@ -262,7 +238,7 @@ class _Run:
                 return
             del self.before[p]  # from the first message at or after the time on, take all
         if self.job_id is not None:
-            header = _header(msg, Headers.JOB_ID)
+            header = header_text(msg, Headers.JOB_ID)
             if header is not None and header != self.job_id:
                 self._skip_job(header)
                 return
@@ -353,11 +329,10 @@ class _Run:
             return
         deliveries = []
         for item, reason, error in bad:
-            ts_type, ts = item.timestamp()
             deliveries.append(self.dead_letters.send(
                 key=item.key(), value=item.value(), headers=item.headers(), reason=reason, error=error,
                 topic=item.topic(), partition=item.partition(), offset=item.offset(),
-                timestamp_ms=ts if ts_type and ts >= 0 else None))
+                timestamp_ms=message_timestamp(item)))
         try:
             self.dead_letters.flush(deliveries)
         except ConsumerError as exc:
@@ -383,10 +358,3 @@ class _Run:
     def _stalled(self) -> str:
         where = ", ".join(f"partition {p} at {self.position[p]} of {self.end[p]}" for p in sorted(self.open))
         return f"no message from {self.topic} for {self.stall_timeout_s:.0f} s ({where}); {self._resume_hint()}"
-
-
-def _header(msg: Any, name: str) -> str | None:
-    for key, value in msg.headers() or ():
-        if key == name and value is not None:
-            return value.decode("utf-8", "replace")
-    return None

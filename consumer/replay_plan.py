@@ -2,15 +2,15 @@
 
 :func:`plan_replay` turns a start point (the beginning, a time, or explicit offsets) into one
 :class:`PartitionRange` per partition, ``[start, end)``, the end being the high watermark
-when the replay starts (:func:`high_watermarks`). :func:`parse_offsets` and
+when the replay starts (:func:`~predstream.consumer._kafka.high_watermarks`). :func:`parse_offsets` and
 :func:`parse_timestamp` read the CLI's ``--from-offsets`` and ``--from-timestamp``;
 :func:`format_offsets` writes offsets back in that form (a replay's resume hint).
 
 Broker quirks handled here (measured on tansu 0.6, harmless on Apache Kafka):
 
 * an uncached ``get_watermark_offsets`` under-reports the high watermark (it answers the
-  base offset of the last record batch + 1). The end of each partition is the larger of
-  that answer and the high watermark of a fetch response (a short fetch from just below it);
+  base offset of the last record batch + 1): the ends come from
+  :func:`~predstream.consumer._kafka.high_watermarks`, which checks them with a fetch;
 * ``offsets_for_times`` answers at record-batch granularity, and 0 instead of -1 when no
   record is at or after the time. So the answer is taken as a lower bound: the replay reads
   from there, skipping messages older than the time until the first one at or after it
@@ -20,12 +20,12 @@ Broker quirks handled here (measured on tansu 0.6, harmless on Apache Kafka):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from ._kafka import high_watermarks, list_partitions
 from .errors import ReplayError
 
 __all__ = [
@@ -34,7 +34,6 @@ __all__ = [
     "parse_offsets",
     "parse_timestamp",
     "format_offsets",
-    "high_watermarks",
 ]
 
 _log = logging.getLogger(__name__)
@@ -95,52 +94,12 @@ def _partitions(consumer: Any, topic: str, timeout_s: float) -> list[int]:
     from confluent_kafka import KafkaException
 
     try:
-        # all topics, not this one: some brokers create a topic a client asks about
-        meta = consumer.list_topics(timeout=timeout_s)
+        partitions = list_partitions(consumer, topic, timeout_s)
     except KafkaException as exc:
         raise ReplayError(f"cannot read topic metadata: {exc.args[0].str()}; is the broker reachable?") from None
-    info = meta.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
+    if not partitions:
         raise ReplayError(f"topic {topic!r} does not exist on the broker: check PREDSTREAM_TOPIC / --topic")
-    return sorted(info.partitions)
-
-
-def _watermarks(consumer: Any, topic: str, partitions: list[int], timeout_s: float) -> dict[int, tuple[int, int]]:
-    """``{partition: (low, high)}``: uncached answers, the high one checked by a fetch."""
-    from confluent_kafka import KafkaException, TopicPartition
-
-    uncached: dict[int, tuple[int, int]] = {}
-    for p in partitions:
-        try:
-            uncached[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
-        except KafkaException as exc:
-            raise ReplayError(f"cannot read the offsets of {topic} partition {p}: {exc.args[0].str()}") from None
-    # A fetch response carries the true high watermark: fetch from just below the answer.
-    consumer.assign([TopicPartition(topic, p, max(lo, hi - 1)) for p, (lo, hi) in uncached.items()])
-    out: dict[int, tuple[int, int]] = {}
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < len(partitions):
-            if time.monotonic() > deadline:
-                missing = sorted(set(partitions) - set(out))
-                raise ReplayError(f"no fetch answer for {topic} partition(s) {missing} within {timeout_s:.0f} s")
-            consumer.poll(0.05)  # messages are dropped; the real reading starts after assign()
-            for p in partitions:
-                if p in out:
-                    continue
-                lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-                if hi >= 0:
-                    out[p] = (max(lo, uncached[p][0]) if lo >= 0 else uncached[p][0], max(hi, uncached[p][1]))
-    finally:
-        consumer.unassign()
-    return out
-
-
-def high_watermarks(consumer: Any, topic: str, partitions: list[int], timeout_s: float = 30.0) -> dict[int, tuple[int, int]]:
-    """``{partition: (low, high)}`` of ``topic`` now, the high ones true even where an
-    uncached answer under-reports (see the module docstring). Leaves ``consumer`` unassigned;
-    raises :class:`ReplayError`."""
-    return _watermarks(consumer, topic, partitions, timeout_s)
+    return partitions
 
 
 def plan_replay(
@@ -163,7 +122,7 @@ def plan_replay(
         if unknown:
             raise ReplayError(f"{topic} has partitions {partitions[0]}..{partitions[-1]}; no partition {unknown[0]}")
         partitions = sorted(from_offsets)
-    marks = _watermarks(consumer, topic, partitions, timeout_s)
+    marks = high_watermarks(consumer, topic, partitions, timeout_s, error=ReplayError)
     since_ms: int | None = None
     if from_timestamp is not None:
         since_ms = int(from_timestamp.timestamp() * 1000)

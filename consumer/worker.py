@@ -44,6 +44,7 @@ from predstream.schemas.codec import Decoder
 from predstream.schemas.kafka_log import BROKER_LOG
 
 from ._backoff import RETRIABLE, Outage, what_is_down
+from ._kafka import consumer_config, describe_partitions, heartbeat_ms
 from .batch import Entry, account_batch, commit_offsets, decode_entries, mark_rejected, send_dead_letters
 from .dlq import DeadLetterWriter
 from .errors import DatabaseUnavailableError, WorkerError
@@ -52,7 +53,7 @@ from .metrics import ConsumerMetrics
 from .settings import ConsumerSettings
 from .sink import PostgresSink, WriteResult
 
-__all__ = ["Worker", "consumer_config"]
+__all__ = ["Worker"]
 
 _log = logging.getLogger(__name__)
 
@@ -63,36 +64,6 @@ _LAG_EVERY_S = 2.0
 _MAX_POLL_WAIT_S = 0.5
 #: On stop, wait at most this long for a group join in progress to finish before leaving.
 _SETTLE_JOIN_S = 10.0
-
-
-def _heartbeat_ms(settings: ConsumerSettings) -> int:
-    return max(100, min(500, settings.session_timeout_ms // 3))
-
-
-def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-consumer") -> dict[str, Any]:
-    """librdkafka settings of a worker's consumer (``settings.kafka_options`` win)."""
-    session = settings.session_timeout_ms
-    return settings.kafka_config(
-        **{
-            "group.id": settings.group_id,
-            "client.id": client_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": session,
-            "heartbeat.interval.ms": _heartbeat_ms(settings),
-            "partition.assignment.strategy": "range",
-            # how long the broker may hold a fetch with no new data: Apache Kafka answers as
-            # soon as data arrive, but some brokers (tansu) hold it for the whole wait
-            "fetch.wait.max.ms": 100,
-            # broker states every few seconds: ends a broker outage's log (schemas.kafka_log)
-            "statistics.interval.ms": 5000,
-            # a topic created after the worker subscribed (or new partitions) is seen within
-            # 5 s, not librdkafka's 5 min: the worker would sit in its group without partitions
-            "topic.metadata.refresh.interval.ms": 5000,
-            "stats_cb": BROKER_LOG.on_stats,
-        }
-    )
 
 
 class Worker:
@@ -390,7 +361,7 @@ class Worker:
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         took = self._membership.joined(len(partitions))
-        _log.info("assigned %s", _describe(partitions), extra={"worker": self.name})
+        _log.info("assigned %s", describe_partitions(partitions), extra={"worker": self.name})
         if took > self.settings.join_timeout_s:
             _log.warning("worker %s is in group %s again after %.0f s without partitions", self.name,
                          self.settings.group_id, took, extra={"worker": self.name})
@@ -404,13 +375,13 @@ class Worker:
                 self._try_flush()
         self._drop(gone, "revoked")
         self.metrics.forget_partitions(partitions)
-        _log.info("revoked %s", _describe(partitions), extra={"worker": self.name})
+        _log.info("revoked %s", describe_partitions(partitions), extra={"worker": self.name})
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
         self._membership.joining()
         self._drop({(tp.topic, tp.partition) for tp in partitions}, "lost")
         self.metrics.forget_partitions(partitions)
-        _log.warning("lost %s (session timed out?)", _describe(partitions), extra={"worker": self.name})
+        _log.warning("lost %s (session timed out?)", describe_partitions(partitions), extra={"worker": self.name})
 
     def _drop(self, gone: set[tuple[str, int]], why: str) -> None:
         keep = [e for e in self._buffer if (e.coords[0], e.coords[1]) not in gone]
@@ -452,7 +423,7 @@ class Worker:
         """
         if not self._own_consumer or self._consumer is None or BROKER_LOG.outage() is not None:
             return
-        window = (2 + 4 * self.index) * _heartbeat_ms(self.settings) / 1000
+        window = (2 + 4 * self.index) * heartbeat_ms(self.settings) / 1000
         limit = min(_SETTLE_JOIN_S * (1 + self.index) + window, self.settings.shutdown_timeout_s)
         self._membership.settle(self._consumer, window, limit, self.name)
 
@@ -476,10 +447,3 @@ class Worker:
             value("predstream_rows_upserted_total", {"result": "updated"}) or 0,
             value("predstream_duplicates_skipped_total") or 0, extra={"worker": self.name},
         )
-
-
-def _describe(partitions: list[Any]) -> str:
-    if not partitions:
-        return "no partitions"
-    topic = partitions[0].topic
-    return f"{topic} [{', '.join(str(tp.partition) for tp in sorted(partitions, key=lambda t: t.partition))}]"

@@ -42,8 +42,8 @@ SASL_SSL = {
 
 
 def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(monkeypatch, tmp_path):
-    from predstream.consumer.dlq import dead_letter_producer
-    from predstream.consumer.worker import consumer_config
+    from predstream.consumer._kafka import dead_letter_producer
+    from predstream.consumer import consumer_config
     from predstream.producer._kafka import producer_config
     from predstream.producer.settings import ProducerSettings
 
