@@ -8,8 +8,9 @@
   client merely asks about.
 * Reading to the end: the true end offsets (:func:`high_watermarks`) and the messages up to
   them (:func:`read_range`).
-* A message's timestamp (:func:`message_timestamp`), a header as text (:func:`header_text`),
-  partitions for a log line (:func:`describe_partitions`).
+* A message's timestamp (:func:`message_timestamp`), headers (:func:`message_headers`,
+  :func:`header_text`) and place (:func:`coordinates`), partitions for a log line
+  (:func:`describe_partitions`).
 
 Settings the user passes through (``PREDSTREAM_KAFKA_OPTIONS``, ``-X``) win over the
 defaults here, except where a reader must never commit into someone's group.
@@ -17,8 +18,9 @@ defaults here, except where a reader must never commit into someone's group.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.kafka_log import BROKER_LOG, BrokerLog
@@ -28,6 +30,7 @@ from .settings import ConsumerSettings
 
 if TYPE_CHECKING:  # confluent_kafka is imported when a client is made (importing the package stays quick)
     from confluent_kafka import Consumer, Message, Producer, TopicPartition
+    from confluent_kafka.admin._metadata import ClusterMetadata
 
 __all__ = [
     "heartbeat_ms",
@@ -39,9 +42,15 @@ __all__ = [
     "high_watermarks",
     "read_range",
     "message_timestamp",
+    "message_headers",
+    "coordinates",
     "header_text",
+    "pause_assigned",
+    "resume_assigned",
     "describe_partitions",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: Seconds without a message from a partition not yet read to its end before a read gives up.
 _STALL_S = 30.0
@@ -132,7 +141,7 @@ def list_partitions(client: Consumer, topic: str, timeout_s: float) -> list[int]
     return topic_partitions(client.list_topics(timeout=timeout_s), topic)
 
 
-def topic_partitions(metadata: Any, topic: str) -> list[int] | None:
+def topic_partitions(metadata: ClusterMetadata, topic: str) -> list[int] | None:
     """The partition ids of ``topic`` in a metadata answer about all topics (``list_topics()``
     without a topic: naming one may create it); ``None`` when the topic does not exist."""
     info = metadata.topics.get(topic)
@@ -213,12 +222,12 @@ def read_range(consumer: Consumer, topic: str, start: dict[int, int], end: dict[
         if err is not None:
             if err.code() == KafkaError._PARTITION_EOF:
                 if msg.partition() in open_parts:
-                    _close(_partition(msg))
+                    _close(coordinates(msg)[1])
                 continue
             if err.fatal() or not err.retriable():
                 raise error(f"reading {topic} failed: {err.str()}")
             continue
-        p, offset = _partition(msg), _offset(msg)
+        _topic, p, offset = coordinates(msg)
         if p not in open_parts:
             continue
         if offset >= end[p]:
@@ -238,12 +247,48 @@ def message_timestamp(msg: Message) -> int | None:
     return ts if ts_type and ts >= 0 else None
 
 
+def message_headers(msg: Message) -> list[tuple[str, bytes | None]]:
+    """The message's headers as (name, bytes) pairs (a consumed message's own form; the
+    text values a message made locally may hold are encoded as UTF-8)."""
+    headers = msg.headers()
+    pairs: Iterable[tuple[str, str | bytes | None]] = headers.items() if isinstance(headers, dict) else headers or ()
+    return [(k, v.encode("utf-8") if isinstance(v, str) else v) for k, v in pairs]
+
+
 def header_text(msg: Message, name: str) -> str | None:
     """The first header ``name`` of the message as text (undecodable bytes replaced)."""
-    for key, value in msg.headers() or ():
+    for key, value in message_headers(msg):
         if key == name and value is not None:
-            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            return value.decode("utf-8", "replace")
     return None
+
+
+def coordinates(msg: Message) -> tuple[str, int, int]:
+    """(topic, partition, offset) of a consumed message (only a message made locally lacks them)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None, "a consumed message"
+    return topic, partition, offset
+
+
+def pause_assigned(consumer: Consumer) -> None:
+    """Pause every partition assigned now (polling goes on: the consumer stays in its group).
+    A failure mid-rebalance is left to the next call."""
+    try:
+        assigned = consumer.assignment()
+        if assigned:
+            consumer.pause(assigned)
+    except Exception:
+        _log.debug("pause failed", exc_info=True)
+
+
+def resume_assigned(consumer: Consumer) -> None:
+    """Resume every partition assigned now."""
+    try:
+        assigned = consumer.assignment()
+        if assigned:
+            consumer.resume(assigned)
+    except Exception:
+        _log.debug("resume failed", exc_info=True)
 
 
 def describe_partitions(partitions: list[TopicPartition]) -> str:
@@ -252,16 +297,3 @@ def describe_partitions(partitions: list[TopicPartition]) -> str:
         return "no partitions"
     topic = partitions[0].topic
     return f"{topic} [{', '.join(str(tp.partition) for tp in sorted(partitions, key=lambda t: t.partition))}]"
-
-
-def _partition(msg: Message) -> int:
-    """A consumed message's partition (only produced messages may lack one)."""
-    partition = msg.partition()
-    assert partition is not None
-    return partition
-
-
-def _offset(msg: Message) -> int:
-    offset = msg.offset()
-    assert offset is not None
-    return offset

@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import DecodeError, InvalidEventError
 
-from ._kafka import message_timestamp
+from ._kafka import message_headers, message_timestamp
 from .dlq import DeadLetterWriter, Delivery
 from .metrics import ConsumerMetrics
 from .sink import IngestRecord, WriteResult
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message
 
 __all__ = ["Entry", "decode_entries", "mark_rejected", "send_dead_letters", "commit_offsets", "account_batch"]
 
@@ -30,7 +33,7 @@ _log = logging.getLogger(__name__)
 class Entry:
     """One polled message on its way through the batch."""
 
-    msg: Any
+    msg: Message
     #: (topic, partition, offset) of the message
     coords: tuple[str, int, int]
     record: IngestRecord | None = None
@@ -57,7 +60,7 @@ def decode_entries(entries: list[Entry], decoder: Decoder) -> None:
 def mark_rejected(written: list[Entry], result: WriteResult) -> None:
     """Rows the database refused become dead letters (``written``: the entries given to the sink)."""
     if result.rejected:
-        by_coords = {e.coords: e for e in written}
+        by_coords: dict[tuple[str | None, int | None, int | None], Entry] = {e.coords: e for e in written}
         for rec, rejection in result.rejected:
             by_coords[(rec.topic, rec.partition, rec.offset)].problem = (rejection.reason, rejection.message)
 
@@ -74,7 +77,7 @@ def send_dead_letters(entries: list[Entry], dead_letters: DeadLetterWriter) -> N
             msg = e.msg
             reason, error = e.problem or ("", "")
             e.delivery = dead_letters.send(
-                key=msg.key(), value=msg.value(), headers=msg.headers(), reason=reason, error=error,
+                key=msg.key(), value=msg.value(), headers=message_headers(msg), reason=reason, error=error,
                 topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
                 timestamp_ms=message_timestamp(msg),
             )
@@ -82,7 +85,7 @@ def send_dead_letters(entries: list[Entry], dead_letters: DeadLetterWriter) -> N
     dead_letters.flush(deliveries)
 
 
-def commit_offsets(consumer: Any, entries: list[Entry], metrics: ConsumerMetrics, worker: str) -> None:
+def commit_offsets(consumer: Consumer, entries: list[Entry], metrics: ConsumerMetrics, worker: str) -> None:
     """Commit, synchronously, the offset after the last entry of each partition. A failed
     commit is a warning: the next owner re-delivers those events, the upsert absorbs them."""
     from confluent_kafka import KafkaException, TopicPartition

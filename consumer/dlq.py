@@ -21,13 +21,16 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from predstream.schemas.transport import Headers
 
 from ._kafka import dead_letter_producer
 from .errors import DeadLetterUnavailableError
 from .settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka import KafkaError, Message, Producer
 
 __all__ = [
     "REASONS",
@@ -104,7 +107,7 @@ class DeadLetterWriter:
     write a dead letter twice, never zero times.
     """
 
-    def __init__(self, settings: ConsumerSettings, *, producer: Any = None) -> None:
+    def __init__(self, settings: ConsumerSettings, *, producer: Producer | None = None) -> None:
         self.topic = settings.dlq_topic
         self._producer = producer or dead_letter_producer(settings, "predstream-dlq")
 
@@ -160,14 +163,15 @@ class DeadLetterWriter:
         self._producer.flush(timeout_s)
 
 
-def produce_tracked(producer: Any, topic: str, key: bytes | None, value: bytes | None, headers: HeaderList,
+def produce_tracked(producer: Producer, topic: str, key: bytes | None, value: bytes | None, headers: HeaderList,
                     delivery: Delivery) -> None:
     """Produce one message whose fate ``delivery`` records; waits (at most 10 s) while the
     producer's local queue is full."""
     deadline = time.monotonic() + 10.0
     while True:
         try:
-            producer.produce(topic, value=value, key=key, headers=headers, on_delivery=_settle(delivery))
+            sent: list[tuple[str, str | bytes | None]] = [*headers]  # the client's type for headers
+            producer.produce(topic, value=value, key=key, headers=sent, on_delivery=_settle(delivery))
             return
         except BufferError:  # local queue full: let deliveries drain, then try again
             if time.monotonic() > deadline:
@@ -177,7 +181,7 @@ def produce_tracked(producer: Any, topic: str, key: bytes | None, value: bytes |
             producer.poll(0.1)
 
 
-def confirm(producer: Any, deliveries: Sequence[Delivery], timeout_s: float, what: str) -> None:
+def confirm(producer: Producer, deliveries: Sequence[Delivery], timeout_s: float, what: str) -> None:
     """Wait until the broker confirmed every delivery; raise
     :class:`DeadLetterUnavailableError` when one failed or is still pending."""
     deadline = time.monotonic() + timeout_s
@@ -195,8 +199,8 @@ def confirm(producer: Any, deliveries: Sequence[Delivery], timeout_s: float, wha
         )
 
 
-def _settle(delivery: Delivery) -> Callable[[Any, Any], None]:
-    def _done(err: Any, _msg: Any) -> None:
+def _settle(delivery: Delivery) -> Callable[[KafkaError | None, Message], None]:
+    def _done(err: KafkaError | None, _msg: Message) -> None:
         if err is None:
             delivery.state = "done"
         else:

@@ -20,13 +20,21 @@ from typing import TYPE_CHECKING, Any
 from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
 from predstream.schemas.transport import Headers
 
-from ._kafka import high_watermarks, message_timestamp, read_range, reader_consumer, topic_partitions
+from ._kafka import (
+    coordinates,
+    high_watermarks,
+    message_headers,
+    message_timestamp,
+    read_range,
+    reader_consumer,
+    topic_partitions,
+)
 from .dlq import DLQ_HEADERS, HeaderList
 from .errors import DeadLetterUnavailableError
 from .settings import ConsumerSettings
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer
+    from confluent_kafka import Consumer, Message
 
 __all__ = ["REDRIVE_LIMIT", "DeadLetter", "list_dead_letters", "dlq_partitions", "dlq_consumer"]
 
@@ -77,12 +85,12 @@ class DeadLetter:
         }
 
     @classmethod
-    def from_message(cls, msg: Any) -> "DeadLetter":
-        raw = msg.headers() or []
+    def from_message(cls, msg: Message) -> DeadLetter:
+        raw = message_headers(msg)
         hdr = {k: (v or b"").decode("utf-8", "replace") for k, v in raw}
         return cls(
-            partition=msg.partition(),
-            offset=msg.offset(),
+            partition=coordinates(msg)[1],
+            offset=coordinates(msg)[2],
             timestamp_ms=message_timestamp(msg),
             reason=hdr.get(Headers.DLQ_REASON, "unknown"),
             error=hdr.get(Headers.DLQ_ERROR, ""),

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from predstream.schemas.kafka_log import quiet_log
 from predstream.schemas.transport import Headers
@@ -37,6 +38,9 @@ from .dlq import Delivery, HeaderList, confirm, produce_tracked
 from .dlq_reader import REDRIVE_LIMIT, DeadLetter, dlq_consumer, dlq_partitions
 from .errors import DeadLetterUnavailableError
 from .settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Producer
 
 __all__ = ["RedriveResult", "redrive", "redrive_group"]
 
@@ -84,7 +88,8 @@ def _with_count(headers: HeaderList, count: int) -> HeaderList:
 class _Run:
     """One redrive's progress: what is sent, what is confirmed, what is committed."""
 
-    def __init__(self, settings: ConsumerSettings, consumer: Any, producer: Any, timeout_s: float) -> None:
+    def __init__(self, settings: ConsumerSettings, consumer: Consumer, producer: Producer | None,
+                 timeout_s: float) -> None:
         self.settings, self.consumer, self.producer, self.timeout_s = settings, consumer, producer, timeout_s
         self.pending: list[Delivery] = []
         self.progress: dict[int, int] = {}  # partition -> offset after the last dead letter handled

@@ -38,7 +38,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.event import PredictionEvent
@@ -46,6 +46,10 @@ from predstream.schemas.event import PredictionEvent
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError
 from .settings import ConsumerSettings, redact_url
+
+if TYPE_CHECKING:
+    from psycopg import Connection, Cursor
+    from psycopg.rows import TupleRow
 
 __all__ = ["Duplicate", "RowProblem", "IdentifyReport", "identify_legacy_rows", "LegacyRowMatcher"]
 
@@ -74,7 +78,7 @@ class RowProblem:
     """Row ``id`` was left as it is: ``reason`` a short code, ``message`` one line."""
 
     id: int
-    job_id: str
+    job_id: str | None
     step: Any
     sample_index: Any
     reason: str
@@ -142,11 +146,11 @@ def identify_legacy_rows(
     try:
         with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
             _require_schema(conn)
-            report.upper_id = conn.execute("SELECT coalesce(max(id), 0) FROM training_predictions").fetchone()[0]
-            report.to_examine = conn.execute(
+            report.upper_id = _one(conn.execute("SELECT coalesce(max(id), 0) FROM training_predictions"))
+            report.to_examine = _one(conn.execute(
                 "SELECT count(*) FROM training_predictions WHERE event_id IS NULL AND id <= %(upper)s" + job_clause,
                 {"upper": report.upper_id, "jobs": job_list},
-            ).fetchone()[0]
+            ))
             select = ("SELECT * FROM training_predictions WHERE event_id IS NULL AND id > %(last)s AND id <= %(upper)s"
                       + job_clause + " ORDER BY id LIMIT %(limit)s FOR UPDATE")
             while True:
@@ -159,17 +163,17 @@ def identify_legacy_rows(
                     progress(report)
             if report.duplicates:  # a later batch may have moved an identity to a newer copy
                 report.duplicates = _current_keepers(conn, report.duplicates)
-            report.left_for_next_run = conn.execute(
+            report.left_for_next_run = _one(conn.execute(
                 "SELECT count(*) FROM training_predictions WHERE event_id IS NULL AND id > %(upper)s" + job_clause,
                 {"upper": report.upper_id, "jobs": job_list},
-            ).fetchone()[0]
+            ))
     except psycopg.OperationalError as exc:
         raise IdentifyError(f"database unavailable ({_first_line(exc)}); running identify again resumes where it stopped") from None
     report.seconds = time.monotonic() - started
     return report
 
 
-def _batch(conn: Any, select: str, params: Mapping[str, Any], report: IdentifyReport) -> int:
+def _batch(conn: Connection[TupleRow], select: str, params: Mapping[str, Any], report: IdentifyReport) -> int:
     from psycopg.rows import dict_row
 
     with conn.transaction():
@@ -189,8 +193,8 @@ def _batch(conn: Any, select: str, params: Mapping[str, Any], report: IdentifyRe
     return len(rows)
 
 
-def _current_keepers(conn: Any, duplicates: list[Duplicate]) -> list[Duplicate]:
-    holders = dict(conn.execute(
+def _current_keepers(conn: Connection[TupleRow], duplicates: list[Duplicate]) -> list[Duplicate]:
+    holders: dict[str, int] = dict(conn.execute(
         "SELECT event_id, id FROM training_predictions WHERE event_id = ANY(%s)",
         (sorted({d.event_id for d in duplicates}),),
     ).fetchall())
@@ -210,7 +214,7 @@ class LegacyRowMatcher:
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
-        self._conn: Any = None
+        self._conn: Connection[TupleRow] | None = None
         self.identified = 0
 
     def identify(self, events: Iterable[PredictionEvent]) -> int:
@@ -239,6 +243,7 @@ class LegacyRowMatcher:
         from psycopg.rows import dict_row
 
         conn = self._conn
+        assert conn is not None, "connected in identify()"
         with conn.transaction():
             _begin(conn)
             rows = conn.cursor(row_factory=dict_row).execute(
@@ -263,7 +268,7 @@ class LegacyRowMatcher:
 # -- shared by both ----------------------------------------------------------------------------
 
 
-def _require_schema(conn: Any) -> None:
+def _require_schema(conn: Connection[TupleRow]) -> None:
     found = conn.execute(
         "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass('training_predictions')", (_CONSTRAINT,)
     ).fetchone()
@@ -272,7 +277,7 @@ def _require_schema(conn: Any) -> None:
                             "run `predstream migrate` first")
 
 
-def _begin(conn: Any) -> None:
+def _begin(conn: Connection[TupleRow]) -> None:
     conn.execute("SET LOCAL lock_timeout = '2s'")
     conn.execute("SET LOCAL statement_timeout = '120s'")
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -294,7 +299,7 @@ def _rank(when: Any, row_id: int) -> tuple[Any, int]:
     return when, row_id
 
 
-def _apply(conn: Any, computed: list[tuple[Mapping[str, Any], PredictionEvent]]) -> tuple[int, list[Duplicate]]:
+def _apply(conn: Connection[TupleRow], computed: list[tuple[Mapping[str, Any], PredictionEvent]]) -> tuple[int, list[Duplicate]]:
     """Store the identities of ``computed`` (rows locked by the caller's transaction)."""
     newest: dict[str, tuple[Mapping[str, Any], PredictionEvent]] = {}
     losers: list[tuple[Mapping[str, Any], PredictionEvent]] = []
@@ -360,6 +365,13 @@ def _with_retries(action: Callable[[], int]) -> int:
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+def _one(cur: Cursor[TupleRow]) -> Any:
+    """The value of a query that returns one row of one column (an aggregate)."""
+    row = cur.fetchone()
+    assert row is not None, "an aggregate returns one row"
+    return row[0]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -37,10 +37,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._kafka import list_partitions
 from .settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["Membership", "unwedge_group"]
 
@@ -85,7 +88,7 @@ class Membership:
         """Joining for longer than ``join_timeout_s``."""
         return self.joining_for(now) > self.join_timeout_s
 
-    def settle(self, consumer: Any, window_s: float, limit_s: float, worker: str) -> None:
+    def settle(self, consumer: Consumer, window_s: float, limit_s: float, worker: str) -> None:
         """Before leaving the group: finish a join in progress, for at most ``limit_s``.
 
         A member that leaves a forming generation while it is its leader wedges the group on
@@ -120,7 +123,7 @@ class Membership:
         return {"group": "joining", "joining_s": round(self.joining_for(), 1)}
 
 
-def unwedge_group(settings: ConsumerSettings, consumer: Any, timeout_s: float = 10.0) -> str:
+def unwedge_group(settings: ConsumerSettings, consumer: Consumer, timeout_s: float = 10.0) -> str:
     """Leave the group (closes ``consumer``), delete it and commit its offsets back.
 
     Returns one line saying what was done. Never raises for broker trouble: the worker
@@ -130,7 +133,7 @@ def unwedge_group(settings: ConsumerSettings, consumer: Any, timeout_s: float = 
     from confluent_kafka.admin import AdminClient
 
     group, topic = settings.group_id, settings.topic
-    saved: list[Any] = []
+    saved: list[TopicPartition] = []
     try:
         parts = list_partitions(consumer, topic, timeout_s) or []
         saved = [tp for tp in consumer.committed([TopicPartition(topic, p) for p in parts], timeout=timeout_s)
@@ -162,7 +165,7 @@ def unwedge_group(settings: ConsumerSettings, consumer: Any, timeout_s: float = 
     return f"left, deleted the group, committed its offsets back ({len(saved)} partition(s)) and rejoined"
 
 
-def _close(consumer: Any) -> None:
+def _close(consumer: Consumer) -> None:
     try:
         consumer.close()
     except Exception as exc:  # a consumer that lost its broker

@@ -34,7 +34,7 @@ import os
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from predstream.schemas.event import MAX_MESSAGES, MAX_TEXT_CHARS
 from predstream.schemas.prediction_set import prediction_set_document, prediction_set_id
@@ -42,6 +42,10 @@ from predstream.schemas.prompt_id import compute_prompt_id
 
 from .errors import PredictionSetError
 from .settings import ConsumerSettings, redact_url
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 __all__ = [
     "PredictionSetError",
@@ -155,8 +159,9 @@ def create_set(
     _check_name(name)
     _check_items(items)
     set_id = set_id_for(items)
+    import psycopg
+
     database_url = settings.require_database_url()
-    psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             with conn.transaction():
@@ -191,7 +196,7 @@ def create_set(
     return stored, True
 
 
-def _existing(conn: Any, name: str, set_id: str) -> StoredSet:
+def _existing(conn: Connection[TupleRow], name: str, set_id: str) -> StoredSet:
     """Decide what an ``ON CONFLICT DO NOTHING`` met: the same set, or a clash."""
     heads = conn.execute(
         "SELECT " + ", ".join(_HEAD_COLUMNS) + " FROM prediction_sets WHERE name = %s OR set_id = %s",
@@ -215,8 +220,9 @@ def _existing(conn: Any, name: str, set_id: str) -> StoredSet:
 def delete_set(settings: ConsumerSettings, name_or_id: str) -> bool:
     """Delete a set and its items; ``False`` when there was none. Predictions keep their
     ``set_id``: they stay readable, the set is only no longer available to new runs."""
+    import psycopg
+
     database_url = settings.require_database_url()
-    psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             cur = conn.execute(
@@ -234,8 +240,9 @@ def delete_set(settings: ConsumerSettings, name_or_id: str) -> bool:
 
 def list_sets(settings: ConsumerSettings) -> list[StoredSet]:
     """Every set's head (no items), by name."""
+    import psycopg
+
     database_url = settings.require_database_url()
-    psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             rows = conn.execute(
@@ -248,8 +255,9 @@ def list_sets(settings: ConsumerSettings) -> list[StoredSet]:
 
 def get_set(settings: ConsumerSettings, name_or_id: str) -> StoredSet:
     """A set with its items, by name or ``set_id`` (an exact ``set_id`` match wins)."""
+    import psycopg
+
     database_url = settings.require_database_url()
-    psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             head = conn.execute(
@@ -345,12 +353,6 @@ def _check_items(items: Sequence[SetItem]) -> None:
         expected = compute_prompt_id(it.messages_list(), it.prompt)
         if it.prompt_id != expected:
             raise PredictionSetError(f"{where}: prompt_id {it.prompt_id} does not match its prompt (expected {expected})")
-
-
-def _psycopg() -> Any:
-    import psycopg
-
-    return psycopg
 
 
 def _db_error(exc: BaseException, what: str, database_url: str) -> PredictionSetError:

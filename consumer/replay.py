@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
@@ -35,11 +35,15 @@ from predstream.schemas.kafka_log import BrokerUnreachableError, cluster_metadat
 from predstream.schemas.transport import Headers
 
 from ._backoff import retry_while_unavailable
-from ._kafka import header_text, message_timestamp, reader_consumer
+from ._kafka import coordinates, header_text, message_headers, message_timestamp, reader_consumer
+from .dlq import DeadLetterWriter
 from .errors import ConsumerError, ReplayError
 from .replay_plan import PartitionRange, format_offsets, plan_replay
 from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, WriteResult
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message
 
 __all__ = ["ReplayError", "ReplayStats", "run_replay"]
 
@@ -115,7 +119,7 @@ def run_replay(
     from_offsets: Mapping[int, int] | None = None,
     to_end: bool = False,
     job_id: str | None = None,
-    dead_letters: Any = None,
+    dead_letters: DeadLetterWriter | None = None,
     sink: PostgresSink | None = None,
     progress: ProgressFn | None = None,
     stall_timeout_s: float = 60.0,
@@ -162,9 +166,10 @@ def run_replay(
 class _Run:
     """One replay's loop state."""
 
-    def __init__(self, settings: ConsumerSettings, consumer: Any, sink: PostgresSink, decoder: Decoder,
+    def __init__(self, settings: ConsumerSettings, consumer: Consumer, sink: PostgresSink, decoder: Decoder,
                  ranges: list[PartitionRange], since_ms: int | None, to_end: bool, job_id: str | None,
-                 batch_size: int, dead_letters: Any, progress: ProgressFn | None, stall_timeout_s: float) -> None:
+                 batch_size: int, dead_letters: DeadLetterWriter | None, progress: ProgressFn | None,
+                 stall_timeout_s: float) -> None:
         self.topic = settings.topic
         self.consumer, self.sink, self.decoder = consumer, sink, decoder
         self.to_end, self.job_id, self.batch_size = to_end, job_id, batch_size
@@ -177,8 +182,8 @@ class _Run:
         self.before = {r.partition: since_ms for r in ranges} if since_ms is not None else {}
         self.open = {r.partition for r in ranges if to_end or r.size > 0}
         self.batch: list[IngestRecord] = []
-        self.bad: list[tuple[Any, str, str]] = []  # (message, reason, error) to dead-letter
-        self.originals: dict[tuple[int, int], Any] = {}
+        self.bad: list[tuple[Message, str, str]] = []  # (message, reason, error) to dead-letter
+        self.originals: dict[tuple[int | None, int | None], Message] = {}  # by (partition, offset)
         self.warned = 0
         self.last_progress = 0.0
 
@@ -202,7 +207,9 @@ class _Run:
             err = msg.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    self._eof(msg.partition(), msg.offset())
+                    p, offset = msg.partition(), msg.offset()
+                    if p is not None and offset is not None:
+                        self._eof(p, offset)
                     continue
                 if err.fatal() or not err.retriable():
                     self._flush()
@@ -216,8 +223,8 @@ class _Run:
         self._flush()
         self._report(force=True)
 
-    def _handle(self, msg: Any) -> None:
-        p, offset = msg.partition(), msg.offset()
+    def _handle(self, msg: Message) -> None:
+        topic, p, offset = coordinates(msg)
         if p not in self.open:
             return  # fetched before the partition was closed
         end = self.end[p]
@@ -253,7 +260,7 @@ class _Run:
         if self.job_id is not None and event.job_id != self.job_id:
             self._skip_job(event.job_id)
             return
-        self.batch.append(IngestRecord(event, msg.topic(), p, offset, ts))
+        self.batch.append(IngestRecord(event, topic, p, offset, ts))
         if self.dead_letters is not None:  # the original bytes, should the database refuse it
             self.originals[(p, offset)] = msg
 
@@ -263,7 +270,7 @@ class _Run:
         if job_id in others or len(others) < 100:
             others[job_id] = others.get(job_id, 0) + 1
 
-    def _invalid(self, msg: Any, reason: str, error: str) -> None:
+    def _invalid(self, msg: Message, reason: str, error: str) -> None:
         self.stats.invalid += 1
         self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
         level = logging.WARNING if self.warned < _MAX_WARNINGS else logging.DEBUG
@@ -330,7 +337,7 @@ class _Run:
         deliveries = []
         for item, reason, error in bad:
             deliveries.append(self.dead_letters.send(
-                key=item.key(), value=item.value(), headers=item.headers(), reason=reason, error=error,
+                key=item.key(), value=item.value(), headers=message_headers(item), reason=reason, error=error,
                 topic=item.topic(), partition=item.partition(), offset=item.offset(),
                 timestamp_ms=message_timestamp(item)))
         try:

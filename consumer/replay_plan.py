@@ -23,10 +23,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._kafka import high_watermarks, list_partitions
 from .errors import ReplayError
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = [
     "PartitionRange",
@@ -90,7 +93,7 @@ def parse_timestamp(text: str) -> datetime:
 # -- the broker side ---------------------------------------------------------------------
 
 
-def _partitions(consumer: Any, topic: str, timeout_s: float) -> list[int]:
+def _partitions(consumer: Consumer, topic: str, timeout_s: float) -> list[int]:
     from confluent_kafka import KafkaException
 
     try:
@@ -103,7 +106,7 @@ def _partitions(consumer: Any, topic: str, timeout_s: float) -> list[int]:
 
 
 def plan_replay(
-    consumer: Any,
+    consumer: Consumer,
     topic: str,
     *,
     from_timestamp: datetime | None = None,

@@ -31,7 +31,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
 
 from .errors import RetriableError, WorkerError
 from .metrics import ConsumerMetrics, check_port_free, serve_metrics
@@ -44,6 +46,8 @@ _log = logging.getLogger(__name__)
 
 _MAX_DELAY_S = 30.0
 _GC_THRESHOLDS = (20_000, 50, 100)
+#: What signal.signal() returns: the handler it replaced.
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 def run_worker(
@@ -67,9 +71,9 @@ def run_worker(
     worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics, index=index)
     if handle_signals is None:
         handle_signals = threading.current_thread() is threading.main_thread()
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, _Handler] = {}
     if handle_signals:
-        def _on_signal(signum: int, _frame: Any) -> None:
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
             _log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
             stop_event.set()
 
@@ -90,8 +94,8 @@ def run_worker(
         gc.unfreeze()
         if server is not None:
             server.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def restart_delay(consecutive_crashes: int) -> float:
@@ -165,10 +169,10 @@ def run_worker_processes(
         slot.started = time.monotonic()
         slot.restart_at = None
 
-    def _forward(signum: int, _frame: Any) -> None:
+    def _forward(signum: int, _frame: FrameType | None) -> None:
         stopping.set()
 
-    previous = {}
+    previous: dict[signal.Signals, _Handler] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, _forward)
@@ -206,11 +210,11 @@ def run_worker_processes(
         for s in slots:
             if s.proc is not None and s.proc.is_alive():
                 s.proc.kill()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _on_exit(slot: _Slot, now: float, crashes: deque, settings: ConsumerSettings, stopping: threading.Event) -> bool:
+def _on_exit(slot: _Slot, now: float, crashes: deque[float], settings: ConsumerSettings, stopping: threading.Event) -> bool:
     """Handle a worker that just exited; return True when the supervisor gives up."""
     code = slot.proc.exitcode
     if stopping.is_set() or code == 0:

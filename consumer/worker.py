@@ -38,13 +38,13 @@ import logging
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.kafka_log import BROKER_LOG
 
 from ._backoff import RETRIABLE, Outage, what_is_down
-from ._kafka import consumer_config, describe_partitions, heartbeat_ms
+from ._kafka import consumer_config, coordinates, describe_partitions, heartbeat_ms, pause_assigned, resume_assigned
 from .batch import Entry, account_batch, commit_offsets, decode_entries, mark_rejected, send_dead_letters
 from .dlq import DeadLetterWriter
 from .errors import DatabaseUnavailableError, WorkerError
@@ -52,6 +52,9 @@ from .membership import Membership, unwedge_group
 from .metrics import ConsumerMetrics
 from .settings import ConsumerSettings
 from .sink import PostgresSink, WriteResult
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, TopicPartition
 
 __all__ = ["Worker"]
 
@@ -80,7 +83,7 @@ class Worker:
         stop_event: threading.Event | None = None,
         sink: PostgresSink | None = None,
         dead_letters: DeadLetterWriter | None = None,
-        consumer: Any = None,
+        consumer: Consumer | None = None,
         metrics: ConsumerMetrics | None = None,
         name: str | None = None,
         index: int = 0,
@@ -93,7 +96,7 @@ class Worker:
         self._sink = sink or PostgresSink(settings.require_database_url(), application_name=f"predstream-consumer-{self.name}")
         self._dlq = dead_letters or DeadLetterWriter(settings)
         self._decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options or None)
-        self._consumer = consumer
+        self._consumer: Consumer | None = consumer  # the worker makes its own when it starts (None)
         self._own_consumer = consumer is None
         self._membership = Membership(settings.join_timeout_s)
         self._next_rejoin = 0.0
@@ -108,6 +111,12 @@ class Worker:
         self._db_up = True
         self._last_lag = 0.0
         self._last_poll_error: str | None = None
+
+    @property
+    def _client(self) -> Consumer:
+        """The Kafka consumer: there from :meth:`run` on."""
+        assert self._consumer is not None, "the worker has not subscribed"
+        return self._consumer
 
     # -- control ---------------------------------------------------------------------
 
@@ -186,14 +195,14 @@ class Worker:
 
         room = max(1, min(1000, self.settings.batch_size - len(self._buffer)))
         if self._buffer:
-            msgs = self._consumer.consume(num_messages=room, timeout=timeout)
+            msgs = self._client.consume(num_messages=room, timeout=timeout)
         else:
             # consume() waits for ``room`` messages or the timeout; a new batch must start
             # (and its max wait run) as soon as its first message is here
-            first = self._consumer.poll(timeout)
+            first = self._client.poll(timeout)
             msgs = [] if first is None else [first]
             if first is not None and room > 1:
-                msgs.extend(self._consumer.consume(num_messages=room - 1, timeout=0))
+                msgs.extend(self._client.consume(num_messages=room - 1, timeout=0))
         self._last_poll = time.monotonic()
         consumed = 0
         for msg in msgs:
@@ -201,7 +210,7 @@ class Worker:
             if err is None:
                 if not self._buffer:
                     self._batch_started = time.monotonic()
-                self._buffer.append(Entry(msg, (msg.topic(), msg.partition(), msg.offset())))
+                self._buffer.append(Entry(msg, coordinates(msg)))
                 consumed += 1
                 self._last_poll_error = None
                 continue
@@ -225,7 +234,7 @@ class Worker:
             self._last_lag = now
             self._dlq.poll()  # the dead-letter producer's callbacks and log lines, while they are news
             try:
-                self.metrics.observe_lag(self._consumer, self._consumer.assignment())
+                self.metrics.observe_lag(self._client, self._client.assignment())
             except Exception:  # metrics must never stop the worker
                 _log.debug("lag observation failed", exc_info=True)
         if not self._buffer and self._outage is None and now - self._last_db_contact >= _IDLE_PING_S:
@@ -252,7 +261,7 @@ class Worker:
         _log.warning("worker %s has had no partitions for %.0f s while joining group %s (the broker keeps the group "
                      "rebalancing); leaving it and rejoining", self.name, waited, self.settings.group_id,
                      extra={"worker": self.name})
-        consumer, self._consumer = self._consumer, None
+        consumer, self._consumer = self._client, None
         outcome = unwedge_group(self.settings, consumer)
         self._membership.recoveries += 1
         _log.warning("worker %s: %s", self.name, outcome, extra={"worker": self.name})
@@ -282,7 +291,7 @@ class Worker:
             mark_rejected(good, result)
             self._written = result
         send_dead_letters(entries, self._dlq)
-        commit_offsets(self._consumer, entries, self.metrics, self.name)
+        commit_offsets(self._client, entries, self.metrics, self.name)
         account_batch(self.metrics, entries, self._written, time.monotonic() - started, self.name)
         self._buffer = []
         self._batch_started = None
@@ -313,20 +322,20 @@ class Worker:
         else:
             delay = out.failed_again(now)
             _log.debug("%s still unavailable: %s; next try in %.1f s", what, exc, delay)
-        self._pause()
+        pause_assigned(self._client)
 
     def _leave_outage(self) -> None:
         out, self._outage = self._outage, None
         if out is None:
             return
         _log.info("%s back after %.1f s; resumed", out.what, time.monotonic() - out.since, extra={"worker": self.name})
-        self._resume()
+        resume_assigned(self._client)
 
     def _outage_step(self) -> None:
         """While paused: keep polling (heartbeats, rebalances), retry when the backoff ends."""
         out = self._outage
         assert out is not None
-        self._pause()  # partitions assigned since the outage began are paused too
+        pause_assigned(self._client)  # partitions assigned since the outage began are paused too
         self._poll(min(_MAX_POLL_WAIT_S, max(0.0, out.next_try - time.monotonic())))
         if self._outage is None or not self._outage.due(time.monotonic()):
             return
@@ -341,32 +350,16 @@ class Worker:
             return
         self._leave_outage()
 
-    def _pause(self) -> None:
-        try:
-            assigned = self._consumer.assignment()
-            if assigned:
-                self._consumer.pause(assigned)
-        except Exception:  # mid-rebalance: the next step pauses again
-            _log.debug("pause failed", exc_info=True)
-
-    def _resume(self) -> None:
-        try:
-            assigned = self._consumer.assignment()
-            if assigned:
-                self._consumer.resume(assigned)
-        except Exception:
-            _log.debug("resume failed", exc_info=True)
-
     # -- rebalances ------------------------------------------------------------------
 
-    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         took = self._membership.joined(len(partitions))
         _log.info("assigned %s", describe_partitions(partitions), extra={"worker": self.name})
         if took > self.settings.join_timeout_s:
             _log.warning("worker %s is in group %s again after %.0f s without partitions", self.name,
                          self.settings.group_id, took, extra={"worker": self.name})
 
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Store and commit the batch in flight before the partitions go to another worker."""
         self._membership.joining()
         gone = {(tp.topic, tp.partition) for tp in partitions}
@@ -377,7 +370,7 @@ class Worker:
         self.metrics.forget_partitions(partitions)
         _log.info("revoked %s", describe_partitions(partitions), extra={"worker": self.name})
 
-    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._membership.joining()
         self._drop({(tp.topic, tp.partition) for tp in partitions}, "lost")
         self.metrics.forget_partitions(partitions)
@@ -400,7 +393,7 @@ class Worker:
     def _drain(self) -> None:
         """Stop polling; store and commit the batch within ``shutdown_timeout_s``."""
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
-        self._pause()
+        pause_assigned(self._client)
         while self._buffer and time.monotonic() < deadline:
             if self._outage is not None:
                 wait = min(self._outage.next_try, deadline) - time.monotonic()

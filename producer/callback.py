@@ -71,7 +71,7 @@ from predstream.schemas import MAX_JOB_ID_CHARS, GenerationSettings
 from .generator import Generator
 from .jobfile import JOB_FILE, settle_dataset_id, settle_job
 from .recorder import PredictionRecorder, distributed_rank
-from .sampler import RowFormat, dataset_id, sample_dataset
+from .sampler import RowFormat, Sample, dataset_id, sample_dataset
 from .set_copies import load_set_for_training
 from .settings import ProducerSettings
 
@@ -157,7 +157,7 @@ class TrainingPredictionsCallback(TrainerCallback):
         #: the job's attempt counter, settled at train begin (see producer.jobfile)
         self.attempt = 0
         self.recorder: PredictionRecorder | None = None
-        self.samples: list = []
+        self.samples: list[Sample] = []
         self._last_step: int | None = None
         self.last_report: Any = None
 

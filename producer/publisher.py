@@ -35,9 +35,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from predstream.schemas.codec import SingleObjectEncoder, frame_header
 from predstream.schemas.event import MAX_EVENT_BYTES, PredictionEvent
@@ -50,6 +51,9 @@ from .settings import ProducerSettings
 from .spool import Spool, list_segments
 from .spool_drain import drain_spool
 from .watcher import BrokerWatcher
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 
 __all__ = ["Publisher", "PublishReport", "PublisherStats"]
 
@@ -106,7 +110,8 @@ class Publisher:
     client the settings would make, e.g. a shared ``mock://`` one in tests).
     """
 
-    def __init__(self, settings: ProducerSettings, *, job_id: str | None = None, registry_client: Any = None) -> None:
+    def __init__(self, settings: ProducerSettings, *, job_id: str | None = None,
+                 registry_client: SchemaRegistryClient | None = None) -> None:
         self.settings = settings
         self.topic = settings.topic
         self._client_id = f"predstream-{job_id or 'publisher'}-{os.getpid()}"[:200]
@@ -309,7 +314,7 @@ class Publisher:
         cache = self._header_cache
         ref = frame_header(frame)  # magic + schema reference
         schema = cache.get(ref) or cache.setdefault(ref, schema_header(frame).encode())
-        headers = [
+        headers: list[tuple[str, str | bytes | None]] = [
             (Headers.SCHEMA, schema),
             (Headers.JOB_ID, cache.get(event.job_id) or cache.setdefault(event.job_id, event.job_id.encode())),
             (Headers.EVENT_ID, event.event_id.encode()),
@@ -335,13 +340,15 @@ class Publisher:
         else:
             self._dropped += 1
 
-    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         self._inflight -= 1
         if err is None:
             self._delivered += 1
             self._warned.discard("delivery")
             return
-        self._to_spool(msg.value())
+        frame = msg.value()
+        if frame is not None:  # always: the publisher sends no empty message
+            self._to_spool(frame)
         if err.code() not in PURGED and not self._retiring:
             self._warn_once("delivery", "publisher: delivery failed (%s): spooling undelivered events and "
                             "starting a fresh producer", err.str())

@@ -16,7 +16,7 @@ as they do while the broker is down.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.codec import (
     SCHEMA_VERSIONS,
@@ -29,6 +29,11 @@ from predstream.schemas.codec import (
     single_object_frame,
 )
 from predstream.schemas.errors import FramingError, RegistryUnavailableError, UnknownSchemaError
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from .settings import ProducerSettings
 
 __all__ = ["RegistryFraming", "schema_header"]
 
@@ -55,7 +60,8 @@ def _parsed(frame: bytes) -> Frame | None:
 class RegistryFraming:
     """Re-frames single-object frames as Confluent frames (and back) for one topic."""
 
-    def __init__(self, url: str, topic: str, options: dict[str, Any] | None = None, *, client: Any = None) -> None:
+    def __init__(self, url: str, topic: str, options: dict[str, Any] | None = None, *,
+                 client: SchemaRegistryClient | None = None) -> None:
         self.url = url
         self.subject = topic + SUBJECT_SUFFIX
         self.client = client if client is not None else _client(url, options)
@@ -64,7 +70,8 @@ class RegistryFraming:
         self._fingerprints: dict[int, bytes] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any, *, client: Any = None) -> "RegistryFraming | None":
+    def from_settings(cls, settings: ProducerSettings, *,
+                      client: SchemaRegistryClient | None = None) -> RegistryFraming | None:
         """The framing ``settings`` ask for; ``None`` without a registry URL."""
         if not settings.schema_registry_url:
             return None
@@ -129,7 +136,7 @@ class RegistryFraming:
         return frame
 
 
-def _client(url: str, options: dict[str, Any] | None) -> Any:
+def _client(url: str, options: dict[str, Any] | None) -> SchemaRegistryClient:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     conf: dict[str, Any] = {**_CLIENT_DEFAULTS, **(options or {}), "url": url}

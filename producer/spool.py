@@ -47,11 +47,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Literal
 
 from predstream.schemas.spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
 
 from .errors import SpoolError
+
+if TYPE_CHECKING:
+    from .settings import ProducerSettings
 
 __all__ = [
     "Spool",
@@ -160,7 +164,7 @@ class Spool:
         self.dropped = 0
 
     @classmethod
-    def from_settings(cls, settings) -> "Spool":  # ProducerSettings
+    def from_settings(cls, settings: ProducerSettings) -> Spool:
         return cls(settings.spool_dir, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
 
     # -- writing ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import RegistryUnavailableError, UnknownSchemaError
@@ -67,7 +67,7 @@ class DrainReport:
 
 
 
-def frame_headers(frame: bytes, decoder: Decoder) -> tuple[bytes | None, list[tuple[str, bytes]]]:
+def frame_headers(frame: bytes, decoder: Decoder) -> tuple[bytes | None, list[tuple[str, str | bytes | None]]]:
     """Key and headers of a spooled frame, read from the frame itself."""
     schema = schema_header(frame)
     record = decoder.decode_record(frame)
@@ -170,7 +170,7 @@ def _send_all(producer: Producer, topic: str, records: list[bytes], decoder: Dec
     outstanding = [0]
 
     def report(i: int) -> Callable[[KafkaError | None, Any], None]:
-        def cb(err: KafkaError | None, msg: Any) -> None:
+        def cb(err: KafkaError | None, msg: Message) -> None:
             outstanding[0] -= 1
             if err is None:
                 acked[i] = True
