@@ -129,7 +129,8 @@ class DeadLetterWriter:
 
         delivery = Delivery()
         hdrs = dead_letter_headers(
-            headers, reason=reason, error=error, topic=topic, partition=partition, offset=offset, timestamp_ms=timestamp_ms
+            headers, reason=reason, error=error, topic=topic, partition=partition, offset=offset,
+            timestamp_ms=timestamp_ms,
         )
         try:
             produce_tracked(self._producer, self.topic, key, value, hdrs, delivery)

@@ -26,8 +26,8 @@ topic, where the live workers read it like any event. It is safe while workers r
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from predstream.schemas.kafka_log import quiet_log

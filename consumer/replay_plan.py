@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from ._kafka import high_watermarks, list_partitions
@@ -87,7 +87,7 @@ def parse_timestamp(text: str) -> datetime:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
         raise ReplayError(f"bad time {text!r}: use ISO 8601, e.g. 2026-11-03T14:00:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 # -- the broker side ---------------------------------------------------------------------
@@ -130,7 +130,8 @@ def plan_replay(
     if from_timestamp is not None:
         since_ms = int(from_timestamp.timestamp() * 1000)
         try:
-            found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in partitions], timeout=timeout_s)
+            wanted = [TopicPartition(topic, p, since_ms) for p in partitions]
+            found = consumer.offsets_for_times(wanted, timeout=timeout_s)
         except KafkaException as exc:
             raise ReplayError(f"cannot look up offsets by time: {exc.args[0].str()}") from None
         answers = {tp.partition: tp.offset for tp in found}

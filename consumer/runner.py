@@ -30,8 +30,8 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -164,7 +164,8 @@ def run_worker_processes(
     stopping = threading.Event()
 
     def _start(slot: _Slot) -> None:
-        slot.proc = ctx.Process(target=_process_main, args=(slot.data, slot.index, init), name=f"predstream-worker-{slot.index}")
+        slot.proc = ctx.Process(target=_process_main, args=(slot.data, slot.index, init),
+                                name=f"predstream-worker-{slot.index}")
         slot.proc.start()
         slot.started = time.monotonic()
         slot.restart_at = None
@@ -214,7 +215,8 @@ def run_worker_processes(
             signal.signal(signum, handler)
 
 
-def _on_exit(slot: _Slot, now: float, crashes: deque[float], settings: ConsumerSettings, stopping: threading.Event) -> bool:
+def _on_exit(slot: _Slot, now: float, crashes: deque[float], settings: ConsumerSettings,
+             stopping: threading.Event) -> bool:
     """Handle a worker that just exited; return True when the supervisor gives up."""
     code = slot.proc.exitcode
     if stopping.is_set() or code == 0:
@@ -231,7 +233,8 @@ def _on_exit(slot: _Slot, now: float, crashes: deque[float], settings: ConsumerS
     slot.crashes = 1 if now - slot.started > window else slot.crashes + 1
     if len(crashes) > settings.max_restarts:
         _log.error("worker %d (pid %s) %s: %d worker crash(es) within %.0f s (limit %d); giving up and stopping "
-                   "the others", slot.index, slot.proc.pid, _exit_text(code), len(crashes), window, settings.max_restarts)
+                   "the others", slot.index, slot.proc.pid, _exit_text(code), len(crashes), window,
+                   settings.max_restarts)
         slot.done = True
         stopping.set()
         return True

@@ -93,7 +93,8 @@ class Worker:
         self.name = name or f"{os.getpid()}"
         self.metrics = metrics or ConsumerMetrics()
         self._stop = stop_event or threading.Event()
-        self._sink = sink or PostgresSink(settings.require_database_url(), application_name=f"predstream-consumer-{self.name}")
+        self._sink = sink or PostgresSink(settings.require_database_url(),
+                                          application_name=f"predstream-consumer-{self.name}")
         self._dlq = dead_letters or DeadLetterWriter(settings)
         self._decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options or None)
         self._consumer: Consumer | None = consumer  # the worker makes its own when it starts (None)
@@ -404,8 +405,9 @@ class Worker:
                 self._leave_outage()
         if self._buffer:
             _log.warning(
-                "stopping with %d message(s) not stored after %.0f s; offsets not committed, they will be delivered again",
-                len(self._buffer), self.settings.shutdown_timeout_s, extra={"worker": self.name, "batch": len(self._buffer)},
+                "stopping with %d message(s) not stored after %.0f s; offsets not committed, "
+                "they will be delivered again", len(self._buffer), self.settings.shutdown_timeout_s,
+                extra={"worker": self.name, "batch": len(self._buffer)},
             )
 
     def _settle(self) -> None:

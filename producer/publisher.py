@@ -34,8 +34,8 @@ import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -209,7 +209,8 @@ class Publisher:
         report = self.report()
         left = list_segments(self._spool.directory)
         msg = "publisher closed: %d delivered, %d spooled (in %s), %d dropped; %d re-sent from the spool"
-        args: tuple[Any, ...] = (report.delivered, report.spooled, self._spool.directory, report.dropped, self._watch.resent)
+        args: tuple[Any, ...] = (report.delivered, report.spooled, self._spool.directory, report.dropped,
+                                 self._watch.resent)
         if left:
             _log.warning(msg + "; %d spool segments wait for `predstream spool drain`", *args, len(left))
         elif report.dropped:
@@ -234,7 +235,7 @@ class Publisher:
     def spool(self) -> Spool:
         return self._spool
 
-    def __enter__(self) -> "Publisher":
+    def __enter__(self) -> Publisher:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -246,7 +247,8 @@ class Publisher:
     # -- sender thread -----------------------------------------------------------
 
     def _new_producer(self) -> Producer:
-        return Producer(producer_config(self.settings, self._client_id, error_cb=self._on_error, on_delivery=self._on_delivery))
+        return Producer(producer_config(self.settings, self._client_id, error_cb=self._on_error,
+                                        on_delivery=self._on_delivery))
 
     def _send_loop(self) -> None:
         while True:
@@ -306,7 +308,8 @@ class Publisher:
             return
         spooled = frame  # the spool keeps the single-object frame, which needs no registry
         if self._framing is not None:
-            confluent = self._framing.to_confluent(frame, register=False) if self._watch.registry_state == "up" else None
+            up = self._watch.registry_state == "up"
+            confluent = self._framing.to_confluent(frame, register=False) if up else None
             if confluent is None:  # the registry has not answered (yet): wait in the spool
                 self._to_spool(frame)
                 return
@@ -394,7 +397,8 @@ class Publisher:
             self._retiring = False
         if self._inflight > 0:
             _log.error("publisher: the replaced producer did not report %d messages", self._inflight)
-        _log.info("publisher: fresh producer started (%s); %d undelivered events spooled", reason, self._spooled - before)
+        _log.info("publisher: fresh producer started (%s); %d undelivered events spooled", reason,
+                  self._spooled - before)
         self._inflight = 0
 
     def _serve_flushes(self) -> None:

@@ -19,9 +19,10 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -136,7 +137,7 @@ def drain_spool(
                 damaged += c.contents.problem is not None
                 acked = _send_all(producer, settings.topic, c.records, decoder, deadline, stop, down,
                                   framing, registry_error)
-                undelivered = [f for f, ok in zip(c.records, acked) if not ok]
+                undelivered = [f for f, ok in zip(c.records, acked, strict=True) if not ok]
                 c.keep(undelivered)
             sent += len(c.records) - len(undelivered)
             left += len(undelivered)
