@@ -9,7 +9,8 @@
 * Reading to the end: the true end offsets (:func:`high_watermarks`) and the messages up to
   them (:func:`read_range`).
 * A message's timestamp (:func:`message_timestamp`), headers (:func:`message_headers`,
-  :func:`header_text`) and place (:func:`coordinates`), partitions for a log line
+  :func:`header_text`) and place (:func:`coordinates`); pausing and resuming what is
+  assigned (:func:`pause_assigned`, :func:`resume_assigned`); partitions for a log line
   (:func:`describe_partitions`).
 
 Settings the user passes through (``PREDSTREAM_KAFKA_OPTIONS``, ``-X``) win over the
