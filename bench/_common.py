@@ -8,10 +8,11 @@ import random
 import statistics
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from predstream.schemas.event import PredictionEvent
 
@@ -39,7 +40,7 @@ class Figure:
     passed: bool | None = None  # None: no target
     note: str = ""
 
-    def check(self, op: str, bound: float, text: str | None = None) -> "Figure":
+    def check(self, op: str, bound: float, text: str | None = None) -> Figure:
         """Set the target ``value <op> bound`` and whether it holds."""
         self.target = text or f"{op} {bound:g} {self.unit}".strip()
         self.passed = self.value <= bound if op == "<=" else self.value >= bound
@@ -127,7 +128,7 @@ def make_events(n: int, *, job_id: str | None = None, seed: int = 0, eval_size: 
     prompts = [_text(rng, prompt_chars) for _ in range(min(eval_size, n) or 1)]
     truths = [_text(rng, 40) for _ in prompts]
     predictions = [_text(rng, prediction_chars) for _ in range(256)]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     events = []
     for i in range(n):
         k = i % len(prompts)
@@ -268,7 +269,7 @@ def count_rows(database_url: str) -> int:
 def machine_facts() -> dict[str, Any]:
     """What the figures ran on (they are ratios, but the machine still matters)."""
     facts: dict[str, Any] = {
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),

@@ -22,10 +22,10 @@ def run(ctx: BenchContext) -> BenchResult:
     try:
         import torch
 
-        from predstream.tinymodel import addition_rows, build_model, build_tokenizer
         from predstream.producer.generator import Generator
         from predstream.producer.sampler import Sample
         from predstream.schemas import compute_prompt_id
+        from predstream.tinymodel import addition_rows, build_model, build_tokenizer
     except ImportError as exc:
         raise RuntimeError(f"the generation benchmark needs the train extra: {exc}") from None
 
@@ -33,7 +33,8 @@ def run(ctx: BenchContext) -> BenchResult:
     size = ctx.size
     tokenizer = build_tokenizer()
     rows = addition_rows(size.gen_prompts, seed=5)
-    samples = [Sample(sample_index=i, source_index=i, prompt_id=compute_prompt_id(None, r["prompt"]), prompt=r["prompt"],
+    samples = [Sample(sample_index=i, source_index=i, prompt_id=compute_prompt_id(None, r["prompt"]),
+                      prompt=r["prompt"],
                       messages=None, ground_truth=r["ground_truth"], sample_source_id="bench")
                for i, r in enumerate(rows)]
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -53,9 +54,11 @@ def run(ctx: BenchContext) -> BenchResult:
         res.add(f"{name}: batch 32", timings[32]["predictions_per_s"], "predictions/s")
         res.add(f"{name}: one at a time", timings[1]["predictions_per_s"], "predictions/s")
         res.add(f"{name}: batch 32 / one at a time", ratio, "x").check(">=", 8.0)
-        res.details[device] = {"timings": timings, "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
+        res.details[device] = {"timings": timings,
+                               "device_name": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
     if "cuda" not in devices:
         res.details["gpu"] = "no GPU visible to torch on this machine: CPU only"
-    res.details.update(prompts=size.gen_prompts, max_new_tokens=size.gen_new_tokens, torch_threads=torch.get_num_threads(),
+    res.details.update(prompts=size.gen_prompts, max_new_tokens=size.gen_new_tokens,
+                       torch_threads=torch.get_num_threads(),
                        parameters=sum(p.numel() for p in model.parameters()))
     return res

@@ -13,7 +13,8 @@ The check alone is also timed warm (prompts already verified once in this proces
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._common import BenchContext, BenchResult, make_events
 
@@ -48,19 +49,19 @@ def run(ctx: BenchContext) -> BenchResult:
     for label, events in (("plain prompt", plain), ("chat messages", chat)):
         frames = [encoder.encode(e) for e in events]
 
-        def without() -> None:
+        def without(frames: list[bytes] = frames) -> None:
             for f in frames:
                 PredictionEvent.from_avro(decoder.decode_record(f))
 
-        def with_check() -> None:
+        def with_check(frames: list[bytes] = frames) -> None:
             for f in frames:
                 decoder.decode(f)
 
-        def warm() -> None:
+        def warm(events: list[PredictionEvent] = events) -> None:
             for e in events:
                 check_identity(e)
 
-        def cold() -> None:
+        def cold(events: list[PredictionEvent] = events) -> None:
             forget = identity._verified.clear
             for e in events:
                 forget()

@@ -44,7 +44,8 @@ def run_benchmarks(names: list[str], size_name: str, *, durable: bool = False, e
         size = dataclasses.replace(size, sink_events=events)
     if workers:
         size = dataclasses.replace(size, worker_counts=tuple(workers))
-    report: dict[str, Any] = {"size": size_name, "sink_events": size.sink_events, "machine": machine_facts(), "durable_postgres": durable,
+    report: dict[str, Any] = {"size": size_name, "sink_events": size.sink_events, "machine": machine_facts(),
+                              "durable_postgres": durable,
                               "benchmarks": {}}
     workdir = Path(tempfile.mkdtemp(prefix="predstream-bench-"))
     stack = None
@@ -111,7 +112,7 @@ def print_table(report: dict[str, Any]) -> None:
     table.add_column("unit")
     table.add_column("target")
     table.add_column("", justify="center")
-    for name, bench in report["benchmarks"].items():
+    for bench in report["benchmarks"].values():
         table.add_section()
         table.add_row(f"[bold]{bench['title']}[/bold]", "", "", "", f"{bench['seconds']:.0f} s")
         if bench["error"]:
@@ -126,15 +127,18 @@ def print_table(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small",
-                        help="smoke: seconds (the test suite's run); small: about a minute; full: the figures of docs/performance.md")
+                        help="smoke: seconds (the test suite's run); small: about a minute; "
+                             "full: the figures of docs/performance.md")
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, metavar="NAME",
                         help=f"run only these ({', '.join(BENCHMARKS)})")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"where to write the figures (default {DEFAULT_JSON})")
+    parser.add_argument("--json", type=Path, default=DEFAULT_JSON,
+                        help=f"where to write the figures (default {DEFAULT_JSON})")
     parser.add_argument("--durable", action="store_true", help="run PostgreSQL with fsync on (default off)")
     parser.add_argument("--events", type=int, default=None,
                         help="override the size's event count of the sink and replay benchmarks")
     parser.add_argument("--workers", nargs="+", type=int, default=None, metavar="N",
-                        help="consumer worker counts of the sink benchmark (default 1 2); give more on a machine with more cores")
+                        help="consumer worker counts of the sink benchmark (default 1 2); "
+                             "give more on a machine with more cores")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
     if args.workers and min(args.workers) < 1:

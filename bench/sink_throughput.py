@@ -225,14 +225,16 @@ def _consume(ctx: BenchContext, topic: str, n: int, workers: int) -> dict[str, f
             wait_for(lambda: _inserted_so_far(conn) > 0 or "rc" in outcome, 120, 0.01, "the first row")
             first = time.perf_counter()
             cpu_first = _children_cpu()
-            db_first, broker_first = _server_cpu(ctx.stack.postgres_pid()), _server_cpu(ctx.stack.broker_pid, children=False)
+            db_first = _server_cpu(ctx.stack.postgres_pid())
+            broker_first = _server_cpu(ctx.stack.broker_pid, children=False)
             rows_first = _inserted_so_far(conn)
             wait_for(lambda: _inserted_so_far(conn) >= n or "rc" in outcome, 1200, 0.05, f"{n} rows inserted")
             wait_for(lambda: conn.execute("SELECT count(*) FROM training_predictions").fetchone()[0] >= n
                      or "rc" in outcome, 120, 0.02, f"{n} rows committed")
             done = time.perf_counter()
             cpu_done = _children_cpu()
-            db_done, broker_done = _server_cpu(ctx.stack.postgres_pid()), _server_cpu(ctx.stack.broker_pid, children=False)
+            db_done = _server_cpu(ctx.stack.postgres_pid())
+            broker_done = _server_cpu(ctx.stack.broker_pid, children=False)
             counted = max(1, n - rows_first)
             cpu = None if cpu_first is None or cpu_done is None else (cpu_done - cpu_first) / counted
             db = None if db_first is None or db_done is None else (db_done - db_first) / counted
@@ -249,7 +251,8 @@ def _consume(ctx: BenchContext, topic: str, n: int, workers: int) -> dict[str, f
     if stored != n:
         raise RuntimeError(f"the consumer stored {stored} rows of {n}")
     return {"rate": n / (done - first), "seconds": done - first, "startup_s": first - started,
-            "cpu_us_per_event": None if cpu is None else cpu * 1e6, "db_cpu_us_per_event": None if db is None else db * 1e6,
+            "cpu_us_per_event": None if cpu is None else cpu * 1e6,
+            "db_cpu_us_per_event": None if db is None else db * 1e6,
             "broker_cpu_us_per_event": None if broker is None else broker * 1e6}
 
 

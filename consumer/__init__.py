@@ -15,32 +15,31 @@ so every name below is importable from here without hiding a module.
 This package never imports torch, transformers or the producer side.
 """
 
+from ._kafka import consumer_config
+from .backfill import BackfillReport, run_backfill
+from .compare import Comparison, compare_runs
 from .dlq import REASONS, DeadLetterWriter, dead_letter_headers
 from .dlq_reader import DeadLetter, list_dead_letters
 from .dlq_redrive import RedriveResult, redrive, redrive_group
-from .backfill import BackfillReport, run_backfill
-from .compare import Comparison, compare_runs
 from .errors import (
     BackfillError,
     ConsumerError,
     DatabaseUnavailableError,
     DeadLetterUnavailableError,
     MigrationError,
-    PredictionSetError,
     ReplayError,
     RetriableError,
     WorkerError,
 )
-from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
-from .prediction_sets import SetItem, StoredSet, create_set, delete_set, export_set, get_set, list_sets
-from .migrate import apply_migrations, pending_migrations
 from .identify import IdentifyReport, identify_legacy_rows
+from .metrics import ConsumerMetrics, MetricsServer, check_health, serve_metrics
+from .migrate import apply_migrations, pending_migrations
+from .prediction_sets import StoredSet, create_set, delete_set, export_set, get_set, list_sets
 from .replay import ReplayStats, run_replay
 from .replay_plan import parse_offsets, parse_timestamp
-from .settings import ConsumerSettings, redact_url
-from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .runner import run_worker, run_worker_processes
-from ._kafka import consumer_config
+from .settings import ConsumerSettings
+from .sink import IngestRecord, PostgresSink, Rejection, WriteResult
 from .worker import Worker
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "parse_timestamp",
     "identify_legacy_rows",
     "IdentifyReport",
-    "SetItem",
     "StoredSet",
     "REASONS",
     "run_backfill",
@@ -59,7 +57,6 @@ __all__ = [
     "Comparison",
     "compare_runs",
     "BackfillError",
-    "PredictionSetError",
     "ReplayError",
     "create_set",
     "delete_set",
@@ -85,7 +82,6 @@ __all__ = [
     "check_health",
     "serve_metrics",
     "ConsumerSettings",
-    "redact_url",
     "IngestRecord",
     "PostgresSink",
     "Rejection",

@@ -38,7 +38,8 @@ def split_statements(sql: str) -> list[str]:
             end = _end_of_quoted(sql, i, "'", backslashes)
         elif c == '"':
             end = _end_of_quoted(sql, i, '"', False)
-        elif c == "$" and (m := _DOLLAR_TAG.match(sql, i)) and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_")):
+        elif (c == "$" and (m := _DOLLAR_TAG.match(sql, i))
+              and not (i > 0 and (sql[i - 1].isalnum() or sql[i - 1] == "_"))):
             close = sql.find(m.group(0), m.end())
             end = n if close < 0 else close + len(m.group(0))
         elif c == ";":

@@ -32,10 +32,11 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
@@ -51,7 +52,8 @@ from .sink import IngestRecord, PostgresSink, WriteResult
 if TYPE_CHECKING:
     from .identify import LegacyRowMatcher
 
-__all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "run_backfill", "legacy_row_to_event", "file_kind"]
+__all__ = ["BackfillError", "Problem", "FileReport", "BackfillReport", "run_backfill", "legacy_row_to_event",
+           "file_kind"]
 
 _log = logging.getLogger(__name__)
 
@@ -194,9 +196,9 @@ def _time(value: Any) -> datetime:
         raise InvalidEventError("created_at is missing (needed as the time the prediction was made)",
                                 reason="missing-field:created_at")
     if isinstance(value, datetime):  # a row read from the table itself (predstream identify)
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(value, timezone.utc)
+        return datetime.fromtimestamp(value, UTC)
     if not isinstance(value, str):
         raise InvalidEventError(f"created_at must be an ISO 8601 time, not {type(value).__name__}",
                                 reason="wrong-type:created_at")
@@ -204,8 +206,9 @@ def _time(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
-        raise InvalidEventError(f"created_at {value!r} is not an ISO 8601 time", reason="wrong-type:created_at") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        raise InvalidEventError(f"created_at {value!r} is not an ISO 8601 time",
+                                reason="wrong-type:created_at") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 # -- reading files ----------------------------------------------------------------------
@@ -245,7 +248,7 @@ def _read_json_array(path: Path) -> Iterator[_Item]:
         yield where, _row_event(path, where, row)
 
 
-def _row_event(path: Path, where: str, row: Any) -> "PredictionEvent | Problem":
+def _row_event(path: Path, where: str, row: Any) -> PredictionEvent | Problem:
     try:
         return legacy_row_to_event(row)
     except InvalidEventError as exc:
@@ -375,7 +378,7 @@ def _check_strict(files: Iterable[Path], kinds: Mapping[Path, str], decoder: Dec
 
 
 def _store(sink: PostgresSink, batch: list[tuple[str, IngestRecord]], path: Path, report: FileReport,
-           problem: Callable[[Problem], None], legacy: "LegacyRowMatcher | None" = None) -> None:
+           problem: Callable[[Problem], None], legacy: LegacyRowMatcher | None = None) -> None:
     records = [rec for _, rec in batch]
     result = _write(sink, records, path, legacy)
     report.inserted += result.inserted
@@ -390,7 +393,7 @@ def _store(sink: PostgresSink, batch: list[tuple[str, IngestRecord]], path: Path
 
 
 def _write(sink: PostgresSink, records: list[IngestRecord], path: Path,
-           legacy: "LegacyRowMatcher | None" = None) -> WriteResult:
+           legacy: LegacyRowMatcher | None = None) -> WriteResult:
     def write() -> WriteResult:
         if legacy is not None:
             legacy.identify(rec.event for rec in records)

@@ -7,8 +7,9 @@ Reads the ``prediction_history`` and ``prediction_accuracy_by_step`` views
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .settings import ConsumerSettings
 
@@ -48,7 +49,8 @@ class Comparison:
             for job, per_step in p.predictions.items():
                 for step, (pred, ok) in sorted(per_step.items()):
                     out.append({"job_id": job, "step": step, "prompt_id": p.prompt_id, "source_index": p.source_index,
-                                "prompt": p.prompt, "ground_truth": p.ground_truth, "prediction": pred, "is_correct": ok})
+                                "prompt": p.prompt, "ground_truth": p.ground_truth, "prediction": pred,
+                                "is_correct": ok})
         return out
 
 

@@ -14,8 +14,10 @@ dead-letters an event because of one::
      │                                   the message says what to fix
      ├── ReplayError                     a replay cannot start or go on; the message says where to resume
      ├── BackfillError                   a backfill cannot run (unreadable file, --strict and a bad row)
-     ├── IdentifyError                   `predstream identify` cannot run (not migrated, database gone)
-     └── PredictionSetError              a prediction set cannot be stored, found or exported
+     └── IdentifyError                   `predstream identify` cannot run (not migrated, database gone)
+
+A prediction set that cannot be stored, found or exported raises the one error both sides
+share, ``predstream.schemas.PredictionSetError``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,6 @@ __all__ = [
     "ReplayError",
     "BackfillError",
     "IdentifyError",
-    "PredictionSetError",
 ]
 
 
@@ -72,10 +73,6 @@ class BackfillError(ConsumerError):
 
 class IdentifyError(ConsumerError):
     """The old writer's rows cannot be identified now; the message says what to do."""
-
-
-class PredictionSetError(ConsumerError):
-    """A prediction set cannot be stored, found or exported; the message says what to do."""
 
 
 class ReplayError(ConsumerError):

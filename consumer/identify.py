@@ -34,18 +34,21 @@ nothing, whether ``identify`` ran before or not.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.event import PredictionEvent
+from predstream.schemas.redaction import redact_url
 
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError
-from .settings import ConsumerSettings, redact_url
+from .settings import ConsumerSettings
 
 if TYPE_CHECKING:
     from psycopg import Connection, Cursor
@@ -85,7 +88,8 @@ class RowProblem:
     message: str
 
     def __str__(self) -> str:
-        return f"row {self.id} (job {self.job_id}, step {self.step}, sample {self.sample_index}): {self.message} ({self.reason})"
+        return (f"row {self.id} (job {self.job_id}, step {self.step}, sample {self.sample_index}): "
+                f"{self.message} ({self.reason})")
 
 
 @dataclass
@@ -155,7 +159,7 @@ def identify_legacy_rows(
                       + job_clause + " ORDER BY id LIMIT %(limit)s FOR UPDATE")
             while True:
                 params = {"last": report.last_id, "upper": report.upper_id, "jobs": job_list, "limit": batch_size}
-                examined = _with_retries(lambda: _batch(conn, select, params, report))
+                examined = _with_retries(functools.partial(_batch, conn, select, params, report))
                 report.seconds = time.monotonic() - started
                 if not examined:
                     break
@@ -168,7 +172,8 @@ def identify_legacy_rows(
                 {"upper": report.upper_id, "jobs": job_list},
             ))
     except psycopg.OperationalError as exc:
-        raise IdentifyError(f"database unavailable ({_first_line(exc)}); running identify again resumes where it stopped") from None
+        raise IdentifyError(f"database unavailable ({_first_line(exc)}); "
+                            "running identify again resumes where it stopped") from None
     report.seconds = time.monotonic() - started
     return report
 
@@ -235,7 +240,8 @@ class LegacyRowMatcher:
         except (psycopg.Error, IdentifyError) as exc:
             self.close()
             sqlstate = getattr(exc, "sqlstate", None)
-            raise DatabaseUnavailableError(f"matching the table's old rows: {_first_line(exc)}", sqlstate=sqlstate) from None
+            raise DatabaseUnavailableError(f"matching the table's old rows: {_first_line(exc)}",
+                                           sqlstate=sqlstate) from None
         self.identified += identified
         return identified
 
@@ -270,7 +276,8 @@ class LegacyRowMatcher:
 
 def _require_schema(conn: Connection[TupleRow]) -> None:
     found = conn.execute(
-        "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass('training_predictions')", (_CONSTRAINT,)
+        "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass('training_predictions')",
+        (_CONSTRAINT,)
     ).fetchone()
     if found is None:
         raise IdentifyError("the database is not migrated (training_predictions has no UNIQUE (event_id)): "
@@ -283,7 +290,8 @@ def _begin(conn: Connection[TupleRow]) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
 
 
-def _compute(rows: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Mapping[str, Any], PredictionEvent]], list[RowProblem]]:
+def _compute(rows: Sequence[Mapping[str, Any]]) -> tuple[list[tuple[Mapping[str, Any], PredictionEvent]],
+                                                         list[RowProblem]]:
     computed, problems = [], []
     for row in rows:
         try:
@@ -299,7 +307,8 @@ def _rank(when: Any, row_id: int) -> tuple[Any, int]:
     return when, row_id
 
 
-def _apply(conn: Connection[TupleRow], computed: list[tuple[Mapping[str, Any], PredictionEvent]]) -> tuple[int, list[Duplicate]]:
+def _apply(conn: Connection[TupleRow],
+           computed: list[tuple[Mapping[str, Any], PredictionEvent]]) -> tuple[int, list[Duplicate]]:
     """Store the identities of ``computed`` (rows locked by the caller's transaction)."""
     newest: dict[str, tuple[Mapping[str, Any], PredictionEvent]] = {}
     losers: list[tuple[Mapping[str, Any], PredictionEvent]] = []
@@ -341,7 +350,8 @@ def _apply(conn: Connection[TupleRow], computed: list[tuple[Mapping[str, Any], P
                     AS v(id, prompt_id, event_id, sample_source, produced_at)
                WHERE t.id = v.id AND t.event_id IS NULL
                  AND (v.event_id IS NOT NULL OR t.prompt_id IS DISTINCT FROM v.prompt_id
-                      OR t.sample_source IS DISTINCT FROM v.sample_source OR t.produced_at IS DISTINCT FROM v.produced_at)""",
+                       OR t.sample_source IS DISTINCT FROM v.sample_source
+                       OR t.produced_at IS DISTINCT FROM v.produced_at)""",
             ([row["id"] for row, _, _ in items], [ev.prompt_id for _, ev, _ in items], [eid for _, _, eid in items],
              [ev.sample_source for _, ev, _ in items], [ev.produced_at for _, ev, _ in items]),
         )

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -62,7 +62,8 @@ class ConsumerMetrics:
             registry=r,
         )
         self.consumer_lag = Gauge(
-            "predstream_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"], registry=r
+            "predstream_consumer_lag", "Messages behind the high watermark, per partition.", ["topic", "partition"],
+            registry=r
         )
         self.db_up = Gauge("predstream_db_up", "1 when the last database contact succeeded, else 0.", registry=r)
         self.db_outages = Counter("predstream_db_outages", "Times the database became unreachable.", registry=r)

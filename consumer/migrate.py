@@ -34,6 +34,7 @@ other checksum is still an edited file.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import re
@@ -125,7 +126,8 @@ class Migration:
 
 def default_migrations_dir() -> Path:
     """The migrations shipped with predstream: the source tree's, else the installed copy."""
-    candidates = [Path(__file__).resolve().parent.parent / "migrations", Path(sys.prefix) / "share" / "predstream" / "migrations"]
+    candidates = [Path(__file__).resolve().parent.parent / "migrations",
+                  Path(sys.prefix) / "share" / "predstream" / "migrations"]
     for path in candidates:
         if path.is_dir():
             return path
@@ -154,7 +156,7 @@ def find_migrations(folder: str | Path | None = None) -> list[Migration]:
 def _connect(database_url: str) -> Connection[TupleRow]:
     import psycopg
 
-    from .settings import redact_url
+    from predstream.schemas.redaction import redact_url
 
     try:
         return psycopg.connect(database_url, autocommit=True, connect_timeout=10)
@@ -170,7 +172,7 @@ def _one(cur: Cursor[TupleRow]) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
-    from .settings import redact_url
+    from predstream.schemas.redaction import redact_url
 
     return redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
@@ -282,7 +284,7 @@ def _apply_statements(conn: Connection[TupleRow], mig: Migration) -> None:
         if index:
             _drop_if_invalid(conn, index.group(1))
         try:
-            _retry_lock_timeouts(lambda: conn.execute(statement), mig.name)
+            _retry_lock_timeouts(functools.partial(conn.execute, statement), mig.name)
         except psycopg.Error as exc:
             hint = ""
             if index:

@@ -39,19 +39,20 @@ stored with ``kafka_topic``/``kafka_partition``/``kafka_offset`` NULL.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 import logging
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from predstream.schemas.event import PredictionEvent, recency
+from predstream.schemas.redaction import redact_url
 
 from .errors import DatabaseUnavailableError
-from .settings import redact_url
 
 __all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "UPSERT_COLUMNS", "NEWER_WHERE", "row_values"]
 
@@ -150,14 +151,14 @@ class WriteResult:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
-    rejected: list[tuple[IngestRecord, "Rejection"]] = field(default_factory=list)
+    rejected: list[tuple[IngestRecord, Rejection]] = field(default_factory=list)
 
     @property
     def stored(self) -> int:
         """Events now reflected in the table (inserted + updated + unchanged)."""
         return self.inserted + self.updated + self.unchanged
 
-    def __iadd__(self, other: "WriteResult") -> "WriteResult":
+    def __iadd__(self, other: WriteResult) -> WriteResult:
         self.inserted += other.inserted
         self.updated += other.updated
         self.unchanged += other.unchanged
@@ -259,7 +260,7 @@ class PostgresSink:
     def close(self) -> None:
         self._drop_connection()
 
-    def __enter__(self) -> "PostgresSink":
+    def __enter__(self) -> PostgresSink:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -344,7 +345,7 @@ class PostgresSink:
         """
         import psycopg
 
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         values = [(*row_values(rec), rec.event.produced_at, now) for rec in rows]
         try:
             with conn.transaction(), conn.cursor() as cur:

@@ -11,11 +11,13 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import typer
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ def configure_logging(level: str = "INFO", json_logs: bool = False) -> None:
     logging.getLogger("predstream").setLevel(level.upper())
 
 
-def fail(message: str, code: int = 2) -> "typer.Exit":
+def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one line to stderr and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
@@ -87,7 +89,7 @@ _DB_HINTS = {
 
 
 def _one_line(exc: BaseException, urls: list[str | None]) -> str:
-    from predstream.consumer import redact_url
+    from predstream.schemas import redact_url
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if type(exc).__module__.startswith("psycopg"):
@@ -95,24 +97,30 @@ def _one_line(exc: BaseException, urls: list[str | None]) -> str:
     return redact_url(text, urls)
 
 
-def one_line_errors(func: F) -> F:
+def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn the packages' own errors (and bad settings) into one line on stderr, exit 2."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         from predstream.consumer import ConsumerError
         from predstream.local import LocalStackError
         from predstream.producer import ProducerError
         from predstream.schemas import SchemaError
 
         known: tuple[type[BaseException], ...] = (SchemaError, ConsumerError, ProducerError, LocalStackError)
-        if "psycopg" in sys.modules:
-            known += (sys.modules["psycopg"].Error,)
         try:
             return func(*args, **kwargs)
-        except known as exc:
+        except Exception as exc:
+            # psycopg's errors, and the web view's (its extra may not be installed), when the
+            # command loaded them
+            for module, name in (("psycopg", "Error"), ("predstream.web.errors", "WebError")):
+                if module in sys.modules:
+                    known += (getattr(sys.modules[module], name),)
+            if not isinstance(exc, known):
+                raise
             _log.debug("command failed", exc_info=True)
-            urls = [kwargs.get("database_url"), os.environ.get("PREDSTREAM_DATABASE_URL")]
+            given = kwargs.get("database_url")
+            urls = [given if isinstance(given, str) else None, os.environ.get("PREDSTREAM_DATABASE_URL")]
             raise fail(_one_line(exc, urls)) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper

@@ -14,6 +14,7 @@ from . import (
     cli_demo,
     cli_identify,
     cli_replay,
+    cli_serve,
     cli_sets,
     cli_spool,
     cli_stack,
@@ -30,8 +31,10 @@ app = typer.Typer(
 
 @app.callback()
 def _main(
-    log_level: str = typer.Option("INFO", "--log-level", envvar="PREDSTREAM_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR."),
-    json_logs: bool = typer.Option(False, "--json-logs", help="One JSON object per log line (or PREDSTREAM_JSON_LOGS=true)."),
+    log_level: str = typer.Option("INFO", "--log-level", envvar="PREDSTREAM_LOG_LEVEL",
+                                  help="DEBUG, INFO, WARNING or ERROR."),
+    json_logs: bool = typer.Option(False, "--json-logs",
+                                   help="One JSON object per log line (or PREDSTREAM_JSON_LOGS=true)."),
 ) -> None:
     # the variable is read here, not by the option, so that a typo is one line, not a usage box
     json_logs = json_logs or _cli_common.env_flag("PREDSTREAM_JSON_LOGS")
@@ -39,5 +42,6 @@ def _main(
 
 
 # Each command module defines register(app); the order is the order of `predstream --help`.
-for _module in (cli_stack, cli_compare, cli_demo, cli_consumer, cli_spool, cli_replay, cli_identify, cli_sets):
+for _module in (cli_stack, cli_compare, cli_demo, cli_consumer, cli_spool, cli_replay, cli_identify, cli_sets,
+                cli_serve):
     _module.register(app)

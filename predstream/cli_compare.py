@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -17,12 +16,13 @@ def register(app: typer.Typer) -> None:
 
 @one_line_errors
 def compare(
-    jobs: List[str] = typer.Argument(..., help="Job ids to compare."),
-    prompt_id: Optional[str] = typer.Option(None, "--prompt-id", help="Only this prompt."),
-    prompts: int = typer.Option(5, "--prompts", min=1, help="How many prompts to show (those every job predicted for)."),
+    jobs: list[str] = typer.Argument(..., help="Job ids to compare."),
+    prompt_id: str | None = typer.Option(None, "--prompt-id", help="Only this prompt."),
+    prompts: int = typer.Option(5, "--prompts", min=1,
+                                help="How many prompts to show (those every job predicted for)."),
     fmt: str = typer.Option("table", "--format", help="table, csv or json."),
-    plot: Optional[str] = typer.Option(None, "--plot", help="Also write an accuracy plot to this PNG file."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    plot: str | None = typer.Option(None, "--plot", help="Also write an accuracy plot to this PNG file."),
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Compare runs: predictions per step for the same prompt_id, and accuracy per step."""
     from predstream import report
@@ -63,7 +63,8 @@ def _check_plot_path(path: Path) -> None:
     """Before any work: the plot's folder must exist and be writable."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise fail(f"cannot write the plot to {path}: folder {folder} does not exist (create it or give another --plot)")
+        raise fail(f"cannot write the plot to {path}: folder {folder} does not exist "
+                   "(create it or give another --plot)")
     if path.is_dir():
         raise fail(f"cannot write the plot to {path}: it is a folder; give a file name such as {path / 'accuracy.png'}")
     import os

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from typing import List, Optional
 
 import typer
 
@@ -14,7 +13,8 @@ from predstream.consumer import REASONS
 from . import _cli_options as opt
 from ._cli_common import configure_logging, fail, one_line_errors
 
-dlq_app = typer.Typer(help="Inspect and redrive dead letters (events the consumer could not store).", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect and redrive dead letters (events the consumer could not store).",
+                      no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -31,16 +31,17 @@ _REASON_HELP = ("Only dead letters whose reason starts with this (repeatable), e
 
 @one_line_errors
 def consume(
-    workers: int = typer.Option(1, "--workers", min=1, max=64, help="Worker processes (each one consumer of the group)."),
-    bootstrap: Optional[str] = opt.BOOTSTRAP,
-    topic: Optional[str] = opt.TOPIC,
-    group: Optional[str] = opt.GROUP,
-    database_url: Optional[str] = opt.DATABASE_URL,
-    batch_size: Optional[int] = opt.BATCH_SIZE,
-    batch_max_wait_ms: Optional[int] = opt.BATCH_MAX_WAIT_MS,
-    metrics_port: Optional[int] = opt.METRICS_PORT,
-    shutdown_timeout_s: Optional[float] = opt.SHUTDOWN_TIMEOUT,
-    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
+    workers: int = typer.Option(1, "--workers", min=1, max=64,
+                                help="Worker processes (each one consumer of the group)."),
+    bootstrap: str | None = opt.BOOTSTRAP,
+    topic: str | None = opt.TOPIC,
+    group: str | None = opt.GROUP,
+    database_url: str | None = opt.DATABASE_URL,
+    batch_size: int | None = opt.BATCH_SIZE,
+    batch_max_wait_ms: int | None = opt.BATCH_MAX_WAIT_MS,
+    metrics_port: int | None = opt.METRICS_PORT,
+    shutdown_timeout_s: float | None = opt.SHUTDOWN_TIMEOUT,
+    kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
     """Consume prediction events into Postgres until SIGTERM/SIGINT (exit 0 after a clean stop)."""
     from predstream.consumer import ConsumerSettings, run_worker, run_worker_processes
@@ -66,11 +67,11 @@ def consume(
 @one_line_errors
 def dlq_list(
     limit: int = typer.Option(50, "--limit", min=1, help="Show at most this many dead letters."),
-    reason: Optional[List[str]] = typer.Option(None, "--reason", help=_REASON_HELP),
+    reason: list[str] | None = typer.Option(None, "--reason", help=_REASON_HELP),
     fmt: str = typer.Option("table", "--format", help="table or json."),
-    bootstrap: Optional[str] = opt.BOOTSTRAP,
-    topic: Optional[str] = opt.TOPIC,
-    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
+    bootstrap: str | None = opt.BOOTSTRAP,
+    topic: str | None = opt.TOPIC,
+    kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
     """List dead letters: offset, reason, error, where each event came from, and how often it was redriven."""
     from predstream.consumer import ConsumerSettings, list_dead_letters
@@ -83,13 +84,15 @@ def dlq_list(
         typer.echo(json.dumps([d.as_dict() for d in letters], indent=2))
         return
     if not letters:
-        typer.echo(f"no dead letters in {settings.dlq_topic}" + (f" with a reason starting {' or '.join(reason)}" if reason else ""))
+        which = f" with a reason starting {' or '.join(reason)}" if reason else ""
+        typer.echo(f"no dead letters in {settings.dlq_topic}{which}")
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"dead letters in {settings.dlq_topic} (first {len(letters)})")
-    for col in ("partition", "offset", "reason", "error", "original topic", "orig. partition", "orig. offset", "redrives"):
+    for col in ("partition", "offset", "reason", "error", "original topic", "orig. partition", "orig. offset",
+                "redrives"):
         table.add_column(col, overflow="fold")
     for d in letters:
         table.add_row(
@@ -103,14 +106,16 @@ def dlq_list(
 
 @one_line_errors
 def dlq_redrive(
-    reason: Optional[List[str]] = typer.Option(None, "--reason", help=_REASON_HELP + " Default: all."),
+    reason: list[str] | None = typer.Option(None, "--reason", help=_REASON_HELP + " Default: all."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would be redriven; publish and record nothing."),
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Reconsider every dead letter, not only those after the last redrive."),
-    redrive_limit: int = typer.Option(3, "--redrive-limit", min=1, help="Leave (park) a dead letter already redriven this many times."),
-    bootstrap: Optional[str] = opt.BOOTSTRAP,
-    topic: Optional[str] = opt.TOPIC,
-    group: Optional[str] = opt.GROUP,
-    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
+    from_beginning: bool = typer.Option(False, "--from-beginning",
+                                        help="Reconsider every dead letter, not only those after the last redrive."),
+    redrive_limit: int = typer.Option(3, "--redrive-limit", min=1,
+                                      help="Leave (park) a dead letter already redriven this many times."),
+    bootstrap: str | None = opt.BOOTSTRAP,
+    topic: str | None = opt.TOPIC,
+    group: str | None = opt.GROUP,
+    kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
     """Re-publish dead letters' original events to the topic (after fixing what rejected them).
 
@@ -121,11 +126,13 @@ def dlq_redrive(
 
     settings = opt.cli_settings(ConsumerSettings, kafka_bootstrap=bootstrap, topic=topic, group_id=group,
                                 kafka_options=kafka_option)
-    result = redrive(settings, reasons=reason or None, dry_run=dry_run, from_beginning=from_beginning, limit=redrive_limit)
+    result = redrive(settings, reasons=reason or None, dry_run=dry_run, from_beginning=from_beginning,
+                     limit=redrive_limit)
     if reason and result.filter_matched_nothing:
         present = ", ".join(f"{r} ({n})" for r, n in sorted(result.seen.items()))
-        raise fail(f"--reason {' / '.join(reason)} matches none of the {result.read} dead letter(s) read; their reasons: "
-                   f"{present}. A reason matches when it starts with the text given. Nothing was redriven or recorded.", 1)
+        raise fail(f"--reason {' / '.join(reason)} matches none of the {result.read} dead letter(s) read; "
+                   f"their reasons: {present}. A reason matches when it starts with the text given. "
+                   "Nothing was redriven or recorded.", 1)
     verb = "would redrive" if dry_run else "redriven"
     detail = ", ".join(f"{k}: {v}" for k, v in sorted(result.by_reason.items()))
     line = (f"{verb} {result.redriven} dead letter(s) to {settings.topic}" + (f" ({detail})" if detail else "")
@@ -138,7 +145,8 @@ def dlq_redrive(
 
 @one_line_errors
 def health(
-    url: str = typer.Option("http://127.0.0.1:9400/healthz", "--url", help="A worker's health URL (/healthz is added when no path is given)."),
+    url: str = typer.Option("http://127.0.0.1:9400/healthz", "--url",
+                            help="A worker's health URL (/healthz is added when no path is given)."),
     timeout_s: float = typer.Option(5.0, "--timeout", help="Seconds to wait for an answer."),
 ) -> None:
     """Exit 0 when the worker answers healthy (polling, database reachable), 1 otherwise."""

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
 from . import _cli_options as opt
 from ._cli_common import one_line_errors
+
+if TYPE_CHECKING:
+    from predstream.consumer import IdentifyReport
 
 _SHOWN = 50
 
@@ -19,9 +22,9 @@ def register(app: typer.Typer) -> None:
 
 @one_line_errors
 def identify(
-    database_url: Optional[str] = opt.DATABASE_URL,
-    job: Optional[List[str]] = typer.Option(None, "--job", help="Only rows of this job id (repeatable)."),
-    batch_size: Optional[int] = opt.IDENTIFY_BATCH_SIZE,
+    database_url: str | None = opt.DATABASE_URL,
+    job: list[str] | None = typer.Option(None, "--job", help="Only rows of this job id (repeatable)."),
+    batch_size: int | None = opt.IDENTIFY_BATCH_SIZE,
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress lines."),
 ) -> None:
     """Give rows written before predstream (event_id NULL) their prompt_id and event_id, in small
@@ -34,7 +37,7 @@ def identify(
     settings.require_database_url()
     last = [0.0]
 
-    def progress(report) -> None:  # type: ignore[no-untyped-def]
+    def progress(report: IdentifyReport) -> None:
         now = time.monotonic()
         if not no_progress and now - last[0] >= 1.0:
             last[0] = now

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
 from . import _cli_options as opt
 from ._cli_common import fail, one_line_errors
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 def register(app: typer.Typer) -> None:
@@ -18,18 +22,24 @@ def register(app: typer.Typer) -> None:
 
 @one_line_errors
 def replay(
-    from_beginning: bool = typer.Option(False, "--from-beginning", help="Every partition from its first offset (the default)."),
-    from_timestamp: Optional[str] = typer.Option(None, "--from-timestamp", metavar="ISO8601", help="From the first event at or after this time (no zone = UTC)."),
-    from_offsets: Optional[str] = typer.Option(None, "--from-offsets", metavar="P:O,P:O", help="Only these partitions, from these offsets."),
-    to_end: bool = typer.Option(False, "--to-end", help="Read each partition to its end as it is when reached (default: stop at the high watermarks taken at start)."),
-    job: Optional[str] = typer.Option(None, "--job", help="Only events of this job id."),
-    database_url: Optional[str] = opt.DATABASE_URL,
-    topic: Optional[str] = opt.TOPIC,
-    batch_size: Optional[int] = opt.BATCH_SIZE,
-    dlq: bool = typer.Option(False, "--dlq", help="Send invalid events to the dead-letter topic again (the live worker already did)."),
+    from_beginning: bool = typer.Option(False, "--from-beginning",
+                                        help="Every partition from its first offset (the default)."),
+    from_timestamp: str | None = typer.Option(None, "--from-timestamp", metavar="ISO8601",
+                                              help="From the first event at or after this time (no zone = UTC)."),
+    from_offsets: str | None = typer.Option(None, "--from-offsets", metavar="P:O,P:O",
+                                            help="Only these partitions, from these offsets."),
+    to_end: bool = typer.Option(False, "--to-end",
+                                help="Read each partition to its end as it is when reached "
+                                     "(default: stop at the high watermarks taken at start)."),
+    job: str | None = typer.Option(None, "--job", help="Only events of this job id."),
+    database_url: str | None = opt.DATABASE_URL,
+    topic: str | None = opt.TOPIC,
+    batch_size: int | None = opt.BATCH_SIZE,
+    dlq: bool = typer.Option(False, "--dlq",
+                             help="Send invalid events to the dead-letter topic again (the live worker already did)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-    bootstrap: Optional[str] = opt.BOOTSTRAP,
-    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
+    bootstrap: str | None = opt.BOOTSTRAP,
+    kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
     """Read the topic again (without touching the live consumer group) into a database."""
     from predstream.consumer import ConsumerSettings, DeadLetterWriter, parse_offsets, parse_timestamp, run_replay
@@ -64,10 +74,10 @@ def replay(
 
 @one_line_errors
 def backfill(
-    files: List[Path] = typer.Argument(..., help="Spool files and/or JSON lines exports of the old table's rows."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    files: list[Path] = typer.Argument(..., help="Spool files and/or JSON lines exports of the old table's rows."),
+    database_url: str | None = opt.DATABASE_URL,
     strict: bool = typer.Option(False, "--strict", help="Check every row first; load nothing if one is bad."),
-    batch_size: Optional[int] = opt.BATCH_SIZE,
+    batch_size: int | None = opt.BATCH_SIZE,
 ) -> None:
     """Load spool files and old-writer exports into the database (idempotent: loading twice adds nothing)."""
     from predstream.consumer import ConsumerSettings, run_backfill
@@ -76,7 +86,7 @@ def backfill(
     settings.require_database_url()
     shown = [0]
 
-    def on_problem(problem) -> None:  # type: ignore[no-untyped-def]
+    def on_problem(problem: object) -> None:
         shown[0] += 1
         if shown[0] <= 50:
             typer.echo(f"not loaded: {problem}", err=True)
@@ -100,14 +110,21 @@ class _progress:
 
     def __init__(self, enabled: bool, label: str) -> None:
         self.enabled, self.label = enabled, label
-        self._bar = None
-        self._task = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self) -> Callable[[int, int], None] | None:
         if not self.enabled:
             return None
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._bar = Progress(
             TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -119,7 +136,7 @@ class _progress:
         return self._update
 
     def _update(self, done: int, total: int) -> None:
-        assert self._bar is not None
+        assert self._bar is not None and self._task is not None
         elapsed = self._bar.tasks[0].elapsed or 0.0
         rate = f"{done / elapsed:,.0f}" if elapsed > 0.05 and done else "-"
         self._bar.update(self._task, completed=done, total=total, rate=rate)

@@ -1,15 +1,16 @@
 """``predstream sets``: curated prediction sets (create from a dataset file, list, show, export, delete).
 
 ``sets create`` reads the dataset with the training side's sampler, so each item keeps the
-``source_index`` and ``prompt_id`` a training run would give it, and stores the set with
-:func:`predstream.consumer.create_set`.
+``source_index`` and ``prompt_id`` a training run would give it, builds the set with
+:func:`predstream.producer.prediction_set_from_samples` (the rules of
+:mod:`predstream.schemas.prediction_set`) and stores it with :func:`predstream.consumer.create_set`.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -17,7 +18,8 @@ from . import _cli_options as opt
 from ._cli_common import fail, one_line_errors
 
 if TYPE_CHECKING:
-    from predstream.consumer import ConsumerSettings
+    from predstream.consumer import ConsumerSettings, StoredSet
+    from predstream.producer import Sample
 
 sets_app = typer.Typer(help="Curated prediction sets: fixed, named lists of eval prompts.", no_args_is_help=True)
 
@@ -26,7 +28,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(sets_app, name="sets")
 
 
-def _settings(database_url: Optional[str]) -> ConsumerSettings:
+def _settings(database_url: str | None) -> ConsumerSettings:
     from predstream.consumer import ConsumerSettings
 
     settings = opt.cli_settings(ConsumerSettings, database_url=database_url)
@@ -39,42 +41,50 @@ def _settings(database_url: Optional[str]) -> ConsumerSettings:
 def create(
     name: str = typer.Argument(..., help="Name of the new set."),
     source: Path = typer.Option(..., "--from", help="Dataset file: a JSON array or JSON lines (one row per line)."),
-    indices: Optional[str] = typer.Option(None, "--indices", metavar="1,5,9", help="Rows to take (source_index: array index or 0-based line index), in this order."),
-    sample: Optional[int] = typer.Option(None, "--sample", min=1, metavar="N", help="Draw N rows at random ..."),
+    indices: str | None = typer.Option(None, "--indices", metavar="1,5,9",
+                                       help="Rows to take (source_index: array index or 0-based line index), "
+                                            "in this order."),
+    sample: int | None = typer.Option(None, "--sample", min=1, metavar="N", help="Draw N rows at random ..."),
     seed: int = typer.Option(0, "--seed", help="... with this seed (same file + seed = same rows)."),
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="Field holding a text prompt."),
     messages_field: str = typer.Option("messages", "--messages-field", help="Field holding chat messages."),
-    answer_field: Optional[str] = typer.Option(None, "--answer-field", help="Field holding the reference answer (default: ground_truth, answer, completion, response)."),
-    description: Optional[str] = typer.Option(None, "--description", help="A line saying what the set is for."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    answer_field: str | None = typer.Option(None, "--answer-field",
+                                            help="Field holding the reference answer "
+                                                 "(default: ground_truth, answer, completion, response)."),
+    description: str | None = typer.Option(None, "--description", help="A line saying what the set is for."),
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Create a set from rows of a dataset file (--indices or --sample N --seed S)."""
-    from predstream.consumer import SetItem, create_set
+    from predstream.consumer import create_set
+    from predstream.producer import prediction_set_from_samples
 
     if (indices is None) == (sample is None):
         raise fail("give either --indices 1,5,9 or --sample N (with --seed S)")
     samples = _pick(source, indices, sample, seed, prompt_field, messages_field, answer_field)
-    items = [
-        SetItem(item_index=i, prompt_id=s.prompt_id, source_index=s.source_index, prompt=s.prompt,
-                messages=None if s.messages is None else tuple(s.messages_list() or ()), ground_truth=s.ground_truth)
-        for i, s in enumerate(samples)
-    ]
-    stored, created = create_set(
-        _settings(database_url), name, items, source=str(source), seed=seed if sample is not None else None,
-        description=description,
-    )
+    settings = _settings(database_url)
+    pset = prediction_set_from_samples(name, samples, source=str(source), seed=seed if sample is not None else None,
+                                       description=description)
+    stored, created = create_set(settings, pset)
     if created:
         typer.echo(f"created set {stored.name!r} ({stored.set_id}, {stored.item_count} items)")
     else:
         typer.echo(f"set {stored.name!r} ({stored.set_id}) already exists with the same items: nothing to do")
 
 
-def _pick(source: Path, indices: Optional[str], sample: Optional[int], seed: int, prompt_field: str,
-          messages_field: str, answer_field: Optional[str]) -> list:
+def _pick(source: Path, indices: str | None, sample: int | None, seed: int, prompt_field: str,
+          messages_field: str, answer_field: str | None) -> list[Sample]:
     """The rows to store, each checked against the event contract once, here: a row that
     training could not send is skipped with a warning (--sample) or stops the command."""
-    from predstream.producer import (NO_ROW, DEFAULT_GROUND_TRUTH_FIELDS, BadRow, RowFormat, check_dataset_id,
-                                     read_dataset, row_to_sample, sample_dataset)
+    from predstream.producer import (
+        DEFAULT_GROUND_TRUTH_FIELDS,
+        NO_ROW,
+        BadRow,
+        RowFormat,
+        check_dataset_id,
+        read_dataset,
+        row_to_sample,
+        sample_dataset,
+    )
 
     fmt = RowFormat(prompt_field=prompt_field, messages_field=messages_field,
                     ground_truth_field=answer_field or DEFAULT_GROUND_TRUTH_FIELDS)
@@ -84,7 +94,7 @@ def _pick(source: Path, indices: Optional[str], sample: Optional[int], seed: int
     data = read_dataset(source)
     check_dataset_id(data.dataset_id)
     rows = data.rows
-    samples = []
+    samples: list[Sample] = []
     for position, index in enumerate(wanted):
         if index >= len(rows):
             raise fail(f"{source} has {len(rows)} rows (0..{len(rows) - 1}); there is no row {index}")
@@ -118,7 +128,7 @@ def _indices(text: str) -> list[int]:
 @one_line_errors
 def list_(
     as_json: bool = typer.Option(False, "--json", help="One JSON array."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """List the stored sets."""
     from predstream.consumer import list_sets
@@ -145,7 +155,7 @@ def list_(
 def show(
     name: str = typer.Argument(..., help="Set name or set_id."),
     as_json: bool = typer.Option(False, "--json", help="The export file's JSON."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Show a set and its items."""
     from predstream.consumer import get_set
@@ -171,7 +181,7 @@ def show(
 def export(
     name: str = typer.Argument(..., help="Set name or set_id."),
     path: Path = typer.Argument(..., help="JSON file to write (training reads it with prediction_set=FILE)."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Write a set to a JSON file."""
     from predstream.consumer import export_set
@@ -185,7 +195,7 @@ def export(
 def delete(
     name: str = typer.Argument(..., help="Set name or set_id."),
     yes: bool = typer.Option(False, "--yes", help="Do not ask."),
-    database_url: Optional[str] = opt.DATABASE_URL,
+    database_url: str | None = opt.DATABASE_URL,
 ) -> None:
     """Delete a set (predictions already made with it keep their set_id)."""
     from predstream.consumer import delete_set
@@ -197,6 +207,6 @@ def delete(
     typer.echo(f"deleted set {name!r}")
 
 
-def _head_json(s) -> dict:  # type: ignore[no-untyped-def]
+def _head_json(s: StoredSet) -> dict[str, Any]:
     return {"set_id": s.set_id, "name": s.name, "item_count": s.item_count, "source": s.source, "seed": s.seed,
             "description": s.description, "created_at": s.created_at.isoformat() if s.created_at else None}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -25,8 +25,8 @@ def register(app: typer.Typer) -> None:
     app.add_typer(spool_app, name="spool")
 
 
-def _settings(spool_dir: Optional[Path], topic: Optional[str] = None, kafka_bootstrap: Optional[str] = None,
-              kafka_options: Optional[List[str]] = None) -> ProducerSettings:
+def _settings(spool_dir: Path | None, topic: str | None = None, kafka_bootstrap: str | None = None,
+              kafka_options: list[str] | None = None) -> ProducerSettings:
     from predstream.producer import ProducerSettings
 
     return opt.cli_settings(ProducerSettings, spool_dir=spool_dir, topic=topic, kafka_bootstrap=kafka_bootstrap,
@@ -36,11 +36,12 @@ def _settings(spool_dir: Optional[Path], topic: Optional[str] = None, kafka_boot
 @spool_app.command("drain")
 @one_line_errors
 def drain(
-    spool_dir: Optional[Path] = opt.SPOOL_DIR,
-    timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Give up after this many seconds; what is left stays spooled."),
-    topic: Optional[str] = opt.TOPIC,
-    bootstrap: Optional[str] = opt.BOOTSTRAP,
-    kafka_option: Optional[List[str]] = opt.KAFKA_OPTION,
+    spool_dir: Path | None = opt.SPOOL_DIR,
+    timeout: float = typer.Option(60.0, "--timeout", min=0.1,
+                                  help="Give up after this many seconds; what is left stays spooled."),
+    topic: str | None = opt.TOPIC,
+    bootstrap: str | None = opt.BOOTSTRAP,
+    kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
     """Re-send every spooled event to Kafka; a segment is deleted once all its events are
     acknowledged. Exit 1 when some events are still spooled afterwards."""
@@ -67,7 +68,7 @@ def drain(
 @spool_app.command("status")
 @one_line_errors
 def status(
-    spool_dir: Optional[Path] = opt.SPOOL_DIR,
+    spool_dir: Path | None = opt.SPOOL_DIR,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Segments, records and bytes in the spool, and any damaged tails."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import typer
 
@@ -19,7 +20,7 @@ def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate)
 
 
-def _print_env(state: dict) -> None:
+def _print_env(state: dict[str, Any]) -> None:
     from predstream.schemas import DEFAULT_TOPIC
 
     typer.echo(f"PREDSTREAM_KAFKA_BOOTSTRAP={state['bootstrap']}")
@@ -64,9 +65,9 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the state a
     if as_json:
         typer.echo(json.dumps(state, indent=2))
         return
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    since = datetime.fromtimestamp(state["started_at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    since = datetime.fromtimestamp(state["started_at"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     pids = state.get("pids", {})
     typer.echo(f"local stack running since {since} (broker pid {pids.get('broker')}, "
                f"PostgreSQL pid {pids.get('postgres')}; data and logs in {state['home']})")
@@ -75,8 +76,8 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print the state a
 
 @one_line_errors
 def migrate(
-    database_url: Optional[str] = opt.DATABASE_URL,
-    migrations_dir: Optional[Path] = opt.MIGRATIONS_DIR,
+    database_url: str | None = opt.DATABASE_URL,
+    migrations_dir: Path | None = opt.MIGRATIONS_DIR,
     dry_run: bool = typer.Option(False, "--dry-run", help="List pending migrations; apply nothing."),
 ) -> None:
     """Apply pending SQL migrations, each once, in order, under an advisory lock."""

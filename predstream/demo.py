@@ -8,7 +8,8 @@
    differ only in learning rate. ``TrainingPredictionsCallback`` publishes predictions for the
    same 16 eval prompts (same seed, so same ``prompt_id`` / ``source_index``) at each evaluation.
 4. The comparison: for a few prompts, the prediction at each step in each run, and accuracy
-   against the reference per step per run, as tables and a PNG plot.
+   against the reference per step per run, as tables and a PNG plot; then the URL of the
+   web view's comparison page (``serve=True``, ``--serve``: served until Ctrl-C).
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ import uuid
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+
+if TYPE_CHECKING:
+    import torch
+
+    from predstream.consumer import Comparison
+    from predstream.producer import ProducerSettings
 
 __all__ = ["DemoPlan", "DemoResult", "run_demo"]
 
@@ -46,7 +53,7 @@ class DemoPlan:
     digits: int = 1
 
     @classmethod
-    def quick(cls) -> "DemoPlan":
+    def quick(cls) -> DemoPlan:
         return cls(max_steps=60, eval_every=20, n_samples=8, train_rows=1000)
 
     @property
@@ -59,11 +66,14 @@ class DemoResult:
     jobs: list[str]
     rows: dict[str, int]
     plot: Path
-    comparison: Any
+    comparison: Comparison
+    #: the web view's comparison page of the two runs
+    compare_url: str = ""
 
 
-def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
-    """(bootstrap, database_url, topic) of the services to use; starts some if needed."""
+def _services(stack: ExitStack, console: Console) -> tuple[str, str, str, bool]:
+    """(bootstrap, database_url, topic, temporary) of the services to use; starts them (and
+    ``temporary`` is true: they stop with ``stack``) when none are configured or running."""
     from predstream.consumer import ConsumerSettings, apply_migrations
     from predstream.local import LocalStack, create_topics, local_stack, predstream_home
     from predstream.schemas import load_settings
@@ -71,13 +81,14 @@ def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     settings = load_settings(ConsumerSettings)
     if settings.kafka_bootstrap and settings.database_url:
         console.print(f"[bold]services[/bold]: the configured Kafka ({settings.kafka_bootstrap}) and Postgres")
-        create_topics(settings.kafka_bootstrap, {settings.topic: 6, settings.dlq_topic: 1}, config=settings.kafka_options)
+        create_topics(settings.kafka_bootstrap, {settings.topic: 6, settings.dlq_topic: 1},
+                      config=settings.kafka_options)
         apply_migrations(settings)
-        return settings.kafka_bootstrap, settings.database_url, settings.topic
+        return settings.kafka_bootstrap, settings.database_url, settings.topic, False
     running = local_stack()
     if running:
         console.print(f"[bold]services[/bold]: the local stack started by `predstream up` ({running['bootstrap']})")
-        return running["bootstrap"], running["database_url"], running.get("topic", settings.topic)
+        return running["bootstrap"], running["database_url"], running.get("topic", settings.topic), False
     console.print("[bold]services[/bold]: starting an embedded broker and PostgreSQL (stopped at the end)")
     predstream_home().mkdir(parents=True, exist_ok=True)
     home = Path(tempfile.mkdtemp(prefix="demo-stack-", dir=predstream_home()))
@@ -85,14 +96,14 @@ def _services(stack: ExitStack, console: Console) -> tuple[str, str, str]:
     local = LocalStack(home, durable=False)
     local.start()
     stack.callback(local.stop)
-    stack.temporary_services = True  # type: ignore[attr-defined]
     topic = settings.topic
     create_topics(local.bootstrap, {topic: 6, topic + ".dlq": 1})
     apply_migrations(settings.model_copy(update={"database_url": local.database_url()}))
-    return local.bootstrap, local.database_url(), topic
+    return local.bootstrap, local.database_url(), topic, True
 
 
-def _train(job_id: str, lr: float, plan: DemoPlan, eval_file: Path, out: Path, producer_settings: Any) -> None:
+def _train(job_id: str, lr: float, plan: DemoPlan, eval_file: Path, out: Path,
+           producer_settings: ProducerSettings) -> None:
     from transformers import Trainer, TrainingArguments
 
     from predstream.producer import TrainingPredictionsCallback
@@ -151,13 +162,14 @@ def _eval_rows(digits: int) -> list[dict[str, str]]:
     return rows[:200]
 
 
-def _collate(batch: Any, pad_token_id: int) -> Any:
+def _collate(batch: list[dict[str, Any]], pad_token_id: int) -> dict[str, torch.Tensor]:
     from predstream.tinymodel import collate
 
     return collate(batch, pad_token_id)
 
 
-def _wait_for_rows(database_url: str, jobs: list[str], expected: int, timeout: float, console: Console) -> dict[str, int]:
+def _wait_for_rows(database_url: str, jobs: list[str], expected: int, timeout: float,
+                   console: Console) -> dict[str, int]:
     import psycopg
 
     deadline = time.monotonic() + timeout
@@ -175,16 +187,38 @@ def _wait_for_rows(database_url: str, jobs: list[str], expected: int, timeout: f
             time.sleep(0.3)
 
 
-def stack_is_temporary(stack: ExitStack) -> bool:
-    return bool(getattr(stack, "temporary_services", False))
+def _serve_until_stopped(database_url: str, web_port: int, path: str, console: Console,
+                         stop: threading.Event | None) -> str:
+    """Serve the web view (``web_port``, else any free port) until Ctrl-C or ``stop``; its URL."""
+    from predstream.web import ServeSettings, WebError, start_server
+
+    try:
+        server = start_server(ServeSettings(database_url=database_url, web_port=web_port))
+    except WebError:  # the port is taken (a `predstream serve` already runs?): take any free one
+        server = start_server(ServeSettings(database_url=database_url, web_port=0))
+    url = server.url + path
+    console.print(f"[bold]web view[/bold]: {url}  (serving until Ctrl-C)", soft_wrap=True, highlight=False)
+    try:
+        while not (stop or threading.Event()).wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        console.print("stopping the web view")
+    finally:
+        server.stop()
+    return url
 
 
-def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output", console: Console | None = None) -> DemoResult:
-    """Run the demo; return the jobs, row counts, plot path and comparison."""
+def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output", console: Console | None = None,
+             *, serve: bool = False, web_port: int = 8765, stop: threading.Event | None = None) -> DemoResult:
+    """Run the demo; return the jobs, row counts, plot path, comparison and the web view's URL.
+
+    ``serve``: then serve the web view of the database the demo used until Ctrl-C (or
+    ``stop`` is set), before stopping the services it started."""
+    from urllib.parse import urlencode
+
     from predstream import report
     from predstream.consumer import ConsumerSettings, compare_runs, run_worker
     from predstream.producer import ProducerSettings
-    from predstream.tinymodel import addition_rows
 
     plan = plan or DemoPlan()
     console = console or Console()
@@ -192,7 +226,7 @@ def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with ExitStack() as stack:
-        bootstrap, database_url, topic = _services(stack, console)
+        bootstrap, database_url, topic, temporary = _services(stack, console)
         consumer_settings = ConsumerSettings(
             kafka_bootstrap=bootstrap, database_url=database_url, topic=topic,
             group_id=f"predstream-demo-{uuid.uuid4().hex[:8]}", session_timeout_ms=6000, batch_max_wait_ms=100,
@@ -223,6 +257,14 @@ def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output
         report.print_comparison(comparison, console)
         plot = report.plot_comparison(comparison, out / "comparison.png")
         console.print(f"rows stored: {counts}; plot: {plot}; took {time.monotonic() - started:.0f} s")
-        if not stack_is_temporary(stack):
+        if not temporary:
             console.print(f"explore further: predstream compare {' '.join(jobs)} --format csv")
-    return DemoResult(jobs, counts, plot, comparison)
+        path = "/compare?" + urlencode([("job", j) for j in jobs])
+        if serve:
+            url = _serve_until_stopped(database_url, web_port, path, console, stop)
+        else:
+            url = f"http://127.0.0.1:{web_port}{path}"
+            how = ("`predstream demo --serve` keeps it up" if temporary
+                   else "run `predstream serve` to open it")
+            console.print(f"[bold]web view[/bold]: {url}  ({how})", soft_wrap=True, highlight=False)
+    return DemoResult(jobs, counts, plot, comparison, url)

@@ -88,6 +88,8 @@ def local_stack() -> dict[str, Any] | None:
         state = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(state, dict):
+        return None
     for pid in state.get("pids", {}).values():
         if not _alive(pid):
             return None
@@ -123,7 +125,8 @@ def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _check_port_free(port: int, flag: str) -> None:
@@ -170,7 +173,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float, 
     raise LocalStackError(f"{what} did not open port {port} within {timeout:.0f} s; see {log}")
 
 
-def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0, config: dict[str, Any] | None = None) -> None:
+def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
+                  config: dict[str, Any] | None = None) -> None:
     """Create topics (name -> partitions) with unlimited retention and no compaction.
 
     Topics that already exist are left as they are. Retention is unlimited and the cleanup
@@ -178,7 +182,8 @@ def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 15.0,
     delete the history that replay needs.
     """
     from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap, **(config or {})})
     new = [
@@ -293,7 +298,7 @@ class LocalStack:
                 mode = parent.stat().st_mode
                 parent.chmod(mode | 0o011)  # traverse only (x for group/others), no read
         for path in (_pg_bin().parent,):
-            for root, dirs, files in os.walk(path):
+            for root, _dirs, files in os.walk(path):
                 os.chmod(root, os.stat(root).st_mode | 0o055)
                 for f in files:
                     p = os.path.join(root, f)
@@ -373,7 +378,8 @@ def _state_path() -> Path:
     return predstream_home() / "stack.json"
 
 
-def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0, timeout: float = 30.0) -> dict[str, Any]:
+def up(*, topic: str, partitions: int = 6, kafka_port: int = 0, pg_port: int = 0,
+       timeout: float = 30.0) -> dict[str, Any]:
     """Start the local stack in the background (or find the running one) and return its state."""
     from predstream.consumer import ConsumerSettings, apply_migrations
 

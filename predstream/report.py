@@ -39,7 +39,8 @@ def print_comparison(comparison: Comparison, console: Console | None = None) -> 
         for job in comparison.jobs:
             table.add_column(job)
         for step in p.steps:
-            table.add_row(str(step), *[_cell(*p.predictions.get(job, {}).get(step, (None, None))) for job in comparison.jobs])
+            table.add_row(str(step),
+                          *[_cell(*p.predictions.get(job, {}).get(step, (None, None))) for job in comparison.jobs])
         console.print(table)
     steps = sorted({s for per_job in comparison.accuracy.values() for s in per_job})
     acc = Table(title="exact-match accuracy against the reference, per step", title_justify="left")

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import random
 import string
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 try:
     import torch
@@ -126,7 +127,7 @@ def addition_rows(n: int, *, seed: int = 0, digits: int = 2) -> list[dict[str, s
     return rows
 
 
-class TokenizedTask(torch.utils.data.Dataset):
+class TokenizedTask(torch.utils.data.Dataset[dict[str, Any]]):
     """Training examples ``prompt + ground_truth + [EOS]``; labels mask the prompt."""
 
     def __init__(self, rows: Sequence[dict[str, str]], tokenizer: PreTrainedTokenizerFast) -> None:

@@ -1,7 +1,8 @@
 """The training side of predstream: sample eval prompts, generate, publish events to Kafka.
 
 * :mod:`.sampler` — deterministic samples with stable identity (``Sample``, ``sample_dataset``)
-* :mod:`.prediction_sets` — curated prediction sets from an export file or Postgres
+* :mod:`.prediction_sets` — curated prediction sets loaded as samples, from an export file or
+  Postgres (what a set is: :mod:`predstream.schemas.prediction_set`)
 * :mod:`.set_copies` — a set for training: the database's, or its verified local copy
 * :mod:`.generator` — batched, left-padded generation (needs torch)
 * :mod:`.recorder` — ``PredictionRecorder``: generate + publish, for custom training loops
@@ -21,26 +22,20 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
+from .dataset_source import NO_ROW
 from .errors import (
     DatasetError,
-    PredictionSetError,
-    PredictionSetUnavailableError,
     ProducerError,
     PublisherClosedError,
     SpoolError,
 )
 from .prediction_sets import (
-    PredictionSet,
     fetch_prediction_set,
     load_prediction_set,
     prediction_set_from_samples,
-    prediction_set_id,
-    read_prediction_set_file,
-    write_prediction_set_file,
+    prediction_set_samples,
 )
-from .dataset_source import NO_ROW
 from .publisher import Publisher, PublishReport
-from .spool_drain import drain_spool
 from .recorder import PredictionRecorder, distributed_rank
 from .sampler import (
     DEFAULT_GROUND_TRUTH_FIELDS,
@@ -54,6 +49,7 @@ from .sampler import (
 )
 from .settings import ProducerSettings
 from .spool import spool_status
+from .spool_drain import drain_spool
 
 __all__ = [
     "ProducerSettings",
@@ -70,13 +66,10 @@ __all__ = [
     "NO_ROW",
     "drain_spool",
     "spool_status",
-    "PredictionSet",
     "load_prediction_set",
-    "read_prediction_set_file",
-    "write_prediction_set_file",
     "fetch_prediction_set",
     "prediction_set_from_samples",
-    "prediction_set_id",
+    "prediction_set_samples",
     "PredictionRecorder",
     "distributed_rank",
     "Generator",
@@ -86,8 +79,6 @@ __all__ = [
     "PublisherClosedError",
     "SpoolError",
     "DatasetError",
-    "PredictionSetError",
-    "PredictionSetUnavailableError",
 ]
 
 # Names whose modules need the ``train`` extra: imported on first access.

@@ -9,10 +9,10 @@
 What happens when:
 
 * ``on_train_begin``: the job id is settled (below), the samples are drawn
-  (:func:`predstream.producer.sampler.sample_dataset`, or :func:`predstream.producer.set_copies.load_set_for_training`
-  for ``prediction_set=``: a file, or a set read from ``database_url=`` /
-  ``settings.database_url``, with a verified local copy used when the database does not
-  answer), and the publisher is created from ``settings`` unless one was passed in.
+  (:func:`predstream.producer.sampler.sample_dataset`, or
+  :func:`predstream.producer.set_copies.load_set_for_training` for ``prediction_set=``: a file,
+  or a set read from ``database_url=`` / ``settings.database_url``, with a verified local copy
+  used when the database does not answer), and the publisher is created from ``settings`` unless one was passed in.
   Without ``settings=``, they are ``ProducerSettings`` from ``PREDSTREAM_*``, with the
   running local stack's broker and database for what the environment does not set
   (:func:`predstream.local.settings_with_local_stack`). A dataset or
@@ -54,7 +54,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ from predstream.schemas import MAX_JOB_ID_CHARS, GenerationSettings
 
 from .generator import Generator
 from .jobfile import JOB_FILE, settle_dataset_id, settle_job
+from .prediction_sets import prediction_set_samples
 from .recorder import PredictionRecorder, distributed_rank
 from .sampler import RowFormat, Sample, dataset_id, sample_dataset
 from .set_copies import load_set_for_training
@@ -169,11 +170,9 @@ class TrainingPredictionsCallback(TrainerCallback):
         self.job_id, self.attempt, source_id = self._settle_job(args, state)
         if self.prediction_set is not None:
             settings = self._producer_settings()
-            self.samples = load_set_for_training(
-                self.prediction_set,
-                database_url=self.database_url or settings.database_url,
-                copies_dir=settings.prediction_sets_dir,
-            ).samples()
+            if self.database_url:  # database_url= wins over the settings'
+                settings = settings.model_copy(update={"database_url": self.database_url})
+            self.samples = prediction_set_samples(load_set_for_training(self.prediction_set, settings))
         else:
             self.samples = sample_dataset(
                 self.dataset, self.n_samples, seed=self.seed, dataset_id=source_id, fmt=self.row_format
@@ -318,7 +317,7 @@ def _job_for(args: Any, state: Any, given: str | None) -> tuple[str, int]:
 
     def new_job_id() -> str:
         base = getattr(args, "run_name", None) or out.resolve().name or "run"
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         return f"{base[: MAX_JOB_ID_CHARS - 30]}-{stamp}-{secrets.token_hex(3)}"
 
     return settle_job(out, resumed=state.global_step > 0, job_id=given, new_job_id=new_job_id)

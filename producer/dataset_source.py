@@ -32,9 +32,10 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from predstream.schemas import MAX_JOB_ID_CHARS
 
@@ -194,7 +195,8 @@ def _jsonl_rows(text: str, path: Path) -> Iterator[Any]:
         try:
             yield json.loads(line)
         except json.JSONDecodeError as exc:
-            _log.warning("%s line %d (source_index %d) is not valid JSON (%s); skipped", path, index + 1, index, exc.msg)
+            _log.warning("%s line %d (source_index %d) is not valid JSON (%s); skipped", path, index + 1, index,
+                         exc.msg)
             yield NO_ROW
 
 

@@ -6,9 +6,11 @@ errors are for mistakes the caller can fix::
     ProducerError                 root of this package
      ├── PublisherClosedError     publish() after close(): create a new Publisher
      ├── SpoolError               the spool folder cannot be used (not writable, not a folder)
-     ├── DatasetError             an eval dataset cannot be read or sampled (file, row, field)
-     └── PredictionSetError       a prediction set cannot be found or is inconsistent
-          └── PredictionSetUnavailableError  the database holding it does not answer
+     └── DatasetError             an eval dataset cannot be read or sampled (file, row, field)
+
+A prediction set that cannot be found, read or used raises the one error both sides share,
+``predstream.schemas.PredictionSetError`` (``PredictionSetUnavailableError`` when its database
+does not answer).
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ __all__ = [
     "PublisherClosedError",
     "SpoolError",
     "DatasetError",
-    "PredictionSetError",
-    "PredictionSetUnavailableError",
 ]
 
 
@@ -38,10 +38,3 @@ class SpoolError(ProducerError):
 class DatasetError(ProducerError):
     """The eval dataset cannot be read or sampled; the message names the file/row/field."""
 
-
-class PredictionSetError(ProducerError):
-    """A prediction set is missing, unreadable or inconsistent; the message says what to do."""
-
-
-class PredictionSetUnavailableError(PredictionSetError):
-    """The database that holds a prediction set does not answer (an outage, not a bad set)."""

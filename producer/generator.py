@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 try:
     import torch
@@ -159,7 +160,8 @@ class Generator:
                         i = start + offset
                         if i >= real:
                             continue  # padding batch of a distributed run
-                        results.append(self._result(tokenizer, samples[i], batch[offset], seq_index, new_tokens, eos_ids, elapsed))
+                        results.append(self._result(tokenizer, samples[i], batch[offset], seq_index, new_tokens,
+                                                    eos_ids, elapsed))
         finally:
             model.train(was_training)
         return results
@@ -214,7 +216,8 @@ class Generator:
         if "\x00" in text:
             text = text.replace("\x00", "\ufffd")
         if len(text) > MAX_TEXT_CHARS:
-            _log.warning("prediction for prompt_id %s is %d characters; cut to %d", sample.prompt_id[:12], len(text), MAX_TEXT_CHARS)
+            _log.warning("prediction for prompt_id %s is %d characters; cut to %d", sample.prompt_id[:12], len(text),
+                         MAX_TEXT_CHARS)
             text = text[:MAX_TEXT_CHARS]
         return Generation(
             sample=sample,
@@ -226,7 +229,7 @@ class Generator:
         )
 
 
-def _device(model: Any) -> "torch.device":
+def _device(model: Any) -> torch.device:
     device = getattr(model, "device", None)
     if isinstance(device, torch.device):
         return device

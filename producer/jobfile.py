@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["JOB_FILE", "MAX_ATTEMPT", "JobFile", "settle_job", "settle_dataset_id"]
 
@@ -65,7 +66,7 @@ class JobFile:
         return 0
 
     @classmethod
-    def read(cls, path: Path) -> "JobFile | None":
+    def read(cls, path: Path) -> JobFile | None:
         """The file at ``path``, or ``None`` when there is none or it is not a JSON object."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))

@@ -30,7 +30,8 @@ override.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from predstream.schemas import MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent
 

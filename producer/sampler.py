@@ -44,12 +44,18 @@ from __future__ import annotations
 import heapq
 import json
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
-from functools import lru_cache
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
-from predstream.schemas import MAX_EVENT_BYTES, MAX_JOB_ID_CHARS, InvalidEventError, PredictionEvent, SingleObjectEncoder, compute_prompt_id
+from predstream.schemas import (
+    MAX_EVENT_BYTES,
+    InvalidEventError,
+    PredictionEvent,
+    compute_prompt_id,
+)
+from predstream.schemas.codec import oversize_bytes
+from predstream.schemas.event import LARGEST_RECORDED_FIELDS
 from predstream.schemas.prompt_id import PromptIdError, prompt_messages
 from predstream.schemas.sample_rank import compute_sample_rank
 
@@ -198,16 +204,6 @@ def _json_kind(value: Any) -> str:
 
 # -- the contract, asked once per row ---------------------------------------------
 
-_NOW = datetime(2000, 1, 1, tzinfo=timezone.utc)
-#: Every field a recorder fills later, at its largest plausible size (job id: the contract's).
-_LATER = dict(event_id="0" * 64, job_id="j" * MAX_JOB_ID_CHARS, epoch=0.0, step=0, prediction="", produced_at=_NOW,
-              prompt_tokens=2**31 - 1, completion_tokens=2**31 - 1, generation_ms=1e9,
-              generation={"max_new_tokens": 1_000_000})
-#: An upper bound on the encoded size of everything but the row's texts (ids, numbers,
-#: job id at 256 characters of 4 UTF-8 bytes, framing): rows under it need no encoding.
-_FIXED_BYTES = 4096
-
-
 def _check_contract(sample: Sample) -> None:
     """Raise :class:`BadRow` when an event for this sample would be refused."""
     gt = sample.ground_truth
@@ -219,25 +215,17 @@ def _check_contract(sample: Sample) -> None:
                          "which is not valid Unicode and has no UTF-8 form") from None
     try:
         event = PredictionEvent.validate_dict({
-            **_LATER, "sample_index": sample.sample_index, "prompt": sample.prompt, "messages": sample.messages,
-            "ground_truth": gt, "prompt_id": sample.prompt_id, "source_index": sample.source_index,
-            "sample_source": sample.sample_source, "sample_source_id": sample.sample_source_id,
+            **LARGEST_RECORDED_FIELDS, "sample_index": sample.sample_index, "prompt": sample.prompt,
+            "messages": sample.messages, "ground_truth": gt, "prompt_id": sample.prompt_id,
+            "source_index": sample.source_index, "sample_source": sample.sample_source,
+            "sample_source_id": sample.sample_source_id,
         })
     except InvalidEventError as exc:
         raise BadRow(f"breaks the event contract ({exc})") from None
-    texts = [sample.prompt or "", gt or "", sample.sample_source_id or ""]
-    for m in sample.messages or ():
-        texts += (m["role"], m["content"])
-    if _FIXED_BYTES + sum(4 * len(t) + 10 for t in texts) > MAX_EVENT_BYTES:
-        size = len(_encoder().encode(event))
-        if size > MAX_EVENT_BYTES:
-            raise BadRow(f"makes an event of {size} bytes before any prediction or model name; the contract's limit is "
-                         f"{MAX_EVENT_BYTES} bytes (shorten the prompt, messages or reference answer)")
-
-
-@lru_cache(maxsize=1)
-def _encoder() -> SingleObjectEncoder:
-    return SingleObjectEncoder()
+    size = oversize_bytes(event)
+    if size is not None:
+        raise BadRow(f"makes an event of {size} bytes before any prediction or model name; the contract's limit is "
+                     f"{MAX_EVENT_BYTES} bytes (shorten the prompt, messages or reference answer)")
 
 
 def check_dataset_id(source_id: str) -> None:
@@ -245,8 +233,9 @@ def check_dataset_id(source_id: str) -> None:
     ``sample_source_id`` (e.g. a ``dataset_id=`` that is too long)."""
     try:
         source_id.encode("utf-8")
-        PredictionEvent.validate_dict({**_LATER, "sample_index": 0, "prompt": "", "prompt_id": "0" * 64,
-                                       "sample_source": "dataset", "sample_source_id": source_id})
+        PredictionEvent.validate_dict({**LARGEST_RECORDED_FIELDS, "sample_index": 0, "prompt": "",
+                                       "prompt_id": "0" * 64, "sample_source": "dataset",
+                                       "sample_source_id": source_id})
     except (InvalidEventError, UnicodeEncodeError) as exc:
         shown = source_id if len(source_id) <= 80 else source_id[:77] + "..."
         raise DatasetError(f"dataset id {shown!r} cannot be an event's sample_source_id ({exc}): "

@@ -1,13 +1,13 @@
 """Load a prediction set for training without depending on the database being up.
 
 ``TrainingPredictionsCallback(prediction_set=...)`` calls :func:`load_set_for_training` at
-train begin:
+train begin, with its ``ProducerSettings``:
 
 * a file (an existing path, or a name ending in ``.json``) is read and verified;
-* a name or ``set_id`` is read from the database (``database_url=``, else
-  ``PREDSTREAM_DATABASE_URL``, else the local stack's) and a copy is written to
-  ``<spool_dir>/prediction-sets/<set_id>.json`` (the export file format of
-  :mod:`predstream.schemas.prediction_set`);
+* a name or ``set_id`` is read from the database (``settings.database_url``: the callback's
+  ``database_url=``, else ``PREDSTREAM_DATABASE_URL``, else the local stack's) and a copy is
+  written to ``settings.prediction_sets_dir`` (``<spool_dir>/prediction-sets/<set_id>.json``,
+  the export file format of :mod:`predstream.schemas.prediction_set`);
 * when the database does not answer, or none is configured, the newest local copy of that
   set is used instead, with one warning. A copy is verified when read (``set_id``
   recomputed from its items), like every other loader.
@@ -20,32 +20,28 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
 
-from .errors import PredictionSetError, PredictionSetUnavailableError
-from .prediction_sets import PredictionSet, fetch_prediction_set, read_prediction_set_file
+from predstream.schemas.errors import PredictionSetError, PredictionSetUnavailableError
+from predstream.schemas.prediction_set import PredictionSet, read_prediction_set_file, write_prediction_set_file
+
+from .prediction_sets import fetch_prediction_set, is_prediction_set_file
+from .settings import ProducerSettings
 
 __all__ = ["load_set_for_training", "write_local_copy", "find_local_copy"]
 
 _log = logging.getLogger(__name__)
 
 
-def _is_file(name_or_path: str | os.PathLike[str]) -> bool:
-    text = os.fspath(name_or_path)
-    return isinstance(name_or_path, os.PathLike) or Path(text).is_file() or text.lower().endswith(".json")
-
-
-def load_set_for_training(
-    name_or_path: str | os.PathLike[str], *, database_url: str | None, copies_dir: Path
-) -> PredictionSet:
+def load_set_for_training(name_or_path: str | os.PathLike[str], settings: ProducerSettings) -> PredictionSet:
     """The set to train with: a file, the database's (copied locally), or the local copy."""
-    if _is_file(name_or_path):
+    if is_prediction_set_file(name_or_path):
         return read_prediction_set_file(name_or_path)
     name = os.fspath(name_or_path)
-    if database_url:
+    copies_dir = settings.prediction_sets_dir
+    if settings.database_url:
         try:
-            pset = fetch_prediction_set(name, database_url)
+            pset = fetch_prediction_set(name, settings)
         except PredictionSetUnavailableError as exc:
             why = str(exc)
         else:
@@ -61,25 +57,21 @@ def load_set_for_training(
             f"`predstream sets export {name} {name}.json` and pass prediction_set=\"{name}.json\""
         )
     path, pset = copy
-    _log.warning("%s; training with the local copy %s (%s, %d items, verified)", why, path, pset.set_id, len(pset.items))
+    _log.warning("%s; training with the local copy %s (%s, %d items, verified)",
+                 why, path, pset.set_id, len(pset.items))
     return pset
 
 
 def write_local_copy(pset: PredictionSet, copies_dir: Path) -> Path | None:
     """Write ``pset`` as ``<copies_dir>/<set_id>.json`` (atomically; ranks may race). A
     failure is logged, not raised: the copy only matters during a later outage."""
-    path = copies_dir / f"{pset.set_id}.json"
-    tmp = copies_dir / f".{pset.set_id}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         copies_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(pset.to_json(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        return write_prediction_set_file(pset, copies_dir / f"{pset.set_id}.json")
     except OSError as exc:
         _log.warning("cannot keep a local copy of prediction set %r in %s (%s): training will need the "
                      "database at the next start", pset.name, copies_dir, exc.strerror or exc)
-        tmp.unlink(missing_ok=True)
         return None
-    return path
 
 
 def find_local_copy(name_or_id: str, copies_dir: Path) -> tuple[Path, PredictionSet] | None:

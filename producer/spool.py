@@ -45,9 +45,9 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
 from predstream.schemas.spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
@@ -368,7 +368,7 @@ class Claim:
         except OSError as exc:
             _log.warning("spool: could not keep the damaged tail of %s: %s", self.path, exc)
 
-    def __enter__(self) -> "Claim":
+    def __enter__(self) -> Claim:
         return self
 
     def __exit__(self, *exc: object) -> None:

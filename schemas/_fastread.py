@@ -23,8 +23,9 @@ index from the end, and as whatever its shifts leave).
 from __future__ import annotations
 
 import struct
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 __all__ = ["MalformedAvro", "compile_reader"]
 
@@ -35,7 +36,7 @@ class MalformedAvro(ValueError):
     """The bytes are not a body of the schema."""
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _DOUBLE = struct.Struct("<d").unpack_from
 _FLOAT = struct.Struct("<f").unpack_from
 
@@ -151,7 +152,9 @@ class _Gen:
         self.emit(ind + 1, f"if {count} < 0:")  # a block with its size in bytes
         self.emit(ind + 2, f"{count} = -{count}")
         self.long(ind + 2, "n")
-        self.emit(ind + 1, f"if {count} > size - pos: raise MalformedAvro(f'array block of {{{count}}} items does not fit the body')")
+        self.emit(ind + 1,
+                  f"if {count} > size - pos: "
+                  f"raise MalformedAvro(f'array block of {{{count}}} items does not fit the body')")
         self.emit(ind + 1, f"for _ in range({count}):")
         item = self.value(schema["items"], ind + 2)
         self.emit(ind + 2, f"{v}.append({item})")
@@ -195,4 +198,5 @@ def compile_reader(schema: dict[str, Any]) -> Reader | None:
         "_DOUBLE": _DOUBLE, "_FLOAT": _FLOAT, "struct": struct,
     }
     exec(compile(source, f"<avro reader {schema.get('name', '?')}>", "exec"), namespace)
-    return namespace["read"]
+    read: Reader = namespace["read"]
+    return read

@@ -19,14 +19,17 @@ from __future__ import annotations
 import io
 import json
 import struct
-from functools import lru_cache
+from functools import cache
 from importlib import resources
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from ._fastread import MalformedAvro, compile_reader
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
 from .errors import (
     FramingError,
     InvalidEventError,
@@ -66,16 +69,23 @@ SCHEMA_VERSIONS = (1, 2, 3)
 CURRENT_VERSION = SCHEMA_VERSIONS[-1]
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema_text(version: int = CURRENT_VERSION) -> str:
     """Return the JSON text of ``prediction_event.v{version}.avsc``."""
     return resources.files("predstream.schemas").joinpath(f"avro/prediction_event.v{version}.avsc").read_text()
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(version: int = CURRENT_VERSION) -> dict[str, Any]:
     """Return the parsed schema of a version (fastavro form)."""
-    return fastavro.parse_schema(json.loads(load_schema_text(version)))
+    return _record_schema(fastavro.parse_schema(json.loads(load_schema_text(version))))
+
+
+def _record_schema(parsed: object) -> dict[str, Any]:
+    """A parsed schema that is a record (an event), or :class:`UnknownSchemaError`."""
+    if not isinstance(parsed, dict):
+        raise UnknownSchemaError(f"not an Avro record schema: {str(parsed)[:200]}")
+    return parsed
 
 
 def schema_fingerprint(schema_text: str) -> bytes:
@@ -94,7 +104,7 @@ def single_object_header(schema_text: str) -> bytes:
 _REVERSED_BY_0_1 = (1, 2)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _known_fingerprints() -> dict[bytes, dict[str, Any]]:
     """Writer schema by the 8 header bytes: the spec's order, and for the versions 0.1
     wrote, the reversed order it used (both name the same schema)."""
@@ -127,7 +137,7 @@ class Frame(NamedTuple):
         return f"id:{self.schema_id}"
 
 
-def parse_frame(data: bytes) -> Frame:
+def parse_frame(data: bytes | None) -> Frame:
     """Tell the framing and writer-schema reference of a message value (nothing is decoded).
 
     Raises :class:`FramingError` for an empty value, an unknown first byte or a header cut
@@ -194,6 +204,29 @@ class SingleObjectEncoder(Encoder):
         return buf.getvalue()
 
 
+#: An upper bound on the encoded size of everything in an event but its texts (ids, numbers,
+#: framing): an event whose texts are short needs no encoding to know it fits.
+_FIXED_BYTES = 4096
+
+
+def oversize_bytes(event: PredictionEvent) -> int | None:
+    """The encoded size of ``event`` (single-object framing) when it is over
+    :data:`~predstream.schemas.MAX_EVENT_BYTES`, else ``None``. Cheap for the usual event:
+    it is encoded only when its texts (at 4 UTF-8 bytes a character) could make it too large."""
+    messages = event.messages or ()
+    texts = [event.prompt, event.ground_truth, event.prediction, event.sample_source_id, event.job_id,
+             event.model_name, *(m.role for m in messages), *(m.content for m in messages)]
+    if _FIXED_BYTES + sum(4 * len(t) + 10 for t in texts if t) <= MAX_EVENT_BYTES:
+        return None
+    size = len(_size_encoder().encode(event))
+    return size if size > MAX_EVENT_BYTES else None
+
+
+@cache
+def _size_encoder() -> SingleObjectEncoder:
+    return SingleObjectEncoder()
+
+
 class ConfluentEncoder(Encoder):
     """Confluent wire format through confluent-kafka's registry client and AvroSerializer."""
 
@@ -203,7 +236,7 @@ class ConfluentEncoder(Encoder):
         topic: str,
         registry_config: dict[str, Any] | None = None,
         *,
-        client: Any = None,
+        client: SchemaRegistryClient | None = None,
     ) -> None:
         from confluent_kafka.schema_registry.avro import AvroSerializer
         from confluent_kafka.serialization import MessageField, SerializationContext
@@ -216,13 +249,14 @@ class ConfluentEncoder(Encoder):
         self.schema_ref = "registry"
 
     def encode(self, event: PredictionEvent) -> bytes:
-        data = self._serializer(event.to_avro(), self._ctx)
+        data: bytes | None = self._serializer(event.to_avro(), self._ctx)
+        assert data is not None  # the serializer's answer to a None value, never to an event
         if self.schema_ref == "registry":
             self.schema_ref = "id:" + str(struct.unpack(">I", data[1:5])[0])
         return data
 
 
-def _registry_client(url: str, config: dict[str, Any] | None) -> Any:
+def _registry_client(url: str, config: dict[str, Any] | None) -> SchemaRegistryClient:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     # new_client serves mock:// URLs from an in-process registry (used by the tests).
@@ -248,7 +282,7 @@ class Decoder:
         registry_url: str | None = None,
         registry_config: dict[str, Any] | None = None,
         *,
-        client: Any = None,
+        client: SchemaRegistryClient | None = None,
     ) -> None:
         self._reader = load_schema(CURRENT_VERSION)
         # bodies written with the current schema (nearly all) skip fastavro's interpreter
@@ -267,7 +301,8 @@ class Decoder:
             raise InvalidEventError(
                 f"message is {len(data)} bytes; the limit is {MAX_EVENT_BYTES}", reason="too-large:message"
             )
-        frame = parse_frame(data)  # type: ignore[arg-type]
+        frame = parse_frame(data)
+        assert data is not None  # parse_frame refuses an empty value
         if frame.fingerprint is not None:
             writer = self._by_fp.get(frame.fingerprint)
             if writer is None:
@@ -276,8 +311,9 @@ class Decoder:
                     "upgrade predstream on the consumer side"
                 )
         else:
-            writer = self._writer_by_id(frame.schema_id)  # type: ignore[arg-type]
-        return self._read(writer, data, frame.body_start)  # type: ignore[arg-type]
+            assert frame.schema_id is not None  # a Confluent frame names its schema id
+            writer = self._writer_by_id(frame.schema_id)
+        return self._read(writer, data, frame.body_start)
 
     def _read(self, writer: dict[str, Any], data: bytes, start: int) -> dict[str, Any]:
         if writer is self._reader and self._fast_read is not None:
@@ -319,10 +355,10 @@ class Decoder:
         except Exception as exc:  # connection refused, timeout, TLS: not the event's fault
             raise RegistryUnavailableError(f"schema registry unreachable: {exc}"[:500]) from None
         try:
-            writer = fastavro.parse_schema(json.loads(schema.schema_str))
+            writer = _record_schema(fastavro.parse_schema(json.loads(schema.schema_str or "")))
         except Exception as exc:
             raise UnknownSchemaError(f"schema id {schema_id} is not a usable Avro schema: {exc}"[:500]) from None
-        if schema_fingerprint(schema.schema_str) == schema_fingerprint(load_schema_text()):
+        if schema_fingerprint(schema.schema_str or "") == schema_fingerprint(load_schema_text()):
             writer = self._reader  # the current schema, registered: read it the fast way
         self._by_id[schema_id] = writer
         return writer

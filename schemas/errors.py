@@ -10,7 +10,10 @@ Every error here carries a short machine-readable ``reason`` (it becomes the
      │    └── MalformedBodyError     the Avro body does not parse with its writer schema
      ├── InvalidEventError           parsed, but a field breaks the contract (size, NUL, negative step, ...)
      ├── RegistryUnavailableError    the schema registry could not be asked: retry, never dead-letter
-     └── ConfigError                 a setting is wrong; the message says which and how to fix it
+     ├── ConfigError                 a setting is wrong; the message says which and how to fix it
+     └── PredictionSetError          a prediction set is missing, unreadable, inconsistent, or cannot be
+          │                          stored (both sides raise it; the message says what to do)
+          └── PredictionSetUnavailableError  the database holding it does not answer (an outage)
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ __all__ = [
     "InvalidEventError",
     "RegistryUnavailableError",
     "ConfigError",
+    "PredictionSetError",
+    "PredictionSetUnavailableError",
 ]
 
 
@@ -83,3 +88,16 @@ class ConfigError(SchemaError):
     def __init__(self, message: str, *, reason: str | None = None, field: str | None = None) -> None:
         super().__init__(message, reason=reason)
         self.field = field
+
+
+class PredictionSetError(SchemaError):
+    """A prediction set is missing, unreadable or inconsistent, or cannot be stored; the message
+    says what to do. The one error for prediction sets, on both sides."""
+
+    reason = "prediction-set"
+
+
+class PredictionSetUnavailableError(PredictionSetError):
+    """The database that holds a prediction set does not answer (an outage, not a bad set)."""
+
+    reason = "prediction-set-unavailable"

@@ -9,8 +9,9 @@ and writes; the codec (``predstream.schemas.codec``) turns those into bytes.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
-from typing import Annotated, Any, Literal, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_JOB_ID_CHARS",
     "MAX_MESSAGES",
     "MAX_EVENT_BYTES",
+    "LARGEST_RECORDED_FIELDS",
 ]
 
 #: Largest prompt, prediction, ground truth or message content accepted, in characters.
@@ -79,11 +81,22 @@ def event_id(
     return hashlib.sha256(_SEP.join(parts).encode("utf-8")).hexdigest()
 
 
-def recency(event: "PredictionEvent") -> tuple[int, datetime]:
+def recency(event: PredictionEvent) -> tuple[int, datetime]:
     """What makes one of two events with the same ``event_id`` the newer: the job's
     ``attempt`` counter first, then ``produced_at`` (a host's clock decides only within one
     attempt). Compare with ``<``/``>``; the sink's upsert applies the same order."""
     return event.attempt, event.produced_at
+
+
+#: The fields a recorder fills when it publishes a prompt's prediction (job, step, times,
+#: generation settings, token counts; the prediction itself empty), each at its largest: a
+#: prompt passes the contract when an event of it with these does. The sampler checks every
+#: dataset row this way, prediction sets every item.
+LARGEST_RECORDED_FIELDS: Mapping[str, Any] = {
+    "event_id": "0" * 64, "job_id": "j" * MAX_JOB_ID_CHARS, "epoch": 0.0, "step": 0, "prediction": "",
+    "produced_at": datetime(2000, 1, 1, tzinfo=UTC), "prompt_tokens": 2**31 - 1, "completion_tokens": 2**31 - 1,
+    "generation_ms": 1e9, "generation": {"max_new_tokens": 1_000_000},
+}
 
 
 _LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
@@ -152,7 +165,7 @@ class PredictionEvent(_Frozen):
     # Sizes, ranges and patterns above are checked by pydantic-core itself; the one Python
     # validator below does what it cannot, in one pass (the consumer's hot path).
     @model_validator(mode="after")
-    def _contract(self) -> "PredictionEvent":
+    def _contract(self) -> PredictionEvent:
         for name in _TEXT_FIELDS:
             value = getattr(self, name)
             if value is not None and "\x00" in value:
@@ -164,13 +177,13 @@ class PredictionEvent(_Frozen):
         elif self.prompt is None:
             raise ValueError("an event needs a prompt or chat messages; both are missing")
         if self.produced_at.utcoffset():
-            object.__setattr__(self, "produced_at", self.produced_at.astimezone(timezone.utc))
+            object.__setattr__(self, "produced_at", self.produced_at.astimezone(UTC))
         return self
 
     # -- construction helpers -------------------------------------------------
 
     @classmethod
-    def create(cls, **fields: Any) -> "PredictionEvent":
+    def create(cls, **fields: Any) -> PredictionEvent:
         """Build an event, filling ``prompt_id``, ``event_id`` and ``produced_at`` if absent.
 
         Raises :class:`InvalidEventError` naming the first broken rule.
@@ -197,11 +210,11 @@ class PredictionEvent(_Frozen):
                 prompt_id=fields["prompt_id"],
                 sequence_index=fields.get("sequence_index", 0),
             )
-        fields.setdefault("produced_at", datetime.now(timezone.utc))
+        fields.setdefault("produced_at", datetime.now(UTC))
         return cls.validate_dict(fields)
 
     @classmethod
-    def validate_dict(cls, data: Mapping[str, Any]) -> "PredictionEvent":
+    def validate_dict(cls, data: Mapping[str, Any]) -> PredictionEvent:
         """Validate a plain dict; raise :class:`InvalidEventError` with a one-line reason."""
         try:
             return cls.model_validate(data)
@@ -209,7 +222,7 @@ class PredictionEvent(_Frozen):
             raise InvalidEventError(_explain(exc), reason=_reason(exc)) from None
 
     @classmethod
-    def from_avro(cls, record: Mapping[str, Any]) -> "PredictionEvent":
+    def from_avro(cls, record: Mapping[str, Any]) -> PredictionEvent:
         """Validate a record as fastavro reads it with the current reader schema."""
         return cls.validate_dict(record)
 

@@ -20,8 +20,6 @@ event. ``bench/identity.py`` measures it.
 
 from __future__ import annotations
 
-from typing import Optional
-
 from .errors import InvalidEventError
 from .event import PredictionEvent, event_id
 from .prompt_id import compute_prompt_id
@@ -36,7 +34,7 @@ _MAX_ENTRIES = 4096
 #: each of at most this many characters (longer ones are hashed every time).
 _MAX_CHARS = 4096
 
-_Content = tuple[Optional[str], Optional[tuple[tuple[str, str], ...]]]
+_Content = tuple[str | None, tuple[tuple[str, str], ...] | None]
 _verified: dict[str, _Content] = {}
 
 
@@ -66,7 +64,8 @@ def check_identity(event: PredictionEvent) -> PredictionEvent:
     )
     if expected != event.event_id:
         raise _mismatch("event_id", event.event_id, expected,
-                        "its job_id, step, sample_source(_id), source_index, sample_index, prompt_id and sequence_index")
+                         "its job_id, step, sample_source(_id), source_index, sample_index, prompt_id "
+                         "and sequence_index")
     return event
 
 

@@ -26,9 +26,14 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import SchemaError
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._metadata import ClusterMetadata
 
 __all__ = ["BrokerLog", "BROKER_LOG", "BrokerUnreachableError", "CONNECT_TIMEOUT_S", "cluster_metadata", "quiet_log"]
 
@@ -83,7 +88,8 @@ class BrokerLog:
             brokers = json.loads(stats_json).get("brokers", {}).values()
         except (ValueError, AttributeError):
             return
-        up = {b.get("nodename") for b in brokers if isinstance(b, dict) and b.get("state") == "UP"}
+        up = {b["nodename"] for b in brokers
+              if isinstance(b, dict) and b.get("state") == "UP" and isinstance(b.get("nodename"), str)}
         for address in up & set(self._outages):
             self.broker_up(address)
 
@@ -162,7 +168,9 @@ class BrokerUnreachableError(SchemaError):
     reason = "broker-unreachable"
 
 
-def cluster_metadata(client: Any, bootstrap: str, log: BrokerLog, timeout_s: float = CONNECT_TIMEOUT_S) -> Any:
+def cluster_metadata(
+    client: Producer | Consumer | AdminClient, bootstrap: str, log: BrokerLog, timeout_s: float = CONNECT_TIMEOUT_S
+) -> ClusterMetadata:
     """The cluster's metadata (all topics: asking for one may create it on some brokers).
 
     Raises :class:`BrokerUnreachableError` with one line when the broker does not answer
@@ -175,7 +183,8 @@ def cluster_metadata(client: Any, bootstrap: str, log: BrokerLog, timeout_s: flo
     deadline = started + timeout_s
     while True:
         try:
-            return client.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            metadata: ClusterMetadata = client.list_topics(timeout=max(0.1, min(1.0, deadline - time.monotonic())))
+            return metadata
         except KafkaException as exc:
             error = exc.args[0].str()
         client.poll(0)  # serves librdkafka's log lines: the connection failures, if any

@@ -45,8 +45,9 @@ implementation in the test suite, live in ``schemas/prompt_id_vectors.json``.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from json.encoder import encode_basestring
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 __all__ = ["PromptIdError", "canonical_messages", "compute_prompt_id", "prompt_messages"]
 

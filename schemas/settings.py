@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from pydantic import ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
 from .transport import DEFAULT_TOPIC, parse_kafka_options
@@ -68,7 +69,14 @@ class StreamSettings(BaseSettings):
         return v
 
     @classmethod
-    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[override]
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Dict-valued settings arrive as raw text (JSON or k=v,k=v); our validator parses them.
         return init_settings, _RawEnv(settings_cls, env_prefix="PREDSTREAM_"), file_secret_settings
 
@@ -123,13 +131,10 @@ def _build(cls: type[S], values: dict[str, Any]) -> S:
         raise ConfigError(f"bad setting PREDSTREAM_{field.upper()}: {msg}", field=field) from None
 
 
-from pydantic_settings import EnvSettingsSource  # noqa: E402
-
-
 class _RawEnv(EnvSettingsSource):
     """Environment source that hands dict-valued settings to our validators unparsed."""
 
-    def prepare_field_value(self, field_name, field, value, value_is_complex):  # type: ignore[override]
+    def prepare_field_value(self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool) -> Any:
         if field_name in ("kafka_options", "schema_registry_options"):
             return value
         return super().prepare_field_value(field_name, field, value, value_is_complex)

@@ -6,7 +6,8 @@ Both sides agree on these; changing one is a contract change.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from .errors import ConfigError
 

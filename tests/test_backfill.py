@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from support import make_event
+from predstream.consumer.backfill import BackfillError, file_kind, legacy_row_to_event, run_backfill
 from predstream.consumer.settings import ConsumerSettings
-from predstream.consumer.backfill import BackfillError, run_backfill, file_kind, legacy_row_to_event
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.codec import SingleObjectEncoder
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.event import event_id
 from predstream.schemas.prompt_id import compute_prompt_id
 from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record
+from support import make_event
 
-CREATED = datetime(2025, 3, 1, 10, 0, tzinfo=timezone.utc)
+CREATED = datetime(2025, 3, 1, 10, 0, tzinfo=UTC)
 
 #: Rows as the old writer's table held them (``SELECT row_to_json(t)`` / psql exports).
 LEGACY = [
@@ -54,7 +54,8 @@ def _rows(database_url: str) -> list[tuple]:
     with psycopg.connect(database_url) as conn:
         return conn.execute(
             "SELECT event_id, job_id, step, sample_index, prompt_id, source_index, sample_source,"
-            " sample_source_id, prediction, created_at, produced_at FROM training_predictions ORDER BY step, sample_index"
+            " sample_source_id, prediction, created_at, produced_at FROM training_predictions"
+            " ORDER BY step, sample_index"
         ).fetchall()
 
 
@@ -82,7 +83,7 @@ def test_backfill_of_a_legacy_export_loads_good_rows_and_reports_the_bad_line(tm
     assert identity[4:8] == (pid, 17, "dataset", "eval.jsonl")
     chat = next(r for r in rows if r[3] == 2)
     assert chat[4] == compute_prompt_id([{"role": "user", "content": "hi"}], None)
-    assert chat[9] == datetime(2025, 3, 1, 11, tzinfo=timezone.utc)  # no zone: UTC
+    assert chat[9] == datetime(2025, 3, 1, 11, tzinfo=UTC)  # no zone: UTC
 
 
 @pytest.mark.integration
@@ -106,7 +107,8 @@ def test_a_real_event_for_a_backfilled_prediction_point_wins(tmp_path, database_
         result = sink.write([IngestRecord(regenerated)])
     assert result.updated == 1
 
-    run_backfill([tmp_path / "old.jsonl"], ConsumerSettings(database_url=database_url))  # loading the old export again changes nothing
+    run_backfill([tmp_path / "old.jsonl"],
+                 ConsumerSettings(database_url=database_url))  # loading the old export again changes nothing
     assert next(r for r in _rows(database_url) if r[0] == old.event_id)[8] == "4"
 
 

@@ -11,10 +11,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from predstream.producer import TrainingPredictionsCallback  # noqa: E402
 from predstream.producer.callback import JOB_FILE  # noqa: E402
 from predstream.schemas import compute_prompt_id  # noqa: E402
+from predstream.tinymodel import MODEL_NAME, TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from support.consumer_kit import read_events  # noqa: E402
 
 pytestmark = pytest.mark.train
@@ -70,7 +70,8 @@ def _trainer(callback, tmp_path, *, max_steps=30, eval_steps=10):
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_trainer_streams_predictions_that_change_as_the_model_learns(producer_settings, kafka_bootstrap, topic, tmp_path):
+def test_trainer_streams_predictions_that_change_as_the_model_learns(producer_settings, kafka_bootstrap, topic,
+                                                                     tmp_path):
     eval_rows = addition_rows(50, seed=3)
     callback = TrainingPredictionsCallback(
         dataset=eval_rows,
@@ -183,7 +184,8 @@ def test_callback_needs_exactly_one_source_and_something_to_do():
 
 
 def test_callback_with_a_prediction_set_file_records_its_items_by_item_index(tmp_path):
-    from predstream.producer import prediction_set_from_samples, sample_dataset, write_prediction_set_file
+    from predstream.producer import prediction_set_from_samples, sample_dataset
+    from predstream.schemas import write_prediction_set_file
 
     pset = prediction_set_from_samples("adds-3", sample_dataset(addition_rows(30), 3, seed=9))
     path = write_prediction_set_file(pset, tmp_path / "adds-3.json")
@@ -194,6 +196,6 @@ def test_callback_with_a_prediction_set_file_records_its_items_by_item_index(tmp
     tok = build_tokenizer()
     cb.on_evaluate(args, SimpleNamespace(global_step=4, epoch=1.0), None, model=build_model(tok), processing_class=tok)
     assert [(e.sample_index, e.prompt_id, e.source_index) for e in fake.events] == [
-        (s.sample_index, s.prompt_id, s.source_index) for s in pset.items
+        (s.item_index, s.prompt_id, s.source_index) for s in pset.items
     ]
     assert {(e.sample_source, e.sample_source_id) for e in fake.events} == {("prediction_set", pset.set_id)}

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
+from predstream.cli import app
 from predstream.consumer.compare import compare_runs
 from predstream.consumer.settings import ConsumerSettings
-from predstream.cli import app
 from predstream.report import plot_comparison
 from predstream.schemas import compute_prompt_id
 
@@ -26,7 +26,7 @@ def _seed(url: str) -> None:
     for job, answers in (("run-a", {0: ["1", "1", "1"], 10: ["46", "5", "15"], 20: ["46", "55", "15"]}),
                          ("run-b", {0: ["9", "9", "9"], 10: ["4", "5", "1"], 20: ["46", "50", "15"]})):
         for step, preds in answers.items():
-            for i, ((prompt, gt), pred) in enumerate(zip(_PROMPTS, preds)):
+            for i, ((prompt, gt), pred) in enumerate(zip(_PROMPTS, preds, strict=True)):
                 rows.append((job, step, i, prompt, gt, pred, compute_prompt_id(None, prompt), i, f"{job}-{step}-{i}"))
     with psycopg.connect(url) as conn:
         conn.cursor().executemany(
@@ -70,7 +70,8 @@ def test_compare_command_formats(database_url, fmt):
 def test_compare_one_prompt_only(database_url):
     _seed(database_url)
     pid = compute_prompt_id(None, "7+8=")
-    result = CliRunner().invoke(app, ["compare", "run-a", "--prompt-id", pid, "--format", "json", "--database-url", database_url])
+    result = CliRunner().invoke(app, ["compare", "run-a", "--prompt-id", pid, "--format", "json", "--database-url",
+                                      database_url])
     doc = json.loads(result.output)
     assert {r["prompt_id"] for r in doc["predictions"]} == {pid}
 

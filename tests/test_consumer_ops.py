@@ -11,8 +11,8 @@ import pytest
 from predstream.consumer import DeadLetter
 from predstream.consumer.dlq_redrive import _with_count
 from predstream.consumer.membership import Membership
-from predstream.consumer.settings import redact_url
 from predstream.consumer.runner import restart_delay
+from predstream.schemas import redact_url
 from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata
 from predstream.schemas.transport import Headers
 
@@ -31,7 +31,8 @@ def test_a_broker_outage_is_one_warning_then_one_line_with_the_repeats_counted(c
     log.on_stats('{"brokers": {"127.0.0.1:9/bootstrap": {"nodename": "127.0.0.1:9", "state": "UP"}}}')
     shown = [r for r in caplog.records if r.levelno >= logging.INFO]
     assert [r.levelname for r in shown] == ["WARNING", "INFO"]
-    assert "kafka broker 127.0.0.1:9 unreachable: Connect to ipv4#127.0.0.1:9 failed: Connection refused" in shown[0].message
+    refused = "Connect to ipv4#127.0.0.1:9 failed: Connection refused"
+    assert f"kafka broker 127.0.0.1:9 unreachable: {refused}" in shown[0].message
     assert "reachable again" in shown[1].message and "499 repeated failure line(s)" in shown[1].message
     assert log.outage() is None
     _fail(log, client="rdkafka#producer-2")  # a line queued during the outage, served just after it
@@ -44,7 +45,8 @@ def test_a_closed_connection_alone_is_no_outage_and_other_lines_keep_their_level
     _fail(log, "[thrd:GroupCoordinator]: GroupCoordinator: 127.0.0.1:9: Disconnected: connection closed by peer")
     log.log(logging.WARNING, "%s [%s] %s", "CONFWARN", "c", "[thrd:app]: something about the config")
     assert log.outage() is None
-    assert [(r.levelname, "CONFWARN" in r.getMessage()) for r in caplog.records] == [("DEBUG", False), ("WARNING", True)]
+    assert [(r.levelname, "CONFWARN" in r.getMessage()) for r in caplog.records] == [("DEBUG", False),
+                                                                                     ("WARNING", True)]
 
 
 def test_a_quiet_log_prints_nothing_and_keeps_the_last_failure(caplog):
@@ -83,7 +85,8 @@ def test_cluster_metadata_gives_up_early_when_every_connection_is_refused(monkey
     ('invalid percent-encoded token: "db%zz"', "postgresql://u:pw@h/db%zz", '"db%zz"', None),
     ('invalid percent-encoded token: "pw%zz"', "postgresql://u:pw%zz@h/db", '"***"', "pw%zz"),
     ('missing "=" after "postgres:/u:pw9@h" in connection info string', None, "***@h", "pw9"),
-    ('missing "=" after "postgres:/u:pw9@h" in connection info string', "postgres:/u:pw9@h", "postgres:/u:***@h", "pw9"),
+    ('missing "=" after "postgres:/u:pw9@h" in connection info string', "postgres:/u:pw9@h", "postgres:/u:***@h",
+     "pw9"),
     ("cannot connect to postgresql://u:pw9@h/db", None, "postgresql://u:***@h/db", "pw9"),
     ("connection to host=h password=pw9 failed", None, "password=***", "pw9"),
 ])

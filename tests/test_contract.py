@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 
 import fastavro
@@ -90,7 +90,7 @@ def test_invalid_events_are_refused_with_a_reason(over, reason):
 
 
 def test_event_id_is_deterministic_and_ignores_prediction_and_time():
-    a = make_event(prediction="1", produced_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    a = make_event(prediction="1", produced_at=datetime(2026, 1, 1, tzinfo=UTC))
     b = make_event(prediction="2")
     assert a.event_id == b.event_id
     assert a.event_id != make_event(step=31).event_id
@@ -105,14 +105,16 @@ _events = st.builds(
         messages=msgs, ground_truth=gt, prediction=pred, sample_source="dataset", source_index=src,
         generation=GenerationSettings(max_new_tokens=16, do_sample=True, temperature=0.7, top_p=0.9),
         prompt_tokens=5, completion_tokens=3, generation_ms=ms,
-        produced_at=datetime(2026, 11, 1, tzinfo=timezone.utc) + timedelta(microseconds=step),
+        produced_at=datetime(2026, 11, 1, tzinfo=UTC) + timedelta(microseconds=step),
     ),
     _text.filter(lambda s: 0 < len(s) <= 256),
     st.integers(0, 2**31 - 1),
     st.one_of(st.none(), _text),
     _text,
     st.one_of(st.none(), _text),
-    st.one_of(st.none(), st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": _text}), max_size=4)),
+    st.one_of(st.none(),
+              st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": _text}),
+                       max_size=4)),
     st.one_of(st.none(), st.integers(0, 2**31 - 1)),
     st.floats(0, 1e6, allow_nan=False),
 ).filter(lambda e: True)

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from predstream.producer.dataset_source import bounded_id, dataset_id, read_dataset
+from predstream.producer.dataset_source import bounded_id, dataset_id
 from predstream.producer.errors import DatasetError
 from predstream.producer.sampler import sample_dataset
 from predstream.schemas import MAX_JOB_ID_CHARS, MAX_TEXT_CHARS, PredictionEvent
@@ -151,7 +151,8 @@ def test_load_dataset_json_gets_an_id_per_file_whatever_the_spelling(hf, tmp_pat
     def load(f, **kw):
         return hf.load_dataset("json", data_files=f, split="train", cache_dir=cache, **kw)
 
-    a_rel, a_abs, b = dataset_id(load("a.jsonl")), dataset_id(load(str(tmp_path / "a.jsonl"))), dataset_id(load("b.jsonl"))
+    a_rel, a_abs = dataset_id(load("a.jsonl")), dataset_id(load(str(tmp_path / "a.jsonl")))
+    b = dataset_id(load("b.jsonl"))
     assert a_rel == a_abs != b and a_rel.startswith("hf:json:train@")
     streamed = dataset_id(load("a.jsonl", streaming=True))
     assert streamed == f"hf:json:train@{os.path.realpath(tmp_path / 'a.jsonl')}"

@@ -51,9 +51,11 @@ def _run_ranks(mode: str, bootstrap: str, topic: str, tmp_path: Path, timeout: f
             # the checkout's code, whatever the installed copy is
             "PYTHONPATH": os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")]),
         }
-        cmd = [sys.executable, str(HERE / "support" / "dist_worker.py"), mode, bootstrap, topic, str(tmp_path / "spool"), str(tmp_path)]
+        cmd = [sys.executable, str(HERE / "support" / "dist_worker.py"), mode, bootstrap, topic,
+               str(tmp_path / "spool"), str(tmp_path)]
         log = open(tmp_path / f"rank{rank}.log", "w")
-        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=HERE.parent), log))
+        procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                       cwd=HERE.parent), log))
     try:
         for proc, _ in procs:
             proc.wait(timeout=timeout)
@@ -86,8 +88,8 @@ def _one_process_event_ids(job_id: str, steps) -> list[str]:
 
 
 def test_two_ranks_with_the_recorder_publish_the_one_process_events_once_each(kafka_bootstrap, topic, tmp_path):
-    from predstream.tinymodel import build_model, build_tokenizer
     from predstream.producer import Generator, PredictionRecorder
+    from predstream.tinymodel import build_model, build_tokenizer
 
     results = _run_ranks("recorder", kafka_bootstrap, topic, tmp_path)
     n = worker.N_SAMPLES * len(worker.STEPS)

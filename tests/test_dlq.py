@@ -11,13 +11,12 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from support import make_event, wait_for
-
-from support.consumer_kit import count_rows, encoded, produce, rows_reach, worker_thread
 from predstream.consumer import DeadLetter, dead_letter_headers, list_dead_letters, redrive
 from predstream.schemas.codec import SingleObjectEncoder, single_object_frame
 from predstream.schemas.event import MAX_TEXT_CHARS
 from predstream.schemas.transport import Headers, message_key
+from support import make_event, wait_for
+from support.consumer_kit import count_rows, encoded, produce, rows_reach, worker_thread
 
 
 def test_dead_letter_headers_keep_the_original_ones_and_replace_earlier_dead_letter_headers():
@@ -71,7 +70,8 @@ def _malformed(rng: random.Random) -> list[tuple[str, tuple[bytes | None, bytes 
 
 
 @pytest.mark.integration
-def test_100_malformed_events_interleaved_with_good_ones_all_reach_the_dlq_with_a_reason(consumer_settings, kafka_bootstrap, database_url):
+def test_100_malformed_events_interleaved_with_good_ones_all_reach_the_dlq_with_a_reason(consumer_settings,
+                                                                                         kafka_bootstrap, database_url):
     rng = random.Random(7)
     bad = _malformed(rng)
     good = [make_event(i) for i in range(300)]
@@ -81,10 +81,12 @@ def test_100_malformed_events_interleaved_with_good_ones_all_reach_the_dlq_with_
     settings = consumer_settings.model_copy(update={"batch_size": 64})
     with worker_thread(settings) as worker:
         wait_for(rows_reach(database_url, 300), 60, "300 rows")
-        wait_for(lambda: worker.metrics.registry.get_sample_value("predstream_events_consumed_total") == 400, 30, "400 consumed")
+        wait_for(lambda: worker.metrics.registry.get_sample_value("predstream_events_consumed_total") == 400, 30,
+                 "400 consumed")
         wait_for(lambda: not worker._buffer, 10, "the last batch stored")
         dead_total = sum(
-            s.value for mf in worker.metrics.registry.collect() if mf.name == "predstream_dead_lettered" for s in mf.samples
+            s.value for mf in worker.metrics.registry.collect() if mf.name == "predstream_dead_lettered"
+            for s in mf.samples
             if s.name.endswith("_total")
         )
     assert count_rows(database_url) == 300
@@ -103,14 +105,15 @@ def test_100_malformed_events_interleaved_with_good_ones_all_reach_the_dlq_with_
 
 
 @pytest.mark.integration
-def test_a_row_postgres_refuses_is_dead_lettered_with_its_reason_and_redriven_once_fixed(consumer_settings, kafka_bootstrap, database_url):
+def test_a_row_postgres_refuses_is_dead_lettered_with_its_reason_and_redriven_once_fixed(consumer_settings,
+                                                                                         kafka_bootstrap, database_url):
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE training_predictions ADD CONSTRAINT no_refuse CHECK (prediction <> 'REFUSE ME')")
     good = [make_event(i) for i in range(50)]
     refused = [make_event(100 + k, prediction="REFUSE ME") for k in range(2)]
     too_far = make_event(200, epoch=3e9)  # valid event; the INTEGER epoch column refuses it
     produce(kafka_bootstrap, consumer_settings.topic, (encoded(e) for e in good[:25] + refused + [too_far] + good[25:]))
-    with worker_thread(consumer_settings) as worker:
+    with worker_thread(consumer_settings):
         wait_for(rows_reach(database_url, 50), 60, "50 rows")
         wait_for(lambda: len(list_dead_letters(consumer_settings)) == 3, 30, "3 dead letters")
         letters = list_dead_letters(consumer_settings)
@@ -136,7 +139,8 @@ def test_dlq_list_cli_prints_json_and_a_table(consumer_settings, kafka_bootstrap
     from predstream.cli import app
 
     produce(kafka_bootstrap, consumer_settings.dlq_topic, [
-        (b"k", b"\x07junk", dead_letter_headers(None, reason="bad-framing", error="unknown framing", topic=consumer_settings.topic,
+        (b"k", b"\x07junk",
+         dead_letter_headers(None, reason="bad-framing", error="unknown framing", topic=consumer_settings.topic,
                                                 partition=2, offset=17, timestamp_ms=5)),
     ])
     env = {"PREDSTREAM_KAFKA_BOOTSTRAP": kafka_bootstrap, "PREDSTREAM_TOPIC": consumer_settings.topic,

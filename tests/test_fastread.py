@@ -13,11 +13,12 @@ from typing import Any
 
 import fastavro
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from support.mutations import mutated
 from predstream.schemas._fastread import MalformedAvro, compile_reader
 from predstream.schemas.codec import SCHEMA_VERSIONS, load_schema
+from support.mutations import mutated
 
 _FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

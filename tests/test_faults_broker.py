@@ -17,7 +17,6 @@ import uuid
 import pytest
 
 from support import make_events, wait_for
-
 from support.fault_kit import audit, consumer_process, frames, produce_fast, row_count, stop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
@@ -52,7 +51,8 @@ def settings_for(consumer_settings):
     return make
 
 
-def test_a_broker_that_hangs_mid_backlog_and_one_that_restarts_lose_nothing_stored(broker, settings_for, database_url, tmp_path):
+def test_a_broker_that_hangs_mid_backlog_and_one_that_restarts_lose_nothing_stored(broker, settings_for, database_url,
+                                                                                   tmp_path):
     settings = settings_for(broker)
     t0 = time.monotonic()
     backlog = make_events(20_000, job="broker-hang")
@@ -99,9 +99,9 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
     pytest.importorskip("transformers")
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
     from predstream.producer import Publisher, TrainingPredictionsCallback
     from predstream.producer.settings import ProducerSettings
+    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
 
     n_samples, every, max_steps, down_at, up_at = 8, 4, 40, 10, 26
     settings = settings_for(broker)
@@ -153,7 +153,8 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
     import psycopg
 
     with psycopg.connect(database_url) as conn:
-        per_step = dict(conn.execute("SELECT step, count(*) FROM training_predictions GROUP BY step ORDER BY step").fetchall())
+        per_step = dict(conn.execute("SELECT step, count(*) FROM training_predictions"
+                                     " GROUP BY step ORDER BY step").fetchall())
         rows, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM training_predictions").fetchone()
     outage_steps = [s for s in range(down_at + 1, up_at) if s in step_times and s - 1 in step_times]
     slowest = max(step_times[s] - step_times[s - 1] for s in outage_steps)

@@ -18,7 +18,6 @@ import time
 import pytest
 
 from support import make_events, wait_for
-
 from support.fault_kit import SteadyProducer, audit, consumer_process, frames, produce_fast, row_count, stop
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
@@ -39,7 +38,8 @@ def fast_settings(consumer_settings):
     })
 
 
-def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(fast_settings, kafka_bootstrap, database_url, tmp_path):
+def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(fast_settings, kafka_bootstrap,
+                                                                               database_url, tmp_path):
     seed = int(os.environ.get("FAULTS_SEED") or random.randrange(1 << 30))
     rng = random.Random(seed)
     t0 = time.monotonic()
@@ -65,7 +65,8 @@ def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(f
                         time.sleep(0.01)
                     kill_at.append(f"start+{delay:.2f}s")
                 else:  # somewhere in a later batch: decoding, COPY, upsert, DB commit, offset commit
-                    wait_for(lambda: row_count(database_url) >= target, 60, "this life's share of the stream", every=0.01)
+                    wait_for(lambda target=target: row_count(database_url) >= target, 60,
+                             "this life's share of the stream", every=0.01)
                     delay = rng.uniform(0.0, 0.05)
                     time.sleep(delay)
                     kill_at.append(f"rows+{delay:.2f}s")
@@ -91,7 +92,8 @@ def test_kill_9_at_random_points_of_a_50k_event_stream_leaves_exactly_50k_rows(f
     assert (result.rows, result.distinct, result.missing, result.unexpected) == (STREAM, STREAM, 0, 0), f"seed {seed}"
 
 
-def test_postgres_restarted_twice_mid_stream_leaves_exactly_the_streamed_rows(stack, fast_settings, kafka_bootstrap, database_url, tmp_path):
+def test_postgres_restarted_twice_mid_stream_leaves_exactly_the_streamed_rows(stack, fast_settings, kafka_bootstrap,
+                                                                              database_url, tmp_path):
     n = 20_000
     t0 = time.monotonic()
     events = make_events(n, job="pg-restarts")
@@ -127,7 +129,8 @@ def test_postgres_restarted_twice_mid_stream_leaves_exactly_the_streamed_rows(st
     assert "dead-lettered" not in text  # an outage is never the events' fault
 
 
-def test_workers_joining_and_leaving_the_group_mid_stream_lose_and_duplicate_nothing(fast_settings, kafka_bootstrap, database_url, tmp_path):
+def test_workers_joining_and_leaving_the_group_mid_stream_lose_and_duplicate_nothing(fast_settings, kafka_bootstrap,
+                                                                                     database_url, tmp_path):
     """Four workers come and go (clean leaves, a kill -9, late joiners) while 30k events stream in."""
     n = 30_000
     t0 = time.monotonic()

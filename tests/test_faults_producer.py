@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from support.consumer_kit import worker_thread
-from support import make_events, wait_for
-from support.fault_kit import audit, frames
 from predstream.producer import drain_spool
 from predstream.producer.settings import ProducerSettings
 from predstream.producer.spool import Spool, list_segments
 from predstream.schemas.spoolfile import read_spool
+from support import make_events, wait_for
+from support.consumer_kit import worker_thread
+from support.fault_kit import audit, frames
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration, pytest.mark.slow]
 
@@ -47,7 +47,9 @@ def test_a_producer_killed_right_after_the_callback_returned_keeps_its_spooled_e
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "support" / "killed_producer.py"), str(spool_dir), nowhere, when],
         capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))},
+        env={**os.environ,
+             "PYTHONPATH": os.pathsep.join(filter(None,
+                                                  [str(Path(__file__).parent.parent), os.environ.get("PYTHONPATH")]))},
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     told = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -7,9 +7,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from predstream.tinymodel import build_model, build_tokenizer  # noqa: E402
 from predstream.producer.generator import Generator, join_messages  # noqa: E402
 from predstream.producer.sampler import sample_dataset  # noqa: E402
+from predstream.tinymodel import build_model, build_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.train
 

@@ -15,17 +15,17 @@ from typing import Any
 import fastavro
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from support import make_event, wait_for
-
-from support.consumer_kit import count_rows, produce, worker_thread
-from support.mutations import mutated
 from predstream.consumer import list_dead_letters
 from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema, single_object_frame
 from predstream.schemas.errors import DecodeError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
 from predstream.schemas.prompt_id import compute_prompt_id
+from support import make_event, wait_for
+from support.consumer_kit import count_rows, produce, worker_thread
+from support.mutations import mutated
 
 ENC = SingleObjectEncoder()
 DEC = Decoder()
@@ -115,7 +115,8 @@ HOSTILE: dict[str, tuple[str, bytes | None]] = {
     "NUL in job_id": ("nul-character:job_id", _frame(10, job_id="job\x00")),
     "NUL in a chat message": ("nul-character:messages", _frame(11, messages=_messages(1, content="x\x00"))),
     # sizes
-    f"prediction of {MAX_TEXT_CHARS + 1} characters": ("too-large:prediction", _frame(12, prediction="x" * (MAX_TEXT_CHARS + 1))),
+    f"prediction of {MAX_TEXT_CHARS + 1} characters": ("too-large:prediction",
+                                                       _frame(12, prediction="x" * (MAX_TEXT_CHARS + 1))),
     f"prompt of {MAX_TEXT_CHARS + 1} characters": ("too-large:prompt", _frame(13, prompt="é" * (MAX_TEXT_CHARS + 1))),
     "job_id of 257 characters": ("too-large:job_id", _frame(14, job_id="j" * 257)),
     "model_name of 1025 characters": ("too-large:model_name", _frame(15, model_name="m" * 1025)),
@@ -136,7 +137,8 @@ HOSTILE: dict[str, tuple[str, bytes | None]] = {
     "-inf generation_ms": ("out-of-range:generation_ms", _frame(27, generation_ms=float("-inf"))),
     "inf temperature": ("out-of-range:generation", _frame(28, generation={**GEN, "temperature": float("inf")})),
     "max_new_tokens 0": ("out-of-range:generation", _frame(29, generation={**GEN, "max_new_tokens": 0})),
-    "32-bit num_return_sequences of 2^63-1": ("out-of-range:generation", _int_overflow(36, "num_return_sequences", 2**63 - 1)),
+    "32-bit num_return_sequences of 2^63-1": ("out-of-range:generation",
+                                              _int_overflow(36, "num_return_sequences", 2**63 - 1)),
     "32-bit top_k of 2^58": ("out-of-range:generation", _int_overflow(37, "top_k", 2**58)),
     "produced_at in the year 146138": ("malformed-body", _raw_timestamp(30, 2**62)),
     # missing and invalid fields
@@ -146,7 +148,8 @@ HOSTILE: dict[str, tuple[str, bytes | None]] = {
     "event_id not a sha256": ("invalid:event_id", _frame(34, event_id="1 OR 1=1")),
     "prompt_id not a sha256": ("invalid:prompt_id", _frame(35, prompt_id="ABC")),
     # identities that do not match the event's own fields
-    "event_id of another event (a row to take over)": ("identity-mismatch", _frame(38, event_id=make_event(39).event_id)),
+    "event_id of another event (a row to take over)": ("identity-mismatch",
+                                                       _frame(38, event_id=make_event(39).event_id)),
     "prompt_id of another prompt": ("identity-mismatch", _frame(40, prompt_id=make_event(41).prompt_id)),
     "job_id changed, event_id kept": ("identity-mismatch", _frame(42, job_id="someone-else")),
 }
@@ -207,7 +210,8 @@ def test_random_bytes_never_crash_the_decoder(data):
     _decode_or_reason(data)
 
 
-_VALID = [_frame(i, prompt=None, messages=_messages(2), generation=GEN, model_name="m", generation_ms=1.5) for i in range(3)]
+_VALID = [_frame(i, prompt=None, messages=_messages(2), generation=GEN, model_name="m",
+                 generation_ms=1.5) for i in range(3)]
 
 
 @_FUZZ
@@ -279,7 +283,8 @@ def test_hostile_messages_among_good_ones_are_dead_lettered_and_every_good_one_i
 
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT event_id, job_id, prompt, prediction, ground_truth, model_name, sample_source_id FROM training_predictions"
+            "SELECT event_id, job_id, prompt, prediction, ground_truth, model_name, sample_source_id"
+            " FROM training_predictions"
         ).fetchall()
         tables = conn.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
     assert len(rows) == len({r[0] for r in rows}) == len(valid)
@@ -290,7 +295,8 @@ def test_hostile_messages_among_good_ones_are_dead_lettered_and_every_good_one_i
 
 
 @pytest.mark.integration
-def test_a_message_too_big_for_a_dead_letter_still_moves_the_partition_on(consumer_settings, kafka_bootstrap, database_url):
+def test_a_message_too_big_for_a_dead_letter_still_moves_the_partition_on(consumer_settings, kafka_bootstrap,
+                                                                          database_url):
     """A message just under the producer's 1 MB limit is refused (over MAX_EVENT_BYTES). With
     the reason headers added its dead letter would not fit in a message: the dead letter goes
     without the original bytes (they stay on the topic) and the partition moves on."""

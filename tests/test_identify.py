@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -13,20 +13,20 @@ import pytest
 from psycopg.rows import dict_row
 from typer.testing import CliRunner
 
-from predstream.consumer.settings import ConsumerSettings
-from predstream.consumer.backfill import run_backfill, legacy_row_to_event
+from predstream.cli import app
+from predstream.consumer.backfill import legacy_row_to_event, run_backfill
 from predstream.consumer.compare import compare_runs
 from predstream.consumer.errors import IdentifyError
 from predstream.consumer.identify import identify_legacy_rows
-from predstream.consumer.migrate import find_migrations, apply_migrations
+from predstream.consumer.migrate import apply_migrations, find_migrations
+from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.sink import IngestRecord, PostgresSink
-from predstream.cli import app
 from predstream.schemas.event import PredictionEvent
 from predstream.schemas.prompt_id import compute_prompt_id
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2025, 6, 1, tzinfo=timezone.utc)
+T0 = datetime(2025, 6, 1, tzinfo=UTC)
 _OLD_INSERT = ("INSERT INTO training_predictions (job_id, epoch, step, sample_index, prompt, ground_truth, prediction,"
                " created_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)")
 _PROMPTS = [(f"{a}+{a}=", str(2 * a)) for a in range(20)]
@@ -84,7 +84,8 @@ def test_identify_gives_every_old_row_the_identity_backfill_would_while_the_old_
     assert first.ok and first.duplicates == []
     assert first.identified == first.examined == first.to_examine >= 1000
 
-    again = identify_legacy_rows(ConsumerSettings(database_url=database_url, identify_batch_size=97))  # the rows the writer added meanwhile
+    again = identify_legacy_rows(ConsumerSettings(database_url=database_url,
+                                                  identify_batch_size=97))  # the rows the writer added meanwhile
     rows = _table(database_url)
     assert first.identified + again.identified == len(rows) == 1000 + writer.count
     for row in rows:
@@ -152,7 +153,8 @@ def test_a_row_whose_stored_prompt_id_is_not_its_prompts_is_reported_and_left_al
                              " RETURNING id").fetchone()[0]
     result = CliRunner().invoke(app, ["identify", "--database-url", database_url, "--no-progress"])
     assert result.exit_code == 1, result.output
-    assert f"not identified: row {wrong} (job old-run, step 100, sample 1): prompt_id 000000000000... does not match" in result.output
+    assert (f"not identified: row {wrong} (job old-run, step 100, sample 1): prompt_id 000000000000... "
+            "does not match") in result.output
     assert "(identity-mismatch)" in result.output
     assert "2 row(s) without identity examined: 1 identified" in result.output
     row = next(r for r in _table(database_url) if r["id"] == wrong)

@@ -9,18 +9,17 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from support import T0, make_event, wait_for
-
-from support.consumer_kit import count_rows, produce, worker_thread
-from support.contract_kit import frame_0_1, record_0_1
-from predstream.consumer.settings import ConsumerSettings
-from predstream.consumer.backfill import run_backfill
 from predstream.consumer import list_dead_letters
+from predstream.consumer.backfill import run_backfill
 from predstream.consumer.replay import run_replay
+from predstream.consumer.settings import ConsumerSettings
 from predstream.schemas import identity
 from predstream.schemas.codec import Decoder, SingleObjectEncoder
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.identity import IDENTITY_MISMATCH, check_identity
+from support import T0, make_event, wait_for
+from support.consumer_kit import count_rows, produce, worker_thread
+from support.contract_kit import frame_0_1, record_0_1
 
 DEC = Decoder()
 ENC = SingleObjectEncoder()
@@ -154,7 +153,8 @@ def test_an_event_reusing_another_rows_event_id_never_moves_that_row(consumer_se
 @pytest.mark.integration
 def test_backfill_refuses_a_line_whose_prompt_id_is_not_its_prompts_and_loads_the_rest(tmp_path, database_url):
     lines = [
-        {"job_id": "old", "step": 1, "sample_index": 0, "prompt": "2+2=", "prediction": "4", "created_at": "2026-01-01"},
+        {"job_id": "old", "step": 1, "sample_index": 0, "prompt": "2+2=", "prediction": "4",
+         "created_at": "2026-01-01"},
         {"job_id": "old", "step": 1, "sample_index": 1, "prompt": "3+3=", "prediction": "6", "created_at": "2026-01-01",
          "prompt_id": make_event(3).prompt_id},
     ]
@@ -168,7 +168,8 @@ def test_backfill_refuses_a_line_whose_prompt_id_is_not_its_prompts_and_loads_th
     from predstream.schemas.spoolfile import SPOOL_HEADER, encode_record
 
     spool = tmp_path / "seg.spool"
-    spool.write_bytes(SPOOL_HEADER + encode_record(ENC.encode(make_event(5, job="spooled"))) + encode_record(spool_frame))
+    spool.write_bytes(SPOOL_HEADER + encode_record(ENC.encode(make_event(5, job="spooled")))
+                      + encode_record(spool_frame))
     report = run_backfill([spool], ConsumerSettings(database_url=database_url))
     assert [(p.where.split(" (")[0], p.reason) for p in report.problems] == [("record 2", "identity-mismatch")]
     assert count_rows(database_url) == 2

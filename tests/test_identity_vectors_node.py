@@ -31,7 +31,7 @@ def from_node() -> dict:
 def test_node_reproduces_every_prompt_id_vector_byte_for_byte(from_node):
     expected = json.loads(ID_FILE.read_text(encoding="utf-8"))["vectors"]
     assert len(from_node["vectors"]) == len(expected) >= 20
-    for mine, theirs in zip(expected, from_node["vectors"]):
+    for mine, theirs in zip(expected, from_node["vectors"], strict=True):
         assert theirs["hashed_text_utf8_hex"] == mine["hashed_text_utf8_hex"], mine["name"]
         assert theirs["prompt_id"] == mine["prompt_id"], mine["name"]
 
@@ -47,7 +47,7 @@ def test_node_reproduces_every_sample_rank_and_every_sample(from_node):
     doc = json.loads(SAMPLE_FILE.read_text(encoding="utf-8"))
     assert [r["rank"] for r in from_node["ranks"]] == [r["rank"] for r in doc["ranks"]]
     assert len(from_node["cases"]) == len(doc["cases"]) >= 5
-    for mine, theirs in zip(doc["cases"], from_node["cases"]):
+    for mine, theirs in zip(doc["cases"], from_node["cases"], strict=True):
         assert theirs["prompt_ids"] == mine["prompt_ids"], mine["name"]
         assert theirs["ranks"] == mine["ranks"], mine["name"]
         assert theirs["sample_source_indices"] == mine["sample_source_indices"], mine["name"]

@@ -109,7 +109,7 @@ def test_a_bad_setting_stops_the_command_with_one_line(cli_env):
     cli_env["PREDSTREAM_KAFKA_OPTIONS"] = "linger.ms=not-a-number"
     result = _run(["migrate", "--dry-run"], cli_env)
     assert result.returncode == 2
-    lines = [l for l in result.stderr.splitlines() if l.strip()]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "PREDSTREAM_KAFKA_OPTIONS" in lines[0]
 

@@ -8,11 +8,10 @@ import urllib.request
 import pytest
 from typer.testing import CliRunner
 
-from support import make_event, wait_for
-
-from support.consumer_kit import produce_events, rows_reach, start_cli_consumer
 from predstream.consumer.metrics import ConsumerMetrics, check_health, serve_metrics
 from predstream.local import free_port
+from support import make_event, wait_for
+from support.consumer_kit import produce_events, rows_reach, start_cli_consumer
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -29,7 +28,8 @@ def test_metrics_endpoint_serves_counters_and_health_follows_the_probe():
     metrics.dead_lettered.labels("bad-framing").inc(2)
     metrics.rows_upserted.labels("inserted").inc(5)
     state = {"ok": True}
-    server = serve_metrics(metrics, lambda: (state["ok"], {"database": "up" if state["ok"] else "down"}), 0, host="127.0.0.1")
+    server = serve_metrics(metrics, lambda: (state["ok"], {"database": "up" if state["ok"] else "down"}), 0,
+                           host="127.0.0.1")
     base = f"http://127.0.0.1:{server.port}"
     try:
         code, body = _get(base + "/metrics")
@@ -63,11 +63,13 @@ def test_health_command_exits_0_when_healthy_and_1_otherwise():
         assert runner.invoke(app, ["health", "--url", url]).exit_code == 1
     finally:
         server.close()
-    assert runner.invoke(app, ["health", "--url", f"http://127.0.0.1:{free_port()}/healthz", "--timeout", "1"]).exit_code == 1
+    nobody = f"http://127.0.0.1:{free_port()}/healthz"
+    assert runner.invoke(app, ["health", "--url", nobody, "--timeout", "1"]).exit_code == 1
 
 
 @pytest.mark.integration
-def test_a_consuming_worker_serves_its_counters_lag_and_health(consumer_settings, kafka_bootstrap, database_url, tmp_path):
+def test_a_consuming_worker_serves_its_counters_lag_and_health(consumer_settings, kafka_bootstrap, database_url,
+                                                               tmp_path):
     port = free_port()
     proc = start_cli_consumer(consumer_settings, "--metrics-port", str(port), "--batch-size", "50",
                               log_path=tmp_path / "consume.log")
@@ -79,7 +81,8 @@ def test_a_consuming_worker_serves_its_counters_lag_and_health(consumer_settings
 
         def _scraped() -> str | None:
             body = _get(base + "/metrics")[1]
-            return body if "predstream_events_consumed_total 200.0" in body and "predstream_consumer_lag{" in body else None
+            ready = "predstream_events_consumed_total 200.0" in body and "predstream_consumer_lag{" in body
+            return body if ready else None
 
         body = wait_for(_scraped, 15, "the counters and lag on /metrics")
         assert 'predstream_rows_upserted_total{result="inserted"} 200.0' in body

@@ -11,11 +11,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from predstream.consumer.errors import MigrationError
 from predstream.consumer import migrate as migrate_module
 from predstream.consumer._sqlsplit import split_statements
+from predstream.consumer.errors import MigrationError
+from predstream.consumer.migrate import SUPERSEDED_CHECKSUMS, apply_migrations, find_migrations, pending_migrations
 from predstream.consumer.settings import ConsumerSettings
-from predstream.consumer.migrate import SUPERSEDED_CHECKSUMS, find_migrations, apply_migrations, pending_migrations
 
 pytestmark = pytest.mark.integration
 
@@ -29,6 +29,8 @@ _EXPECTED = [
     "0007_concurrent_indexes",
     "0008_prompt_history_index",
     "0010_immutable_prediction_sets",
+    "0011_read_model",
+    "0012_read_model_backfill",
 ]
 
 
@@ -67,7 +69,8 @@ def test_migrate_twice_applies_nothing_the_second_time(empty_database_url):
     assert pending_migrations(ConsumerSettings(database_url=empty_database_url)) == []
     _check_schema(empty_database_url)
     with psycopg.connect(empty_database_url) as conn:
-        rows = conn.execute("SELECT version, name, length(checksum) FROM predstream_migrations ORDER BY version").fetchall()
+        rows = conn.execute("SELECT version, name, length(checksum) FROM predstream_migrations"
+                            " ORDER BY version").fetchall()
     assert [(r[0], r[1], r[2]) for r in rows] == [(int(n[:4]), n, 64) for n in _EXPECTED]
 
 
@@ -157,12 +160,15 @@ def _schema(url: str) -> dict[str, list[tuple]]:
                 "SELECT table_name, column_name, data_type, is_nullable, column_default FROM information_schema.columns"
                 " WHERE table_schema = 'public' ORDER BY 1, 2").fetchall(),
             "indexes": conn.execute(
-                "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 2").fetchall(),
+                "SELECT tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public'"
+                " ORDER BY 2").fetchall(),
             "constraints": conn.execute(
                 "SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid) FROM pg_constraint"
                 " WHERE connamespace = 'public'::regnamespace ORDER BY 2").fetchall(),
-            "views": conn.execute("SELECT viewname, definition FROM pg_views WHERE schemaname = 'public' ORDER BY 1").fetchall(),
-            "invalid_indexes": conn.execute("SELECT indexrelid::regclass::text FROM pg_index WHERE NOT indisvalid").fetchall(),
+            "views": conn.execute("SELECT viewname, definition FROM pg_views WHERE schemaname = 'public'"
+                                  " ORDER BY 1").fetchall(),
+            "invalid_indexes": conn.execute("SELECT indexrelid::regclass::text FROM pg_index"
+                                            " WHERE NOT indisvalid").fetchall(),
         }
 
 
@@ -196,7 +202,8 @@ def test_the_0_1_texts_are_accepted_for_their_own_files_only():
 def test_no_transactional_migration_builds_an_index_on_training_predictions():
     """An index (or a UNIQUE/PRIMARY KEY constraint, which builds one) on the big table is
     built CONCURRENTLY, in a no-transaction file; in a transaction it blocks every writer."""
-    building = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\b(?!\s+CONCURRENTLY)|ADD\s+(CONSTRAINT\s+\w+\s+)?(UNIQUE|PRIMARY\s+KEY)\s*\(",
+    building = re.compile(r"CREATE\s+(UNIQUE\s+)?INDEX\b(?!\s+CONCURRENTLY)"
+                          r"|ADD\s+(CONSTRAINT\s+\w+\s+)?(UNIQUE|PRIMARY\s+KEY)\s*\(",
                           re.IGNORECASE)
     for mig in find_migrations():
         for statement in split_statements(mig.sql):
@@ -205,7 +212,8 @@ def test_no_transactional_migration_builds_an_index_on_training_predictions():
 
 
 def test_a_0_1_database_migrates_to_the_schema_of_a_fresh_install(empty_database_url, database_url):
-    assert apply_migrations(ConsumerSettings(database_url=empty_database_url, migrations_dir=_DATA_0_1)) == _EXPECTED[:5]  # as predstream 0.1 left it
+    assert apply_migrations(ConsumerSettings(database_url=empty_database_url,
+                                             migrations_dir=_DATA_0_1)) == _EXPECTED[:5]  # as predstream 0.1 left it
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO training_predictions (job_id, step, sample_index, prompt, prediction)"
                      " VALUES ('old', 1, 0, 'p', 'x')")
@@ -230,13 +238,15 @@ def test_a_rerun_after_a_failed_concurrent_build_rebuilds_the_invalid_index(empt
                                              r"training_predictions_event_id_key may be left INVALID"):
         apply_migrations(ConsumerSettings(database_url=empty_database_url))
     with psycopg.connect(empty_database_url, autocommit=True) as conn:
-        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'training_predictions_event_id_key'::regclass"
+        assert conn.execute("SELECT indisvalid FROM pg_index"
+                            " WHERE indexrelid = 'training_predictions_event_id_key'::regclass"
                             ).fetchone() == (False,)
         conn.execute("DELETE FROM training_predictions WHERE prediction = 'y'")  # the user removes the duplicate
     assert apply_migrations(ConsumerSettings(database_url=empty_database_url)) == [m for m in _EXPECTED if m >= "0007"]
     schema = _schema(empty_database_url)
     assert schema["invalid_indexes"] == []
-    assert ("training_predictions", "training_predictions_event_id_key", "u", "UNIQUE (event_id)") in schema["constraints"]
+    assert ("training_predictions", "training_predictions_event_id_key", "u",
+            "UNIQUE (event_id)") in schema["constraints"]
 
 
 def test_a_migration_waiting_for_a_lock_gives_up_instead_of_queueing_writers(database_url, tmp_path, monkeypatch):

@@ -16,9 +16,8 @@ import time
 import psycopg
 import pytest
 
+from predstream.consumer.migrate import apply_migrations, find_migrations
 from predstream.consumer.settings import ConsumerSettings
-
-from predstream.consumer.migrate import find_migrations, apply_migrations
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -77,7 +76,8 @@ def test_migrate_on_a_million_row_table_never_blocks_the_old_writer(empty_databa
     for mig in find_migrations():
         if mig.version <= 5:
             shutil.copy(mig.path, base)
-    apply_migrations(ConsumerSettings(database_url=url, migrations_dir=base))  # the table, its columns and the views: no predstream index yet
+    # the table, its columns and the views: no predstream index yet
+    apply_migrations(ConsumerSettings(database_url=url, migrations_dir=base))
     started = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(_FILL, (ROWS,))
@@ -152,12 +152,14 @@ def test_a_concurrent_build_cancelled_midway_is_finished_by_the_next_migrate(emp
 
     canceller = threading.Thread(target=cancel_the_build)
     canceller.start()
-    with pytest.raises(MigrationError, match=r"0007_concurrent_indexes.sql failed at statement 4 of 5: canceling statement"):
+    with pytest.raises(MigrationError,
+                       match=r"0007_concurrent_indexes.sql failed at statement 4 of 5: canceling statement"):
         apply_migrations(ConsumerSettings(database_url=url))
     canceller.join(60)
     assert cancelled
     with psycopg.connect(url, autocommit=True) as conn:
-        assert conn.execute("SELECT indisvalid FROM pg_index WHERE indexrelid = 'training_predictions_event_id_key'::regclass"
+        assert conn.execute("SELECT indisvalid FROM pg_index"
+                            " WHERE indexrelid = 'training_predictions_event_id_key'::regclass"
                             ).fetchone() == (False,)
 
     assert "0007_concurrent_indexes" in apply_migrations(ConsumerSettings(database_url=url))

@@ -38,7 +38,8 @@ def test_the_wheel_installs_predstream_as_its_only_top_level_name(wheel: Path) -
     names = zipfile.ZipFile(wheel).namelist()
     dist_info, data = "predstream-0.1.0.dist-info", "predstream-0.1.0.data"
     assert {n.split("/")[0] for n in names} == {"predstream", dist_info, data}
-    assert {n.split("/")[1] for n in names if n.startswith("predstream/")} >= {"schemas", "producer", "consumer", "cli.py"}
+    assert {n.split("/")[1] for n in names if n.startswith("predstream/")} >= {"schemas", "producer", "consumer",
+                                                                               "cli.py"}
     # the only data files: the SQL migrations, installed under <prefix>/share/predstream/migrations
     data_files = [n for n in names if n.startswith(data + "/")]
     sql = sorted(p.name for p in (ROOT / "migrations").glob("*.sql"))
@@ -65,7 +66,8 @@ from importlib import resources
 import predstream.schemas, predstream.producer, predstream.consumer
 from predstream.cli import app
 from predstream.schemas import load_schema, SCHEMA_VERSIONS
-assert all(m.__file__.startswith(sys.argv[1]) for m in (predstream.schemas, predstream.producer, predstream.consumer)), predstream.schemas.__file__
+faces = (predstream.schemas, predstream.producer, predstream.consumer)
+assert all(m.__file__.startswith(sys.argv[1]) for m in faces), predstream.schemas.__file__
 assert [load_schema(v)["name"] for v in SCHEMA_VERSIONS]
 for name in ("prompt_id_vectors.json", "sample_vectors.json"):
     assert json.loads(resources.files("predstream.schemas").joinpath(name).read_text(encoding="utf-8"))

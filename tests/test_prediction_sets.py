@@ -1,5 +1,7 @@
 """Prediction sets: created from dataset files, stored in a real Postgres, exported, and read
-back by the training side (``predstream.producer.prediction_sets``) from the file and from the database."""
+back by the training side (``predstream.producer.prediction_sets``) from the file and from the database.
+What a set is (items, rules, ``set_id``, the file) is ``predstream.schemas.prediction_set``: both
+sides refuse the same bad item with the same message."""
 
 from __future__ import annotations
 
@@ -9,22 +11,26 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from predstream.consumer.prediction_sets import (
-    PredictionSetError,
-    SetItem,
-    create_set,
-    delete_set,
-    get_set,
-    list_sets,
-    make_items,
-    set_id_for,
-)
 from predstream.cli import app
+from predstream.consumer.prediction_sets import create_set, delete_set, get_set, list_sets
 from predstream.consumer.settings import ConsumerSettings
-from predstream.producer.errors import PredictionSetError as ProducerSetError
-from predstream.producer.prediction_sets import load_prediction_set, prediction_set_from_samples, read_prediction_set_file
+from predstream.producer.prediction_sets import (
+    load_prediction_set,
+    prediction_set_from_samples,
+    prediction_set_samples,
+)
 from predstream.producer.sampler import sample_dataset
-from predstream.schemas.prompt_id import compute_prompt_id
+from predstream.producer.settings import ProducerSettings
+from predstream.schemas import (
+    PredictionSet,
+    PredictionSetError,
+    PredictionSetItem,
+    compute_prompt_id,
+    items_from_rows,
+    new_prediction_set,
+    prediction_set_id,
+    read_prediction_set_file,
+)
 
 
 def _dataset(path: Path) -> Path:
@@ -47,13 +53,13 @@ def _cli(*args: str):
     return CliRunner().invoke(app, list(args))
 
 
-def test_set_id_is_the_same_as_the_training_sides():
+def test_a_set_built_from_samples_or_from_plain_rows_has_the_same_id():
     samples = sample_dataset(_dataset_rows(), 5, seed=3)
     pset = prediction_set_from_samples("x", samples)
     rows = [{"source_index": s.source_index, "prompt": s.prompt, "messages": s.messages_list(),
              "ground_truth": s.ground_truth} for s in samples]
-    assert set_id_for(make_items(rows)) == pset.set_id
-    assert set_id_for(make_items(rows[::-1])) != pset.set_id  # the order is part of the set
+    assert new_prediction_set("x", items_from_rows(rows)).set_id == pset.set_id
+    assert new_prediction_set("x", items_from_rows(rows[::-1])).set_id != pset.set_id  # the order is part of the set
 
 
 def _dataset_rows() -> list[dict]:
@@ -88,7 +94,7 @@ def test_sets_create_from_indices_then_list_show_export_and_training_reads_the_s
     exported = _cli("sets", "export", "hard-ones", str(out), "--database-url", database_url)
     assert exported.exit_code == 0, exported.output
     from_file = load_prediction_set(out)
-    from_db = load_prediction_set("hard-ones", database_url)
+    from_db = load_prediction_set("hard-ones", ProducerSettings(database_url=database_url))
     assert from_file == from_db
     assert [(s.sample_index, s.source_index, s.prompt_id, s.prompt, s.messages_list(), s.ground_truth)
             for s in from_file] == [(i.item_index, i.source_index, i.prompt_id, i.prompt, i.messages_list(),
@@ -115,7 +121,8 @@ def test_sets_create_by_sample_and_seed_picks_what_the_sampler_picks(tmp_path, d
 @pytest.mark.integration
 def test_creating_a_set_again_is_a_no_op_but_a_taken_name_with_other_items_is_an_error(tmp_path, database_url):
     data = _dataset(tmp_path / "eval.jsonl")
-    args = ["sets", "create", "mine", "--from", str(data), "--sample", "4", "--seed", "1", "--database-url", database_url]
+    args = ["sets", "create", "mine", "--from", str(data), "--sample", "4", "--seed", "1",
+            "--database-url", database_url]
     assert _cli(*args).exit_code == 0
     again = _cli(*args)
     assert again.exit_code == 0 and "already exists with the same items: nothing to do" in again.output
@@ -166,9 +173,10 @@ def test_sets_create_explains_bad_requests(tmp_path, database_url):
 
 @pytest.mark.integration
 def test_sets_delete_removes_the_set_and_its_items(tmp_path, database_url):
-    items = make_items([{"prompt": "a"}, {"prompt": "b", "ground_truth": "B"}])
-    stored, created = create_set(ConsumerSettings(database_url=database_url), "tmp", items, source="inline")
-    assert created and get_set(ConsumerSettings(database_url=database_url), stored.set_id).name == "tmp"  # by set_id too
+    pset = new_prediction_set("tmp", items_from_rows([{"prompt": "a"}, {"prompt": "b", "ground_truth": "B"}]),
+                              source="inline")
+    stored, created = create_set(ConsumerSettings(database_url=database_url), pset)
+    assert created and get_set(ConsumerSettings(database_url=database_url), stored.set_id).name == "tmp"  # by id too
 
     result = _cli("sets", "delete", "tmp", "--yes", "--database-url", database_url)
     assert result.exit_code == 0, result.output
@@ -180,22 +188,88 @@ def test_sets_delete_removes_the_set_and_its_items(tmp_path, database_url):
         assert conn.execute("SELECT count(*) FROM prediction_set_items").fetchone()[0] == 0
 
 
-def test_inconsistent_items_are_refused_before_touching_the_database():
-    url = "postgresql://unused@127.0.0.1:1/x"
-    good = make_items([{"prompt": "a"}])
+def _unchecked(name: str, items: list[PredictionSetItem]) -> PredictionSet:
+    """A set built without the rules (as a caller's own code could), its id computed."""
+    return PredictionSet(set_id=prediction_set_id(items), name=name, items=tuple(items))
+
+
+def _document(pset: PredictionSet) -> dict:
+    """The export file of ``pset``, written field by field (its items may be beyond repair)."""
+    return {"set_id": pset.set_id, "name": pset.name, "items": [
+        {"item_index": i.item_index, "source_index": i.source_index, "prompt_id": i.prompt_id, "prompt": i.prompt,
+         "messages": None if i.messages is None else list(i.messages), "ground_truth": i.ground_truth}
+        for i in pset.items]}
+
+
+def test_inconsistent_sets_are_refused_before_touching_the_database():
+    nowhere = ConsumerSettings(database_url="postgresql://unused@127.0.0.1:1/x")
+    good = items_from_rows([{"prompt": "a"}])
     with pytest.raises(PredictionSetError, match="does not match its prompt"):
-        create_set(ConsumerSettings(database_url=url), "x", [SetItem(0, compute_prompt_id(None, "other"), prompt="a")])
+        create_set(nowhere, _unchecked("x", [PredictionSetItem(0, compute_prompt_id(None, "other"), prompt="a")]))
     with pytest.raises(PredictionSetError, match="numbered 0..N-1"):
-        create_set(ConsumerSettings(database_url=url), "x", [SetItem(1, good[0].prompt_id, prompt="a")])
+        create_set(nowhere, _unchecked("x", [PredictionSetItem(1, good[0].prompt_id, prompt="a")]))
     with pytest.raises(PredictionSetError, match="at least one item"):
-        create_set(ConsumerSettings(database_url=url), "x", [])
+        create_set(nowhere, _unchecked("x", []))
     with pytest.raises(PredictionSetError, match="reserved"):
-        create_set(ConsumerSettings(database_url=url), "ps_0123", good)
+        new_prediction_set("ps_0123", good)
+    with pytest.raises(PredictionSetError, match="do not match its set_id"):
+        create_set(nowhere, PredictionSet(set_id="ps_0000000000000000", name="x", items=tuple(good)))
+
+
+_BAD_ITEMS = {
+    "a NUL character": {"prompt": "1 +\x00 1 ="},
+    "a role over 64 characters": {"messages": [{"role": "r" * 65, "content": "hi"}]},
+    "a lone surrogate": {"prompt": "bad \ud800"},
+    "neither prompt nor messages": {"ground_truth": "2"},
+    "a prompt_id of another prompt": {"prompt": "a", "prompt_id": "0" * 64},
+    "a negative source_index": {"prompt": "a", "source_index": -1},
+    "a number for a prompt": {"prompt": 7},
+    "messages without content": {"messages": [{"role": "user"}]},
+    "too many messages": {"messages": [{"role": "user", "content": "x"}] * 257},
+    "too large for any event": {"prompt": "€" * 150_000, "ground_truth": "€" * 150_000},
+}
+
+
+@pytest.mark.parametrize("bad", list(_BAD_ITEMS), ids=list(_BAD_ITEMS))
+def test_the_same_bad_item_is_refused_with_the_same_message_by_both_sides(tmp_path, bad):
+    """The consumer's entry point (create_set) and the training side's (a set built from samples,
+    and an export file read back) apply the one rule set of predstream.schemas.prediction_set."""
+    good = {"prompt": "1 + 1 =", "ground_truth": "2"}
+    rows = [good, {"source_index": 4, **_BAD_ITEMS[bad]}]
+    items = items_from_rows(rows)
+    said = {}
+
+    with pytest.raises(PredictionSetError) as consumer_side:  # the consumer: a set handed to create_set
+        create_set(ConsumerSettings(database_url="postgresql://unused@127.0.0.1:1/x"), _unchecked("sums", items))
+    said["consumer create_set"] = str(consumer_side.value)
+
+    from predstream.producer.sampler import Sample
+
+    samples = [Sample(sample_index=i, source_index=it.source_index, prompt_id=it.prompt_id, prompt=it.prompt,
+                      messages=it.messages, ground_truth=it.ground_truth) for i, it in enumerate(items)]
+    with pytest.raises(PredictionSetError) as from_samples:  # the training side: a set of its samples
+        prediction_set_from_samples("sums", samples)
+    said["producer prediction_set_from_samples"] = str(from_samples.value)
+
+    path = tmp_path / "sums.json"  # the training side: an export file holding the item (its set_id right)
+    path.write_text(json.dumps(_document(_unchecked("sums", items))), encoding="utf-8")
+    with pytest.raises(PredictionSetError) as from_file:
+        load_prediction_set(path)
+    said["producer load_prediction_set(file)"] = str(from_file.value)
+
+    problem = said["consumer create_set"].removeprefix("prediction set 'sums': ")
+    assert problem.startswith("item 1"), said
+    assert said == {
+        "consumer create_set": f"prediction set 'sums': {problem}",
+        "producer prediction_set_from_samples": f"prediction set 'sums': {problem}",
+        "producer load_prediction_set(file)": f"prediction set file {path}: {problem}",
+    }
 
 
 def _stored_set(database_url: str, name: str = "fixed"):
-    items = make_items([{"prompt": "1 + 1 =", "ground_truth": "2"}, {"prompt": "2 + 2 =", "ground_truth": "4"}])
-    return create_set(ConsumerSettings(database_url=database_url), name, items, source="inline")[0]
+    items = items_from_rows([{"prompt": "1 + 1 =", "ground_truth": "2"}, {"prompt": "2 + 2 =", "ground_truth": "4"}])
+    pset = new_prediction_set(name, items, source="inline")
+    return create_set(ConsumerSettings(database_url=database_url), pset)[0]
 
 
 @pytest.mark.integration
@@ -215,7 +289,8 @@ def test_the_database_refuses_every_change_to_a_created_set(database_url, statem
         with pytest.raises(psycopg.errors.RestrictViolation, match=message) as caught:
             conn.execute(statement)
     assert stored.set_id in str(caught.value)
-    assert get_set(ConsumerSettings(database_url=database_url), "fixed").items == stored.items  # unchanged, and still verified
+    # unchanged, and still verified
+    assert get_set(ConsumerSettings(database_url=database_url), "fixed").items == stored.items
     with psycopg.connect(database_url) as conn:  # what a set's metadata may still do
         conn.execute("UPDATE prediction_sets SET description = 'the two sums', name = 'sums'")
     assert get_set(ConsumerSettings(database_url=database_url), "sums").description == "the two sums"
@@ -229,8 +304,9 @@ def test_a_set_changed_behind_the_triggers_back_is_refused_by_every_database_rea
     with psycopg.connect(database_url) as conn:  # e.g. a database without migration 0010
         conn.execute("ALTER TABLE prediction_set_items DISABLE TRIGGER prediction_set_items_immutable")
         conn.execute("UPDATE prediction_set_items SET ground_truth = '5' WHERE item_index = 1")
-    for read in (lambda: load_prediction_set("fixed", database_url), lambda: get_set(ConsumerSettings(database_url=database_url), "fixed")):
-        with pytest.raises((PredictionSetError, ProducerSetError)) as caught:
+    for read in (lambda: load_prediction_set("fixed", ProducerSettings(database_url=database_url)),
+                 lambda: get_set(ConsumerSettings(database_url=database_url), "fixed")):
+        with pytest.raises(PredictionSetError) as caught:
             read()
         text = str(caught.value)
         assert "'fixed'" in text and stored.set_id in text and "do not match its set_id" in text
@@ -249,7 +325,7 @@ def test_an_edited_export_file_is_refused_with_the_set_name_and_what_to_do(tmp_p
     doc = json.loads(path.read_text(encoding="utf-8"))
     doc["items"][1]["ground_truth"] = "5"
     path.write_text(json.dumps(doc), encoding="utf-8")
-    with pytest.raises(ProducerSetError) as caught:
+    with pytest.raises(PredictionSetError) as caught:
         read_prediction_set_file(path)
     text = str(caught.value)
     assert str(path) in text and "'fixed'" in text and stored.set_id in text
@@ -260,7 +336,6 @@ def test_the_training_side_finds_the_database_in_its_settings_or_the_running_loc
     import os
 
     from predstream.local import settings_with_local_stack
-    from predstream.producer.settings import ProducerSettings
 
     monkeypatch.setenv("PREDSTREAM_HOME", str(tmp_path))  # no local stack here
     assert settings_with_local_stack(ProducerSettings).database_url is None
@@ -283,21 +358,24 @@ def test_a_set_read_from_the_database_leaves_a_verified_copy_that_serves_when_no
     from predstream.producer.set_copies import load_set_for_training
 
     stored = _stored_set(database_url)
-    copies = tmp_path / "copies"
-    from_db = load_set_for_training("fixed", database_url=database_url, copies_dir=copies)
+    with_db = ProducerSettings(database_url=database_url, spool_dir=tmp_path / "spool")
+    without_db = ProducerSettings(spool_dir=tmp_path / "spool")
+    copies = with_db.prediction_sets_dir
+    from_db = load_set_for_training("fixed", with_db)
     assert from_db.set_id == stored.set_id and [p.name for p in copies.iterdir()] == [f"{stored.set_id}.json"]
+    assert prediction_set_samples(from_db) == load_prediction_set("fixed", with_db)
 
     for key in ("fixed", stored.set_id):  # by name or by id, with one warning each
         caplog.clear()
-        assert load_set_for_training(key, database_url=None, copies_dir=copies) == from_db
+        assert load_set_for_training(key, without_db) == from_db
         assert [r.levelname for r in caplog.records] == ["WARNING"] and "no database is configured" in caplog.text
 
     path = copies / f"{stored.set_id}.json"
     doc = json.loads(path.read_text(encoding="utf-8"))
     doc["items"][0]["prompt"], doc["items"][0]["prompt_id"] = "1 + 2 =", compute_prompt_id(None, "1 + 2 =")
     path.write_text(json.dumps(doc), encoding="utf-8")
-    with pytest.raises(ProducerSetError) as caught:
-        load_set_for_training("fixed", database_url=None, copies_dir=copies)
+    with pytest.raises(PredictionSetError) as caught:
+        load_set_for_training("fixed", without_db)
     assert "local copy of prediction set 'fixed' cannot be used" in str(caught.value) and str(path) in str(caught.value)
-    with pytest.raises(ProducerSetError, match="no local copy of it"):
-        load_set_for_training("other", database_url=None, copies_dir=copies)
+    with pytest.raises(PredictionSetError, match="no local copy of it"):
+        load_set_for_training("other", without_db)

@@ -15,7 +15,8 @@ from predstream.producer.sampler import sample_dataset
 from predstream.schemas import Decoder, InvalidEventError, PredictionEvent, SingleObjectEncoder, compute_prompt_id
 from predstream.schemas.prompt_id import PromptIdError
 
-_VECTORS = json.loads(resources.files("predstream.schemas").joinpath("prompt_id_vectors.json").read_text(encoding="utf-8"))
+_VECTORS = json.loads(resources.files("predstream.schemas").joinpath("prompt_id_vectors.json")
+                      .read_text(encoding="utf-8"))
 
 
 @pytest.mark.parametrize("vector", _VECTORS["refused"], ids=lambda v: v["name"])

@@ -16,8 +16,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from typer.testing import CliRunner
 
 import predstream.producer.publisher as publisher_module
-from predstream.producer.errors import PublisherClosedError
 from predstream.producer import Publisher, drain_spool
+from predstream.producer.errors import PublisherClosedError
 from predstream.producer.settings import ProducerSettings
 from predstream.producer.spool import Spool, list_segments
 from predstream.schemas.codec import Decoder, SingleObjectEncoder
@@ -78,7 +78,7 @@ class _Msg:
 class FakeProducer:
     """Holds produced messages until told to deliver, fail or report an error."""
 
-    instances: list["FakeProducer"] = []
+    instances: list[FakeProducer] = []
 
     def __init__(self, conf: dict[str, Any]) -> None:
         self.error_cb = conf["error_cb"]
@@ -150,7 +150,8 @@ def test_a_fatal_producer_error_replaces_the_producer_and_spools_what_was_in_fli
         wait_for(lambda: len(fake_kafka[0].held) == 10, what="10 messages in flight")
         fake_kafka[0].deliver(4)
         wait_for(lambda: pub.stats().delivered == 4, what="4 deliveries")
-        fake_kafka[0].errors.append(KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "broker lost the producer id", fatal=True))
+        fake_kafka[0].errors.append(KafkaError(KafkaError.UNKNOWN_PRODUCER_ID, "broker lost the producer id",
+                                               fatal=True))
         wait_for(lambda: len(fake_kafka) == 2, what="a fresh producer")
         fake_kafka[1].auto_deliver = True
         more = make_events(5, start=100, job="job-pub")

@@ -69,8 +69,8 @@ def test_the_trainer_snippet_compiles_against_the_public_api():
 def test_the_custom_loop_snippet_runs_and_its_events_arrive(producer_settings, kafka_bootstrap, topic, monkeypatch):
     from confluent_kafka import Consumer
 
-    from predstream.tinymodel import addition_rows, build_model, build_tokenizer
     from predstream.schemas import Decoder
+    from predstream.tinymodel import addition_rows, build_model, build_tokenizer
 
     monkeypatch.setenv("PREDSTREAM_KAFKA_BOOTSTRAP", kafka_bootstrap)
     monkeypatch.setenv("PREDSTREAM_TOPIC", topic)

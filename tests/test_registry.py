@@ -9,7 +9,6 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from support.registry_double import RegistryDouble
 from predstream.cli import app
 from predstream.producer import Publisher, drain_spool
 from predstream.producer.registry import RegistryFraming
@@ -19,6 +18,7 @@ from predstream.schemas.codec import ConfluentEncoder, Decoder, SingleObjectEnco
 from predstream.schemas.spoolfile import read_spool
 from predstream.schemas.transport import Headers
 from support import make_events
+from support.registry_double import RegistryDouble
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -5,21 +5,20 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from conftest import make_topic
 from typer.testing import CliRunner
 
-from support import T0, make_event, wait_for
-
-from support.consumer_kit import rows_reach, worker_thread
-from conftest import make_topic
 from predstream.consumer import ReplayError, parse_offsets, parse_timestamp, run_replay
 from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.codec import SingleObjectEncoder
 from predstream.schemas.transport import Headers, message_key
+from support import T0, make_event, wait_for
+from support.consumer_kit import rows_reach, worker_thread
 
 pytestmark = pytest.mark.integration
 
@@ -181,7 +180,8 @@ def test_replay_of_old_events_never_overwrites_newer_rows(kafka_bootstrap, loade
 
     assert stats.unchanged == 1 and stats.inserted == len(loaded.events) - 1
     with psycopg.connect(database_url) as conn:
-        got = conn.execute("SELECT prediction FROM training_predictions WHERE event_id = %s", (newer.event_id,)).fetchone()
+        got = conn.execute("SELECT prediction FROM training_predictions WHERE event_id = %s",
+                           (newer.event_id,)).fetchone()
     assert got == ("regenerated after a resume",)
 
 
@@ -202,7 +202,7 @@ def test_replay_from_timestamp_takes_the_first_event_at_or_after_it(kafka_bootst
     # in the middle of round 2 (one record batch per partition): 4.5 s after its first message
     since = ROUND_MS[1] + 4_500
     stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url),
-                   from_timestamp=datetime.fromtimestamp(since / 1000, timezone.utc))
+                   from_timestamp=datetime.fromtimestamp(since / 1000, UTC))
 
     expected = [s for s in loaded.sent if s.timestamp_ms >= since]
     assert stats.read - stats.skipped_before == len(expected) == 13 - 5 + 13
@@ -210,7 +210,7 @@ def test_replay_from_timestamp_takes_the_first_event_at_or_after_it(kafka_bootst
 
 
 def test_replay_from_a_timestamp_after_the_last_record_replays_nothing(kafka_bootstrap, loaded, database_url):
-    after = datetime.fromtimestamp(NOW_MS / 1000, timezone.utc) + timedelta(minutes=5)
+    after = datetime.fromtimestamp(NOW_MS / 1000, UTC) + timedelta(minutes=5)
     stats = run_replay(_settings(kafka_bootstrap, loaded.name, database_url), from_timestamp=after)
 
     assert stats.stored == 0 and stats.invalid == 0
@@ -232,7 +232,8 @@ def test_replay_with_to_end_also_reads_what_arrives_meanwhile(kafka_bootstrap, t
     enc = SingleObjectEncoder()
     first = [make_event(i, job="job-x") for i in range(6)]
     late = [make_event(i, job="job-x", step=11) for i in range(6)]
-    _produce_round(kafka_bootstrap, topic, [(message_key(e.prompt_id), enc.encode(e), [], e.event_id, "x") for e in first], NOW_MS)
+    _produce_round(kafka_bootstrap, topic,
+                   [(message_key(e.prompt_id), enc.encode(e), [], e.event_id, "x") for e in first], NOW_MS)
     produced_late: list[bool] = []
 
     def on_progress(done: int, total: int) -> None:
@@ -300,17 +301,19 @@ def test_replay_start_points_parse_or_explain():
     for bad in ("", "0", "0:-1", "a:1", "0:1,0:2"):
         with pytest.raises(ReplayError):
             parse_offsets(bad)
-    assert parse_timestamp("2026-11-03T14:00:00Z") == datetime(2026, 11, 3, 14, tzinfo=timezone.utc)
-    assert parse_timestamp("2026-11-03 15:00") == datetime(2026, 11, 3, 15, tzinfo=timezone.utc)
+    assert parse_timestamp("2026-11-03T14:00:00Z") == datetime(2026, 11, 3, 14, tzinfo=UTC)
+    assert parse_timestamp("2026-11-03 15:00") == datetime(2026, 11, 3, 15, tzinfo=UTC)
     with pytest.raises(ReplayError, match="ISO 8601"):
         parse_timestamp("yesterday")
 
 
-def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_bytes(kafka_bootstrap, topic, database_url):
+def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_bytes(kafka_bootstrap, topic,
+                                                                                   database_url):
     from predstream.consumer import DeadLetterWriter, list_dead_letters
 
     enc = SingleObjectEncoder()
-    events = [make_event(i, job="job-r") for i in range(4)] + [make_event(9, job="job-r", epoch=1e12)]  # INTEGER overflow
+    events = [make_event(i, job="job-r") for i in range(4)] + [make_event(9, job="job-r",
+                                                                          epoch=1e12)]  # INTEGER overflow
     items = [(message_key(e.prompt_id), enc.encode(e), [], e.event_id, "job-r") for e in events]
     sent = _produce_round(kafka_bootstrap, topic, items, NOW_MS)
     settings = _settings(kafka_bootstrap, topic, database_url)
@@ -324,5 +327,6 @@ def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_byt
     assert stats.by_reason == {"db-rejected:22003": 1}
     [letter] = list_dead_letters(settings, limit=None)
     bad = next(s for s in sent if s.event_id == events[-1].event_id)
-    assert (letter.reason, letter.original_partition, letter.original_offset) == ("db-rejected:22003", bad.partition, bad.offset)
+    assert (letter.reason, letter.original_partition, letter.original_offset) == ("db-rejected:22003", bad.partition,
+                                                                                  bad.offset)
     assert letter.value == items[-1][1]

@@ -8,15 +8,20 @@ import os
 
 import pytest
 
-from predstream.producer.errors import DatasetError, PredictionSetError
+from predstream.producer.errors import DatasetError
 from predstream.producer.prediction_sets import (
     load_prediction_set,
     prediction_set_from_samples,
+    prediction_set_samples,
+)
+from predstream.producer.sampler import RowFormat, sample_dataset
+from predstream.producer.settings import ProducerSettings
+from predstream.schemas import (
+    PredictionSetError,
+    compute_prompt_id,
     read_prediction_set_file,
     write_prediction_set_file,
 )
-from predstream.producer.sampler import RowFormat, sample_dataset
-from predstream.schemas import compute_prompt_id
 
 
 def _rows(n: int = 40) -> list[dict]:
@@ -101,7 +106,8 @@ def test_hf_dataset_gets_the_same_samples_as_the_list_it_was_built_from():
     from_ds = sample_dataset(ds, 5, seed=3)
     assert _identity(from_ds) == _identity(sample_dataset(rows, 5, seed=3))
     assert from_ds[0].sample_source_id.startswith("hf-fingerprint:")
-    assert from_ds[0].sample_source_id == sample_dataset(datasets.Dataset.from_list(rows), 5, seed=3)[0].sample_source_id
+    assert from_ds[0].sample_source_id == sample_dataset(datasets.Dataset.from_list(rows), 5,
+                                                         seed=3)[0].sample_source_id
 
 
 def test_prediction_set_from_exported_file_is_exactly_its_items(tmp_path):
@@ -131,6 +137,8 @@ def test_tampered_prediction_set_file_is_refused(tmp_path):
         load_prediction_set(path)
     with pytest.raises(PredictionSetError, match="database_url"):
         load_prediction_set("some-set-name")
+    with pytest.raises(PredictionSetError, match="PREDSTREAM_DATABASE_URL"):
+        load_prediction_set("some-set-name", ProducerSettings())
 
 
 @pytest.mark.integration
@@ -151,10 +159,12 @@ def test_prediction_set_is_read_from_postgres_by_name_or_id(database_url):
             conn.execute(
                 "INSERT INTO prediction_set_items (set_id, item_index, source_index, prompt_id, prompt, messages,"
                 " ground_truth) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (pset.set_id, s.sample_index, s.source_index, s.prompt_id, s.prompt, Jsonb(s.messages_list()), s.ground_truth),
+                (pset.set_id, s.item_index, s.source_index, s.prompt_id, s.prompt, Jsonb(s.messages_list()),
+                 s.ground_truth),
             )
-    by_name = load_prediction_set("chat-4", database_url)
-    by_id = load_prediction_set(pset.set_id, database_url)
-    assert by_name == by_id == list(pset.items)
+    settings = ProducerSettings(database_url=database_url)
+    by_name = load_prediction_set("chat-4", settings)
+    by_id = load_prediction_set(pset.set_id, settings)
+    assert by_name == by_id == prediction_set_samples(pset)
     with pytest.raises(PredictionSetError, match="no prediction set named 'nope'"):
-        load_prediction_set("nope", database_url)
+        load_prediction_set("nope", settings)

@@ -14,14 +14,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import T0, make_event, wait_for
-
-from support.consumer_kit import count_rows, produce_events, worker_thread
-from predstream.consumer.settings import ConsumerSettings, redact_url
+from predstream.consumer.settings import ConsumerSettings
+from predstream.schemas import redact_url
 from predstream.schemas.errors import ConfigError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS
 from predstream.schemas.settings import load_settings
 from predstream.schemas.transport import redact
+from support import T0, make_event, wait_for
+from support.consumer_kit import count_rows, produce_events, worker_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "S3cr3t-Pw-7f2a"
@@ -42,8 +42,8 @@ SASL_SSL = {
 
 
 def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(monkeypatch, tmp_path):
-    from predstream.consumer._kafka import dead_letter_producer
     from predstream.consumer import consumer_config
+    from predstream.consumer._kafka import dead_letter_producer
     from predstream.producer._kafka import producer_config
     from predstream.producer.settings import ProducerSettings
 
@@ -62,7 +62,8 @@ def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(mon
             assert conf[key] == value, (name, key)
         assert conf["bootstrap.servers"] == "broker-1.example:9093"
     # the pass-through options win over predstream's own defaults
-    assert consumer.model_copy(update={"kafka_options": {"client.id": "mine"}}).kafka_config(**{"client.id": "x"})["client.id"] == "mine"
+    mine = consumer.model_copy(update={"kafka_options": {"client.id": "mine"}})
+    assert mine.kafka_config(**{"client.id": "x"})["client.id"] == "mine"
     # librdkafka itself takes them (a real client is built, nothing is contacted yet)
     dead_letter_producer(consumer, "probe")
 
@@ -127,14 +128,16 @@ def test_database_errors_of_every_entry_point_never_show_the_password(url, caplo
     from predstream.consumer.migrate import apply_migrations
     from predstream.consumer.settings import ConsumerSettings
     from predstream.consumer.sink import PostgresSink
-    from predstream.producer.errors import ProducerError
     from predstream.producer.prediction_sets import fetch_prediction_set
+    from predstream.producer.settings import ProducerSettings
+    from predstream.schemas import PredictionSetError
 
     caplog.set_level(logging.DEBUG)
     messages = []
     for attempt in (lambda: PostgresSink(url).ping(), lambda: PostgresSink(url).write([_record()]),
-                    lambda: apply_migrations(ConsumerSettings.model_construct(database_url=url)), lambda: fetch_prediction_set("set", url)):
-        with pytest.raises((ConsumerError, ProducerError)) as caught:
+                    lambda: apply_migrations(ConsumerSettings.model_construct(database_url=url)),
+                    lambda: fetch_prediction_set("set", ProducerSettings.model_construct(database_url=url))):
+        with pytest.raises((ConsumerError, PredictionSetError)) as caught:
             attempt()
         messages.append(str(caught.value))
     out = capfd.readouterr()
@@ -167,7 +170,8 @@ def test_cli_commands_given_a_password_never_print_it(tmp_path):
 
 
 @pytest.mark.integration
-def test_a_worker_with_a_sasl_password_and_a_database_password_logs_neither(consumer_settings, kafka_bootstrap, database_url, caplog, capfd):
+def test_a_worker_with_a_sasl_password_and_a_database_password_logs_neither(consumer_settings, kafka_bootstrap,
+                                                                            database_url, caplog, capfd):
     """A full worker run at DEBUG: every line it and librdkafka write is checked."""
     caplog.set_level(logging.DEBUG)
     # the test broker is plaintext; a SASL password given for the client must still stay secret
@@ -205,9 +209,11 @@ def consumer_role_url(database_url):
 def test_the_role_has_exactly_the_documented_grants(consumer_role_url, database_url):
     with psycopg.connect(database_url) as conn:
         tables = conn.execute(
-            "SELECT table_name, string_agg(privilege_type, ',' ORDER BY privilege_type) FROM information_schema.role_table_grants"
+            "SELECT table_name, string_agg(privilege_type, ',' ORDER BY privilege_type)"
+            " FROM information_schema.role_table_grants"
             " WHERE grantee = %s GROUP BY table_name", (ROLE,)).fetchall()
-        attrs = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolinherit, rolreplication, rolbypassrls, rolcanlogin"
+        attrs = conn.execute("SELECT rolsuper, rolcreatedb, rolcreaterole, rolinherit, rolreplication,"
+                             " rolbypassrls, rolcanlogin"
                              " FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone()
         db = conn.execute("SELECT has_database_privilege(%s, current_database(), 'CREATE'),"
                           " has_database_privilege(%s, current_database(), 'TEMPORARY'),"
@@ -219,7 +225,8 @@ def test_the_role_has_exactly_the_documented_grants(consumer_role_url, database_
 
 
 @pytest.mark.integration
-def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(consumer_role_url, consumer_settings, kafka_bootstrap, database_url):
+def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(consumer_role_url, consumer_settings,
+                                                                              kafka_bootstrap, database_url):
     from datetime import timedelta
 
     from predstream.consumer import list_dead_letters
@@ -233,7 +240,8 @@ def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(co
         wait_for(lambda: count_rows(database_url) == 100, 60, "100 rows")
         produce_events(kafka_bootstrap, settings.topic, newer + [refused])
         wait_for(lambda: list_dead_letters(settings), 30, "the dead letter")
-        wait_for(lambda: worker.metrics.registry.get_sample_value("predstream_rows_upserted_total", {"result": "updated"}) == 50,
+        wait_for(lambda: worker.metrics.registry.get_sample_value("predstream_rows_upserted_total",
+                                                                  {"result": "updated"}) == 50,
                  30, "50 updates")
         assert worker.health()[0]
     with psycopg.connect(database_url) as conn:
@@ -256,7 +264,8 @@ def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(co
     "CREATE ROLE planted",
     "CREATE DATABASE planted",
     "CREATE FUNCTION public.f() RETURNS int LANGUAGE sql AS 'SELECT 1'",
-    "CREATE TRIGGER t BEFORE INSERT ON training_predictions FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger()",
+    "CREATE TRIGGER t BEFORE INSERT ON training_predictions FOR EACH ROW"
+    " EXECUTE FUNCTION suppress_redundant_updates_trigger()",
 ])
 def test_the_role_cannot_delete_alter_or_read_beyond_its_table(consumer_role_url, statement):
     with psycopg.connect(consumer_role_url, autocommit=True) as conn:

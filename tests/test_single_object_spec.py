@@ -8,22 +8,31 @@ import io
 import json
 import re
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import fastavro
 import pytest
 from fastavro.schema import to_parsing_canonical_form
 
-from support import make_event, wait_for
-
-from support.consumer_kit import count_rows, produce, rows_reach, worker_thread
-from support.contract_kit import avro_package_frame, avro_package_read, avsc_text, crc64_avro, frame_0_1, record_0_1, shipped_versions, spec_canonical_form, spec_header
 from predstream.producer.spool_drain import frame_headers
 from predstream.schemas import GenerationSettings
 from predstream.schemas.codec import SCHEMA_VERSIONS, Decoder, SingleObjectEncoder, parse_frame, single_object_header
 from predstream.schemas.errors import UnknownSchemaError
 from predstream.schemas.transport import Headers
+from support import make_event, wait_for
+from support.consumer_kit import count_rows, produce, rows_reach, worker_thread
+from support.contract_kit import (
+    avro_package_frame,
+    avro_package_read,
+    avsc_text,
+    crc64_avro,
+    frame_0_1,
+    record_0_1,
+    shipped_versions,
+    spec_canonical_form,
+    spec_header,
+)
 
 DATA = Path(__file__).parent / "data" / "apache_avro"
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +83,8 @@ def test_our_header_carries_apache_avros_fingerprint_little_endian(schema, canon
     assert spec_header(schema) == header  # and so does the spec-following helper
 
 
-@pytest.mark.parametrize("schema, canonical, fp", APACHE_CASES, ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
+@pytest.mark.parametrize("schema, canonical, fp", APACHE_CASES,
+                         ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
 def test_the_independent_canonical_form_reproduces_apache_avros(schema, canonical, fp):
     assert spec_canonical_form(json.loads(schema)) == canonical
     if fp is not None:
@@ -170,12 +180,13 @@ def test_spec_frames_and_0_1_frames_on_the_topic_both_become_rows(consumer_setti
     """Raw bytes on the topic, as another producer and as 0.1 wrote them -> rows."""
     spec_event = _rich_event(job="spec-producer")
     old = record_0_1(job_id="job-0.1", prompt="1+1=", prediction="2", ground_truth="2",
-                     produced_at=datetime(2026, 10, 1, tzinfo=timezone.utc))
+                     produced_at=datetime(2026, 10, 1, tzinfo=UTC))
     produce(consumer_settings.kafka_bootstrap, consumer_settings.topic, [
         (spec_event.prompt_id.encode(), avro_package_frame(spec_event.to_avro(), SCHEMA_VERSIONS[-1]), None),
         (old["prompt_id"].encode(), frame_0_1(old), None),
     ])
     with worker_thread(consumer_settings):
         wait_for(rows_reach(consumer_settings.database_url, 2), 60, "both rows")
-    assert count_rows(consumer_settings.database_url, f"event_id = '{spec_event.event_id}' AND job_id = 'spec-producer'") == 1
+    assert count_rows(consumer_settings.database_url,
+                      f"event_id = '{spec_event.event_id}' AND job_id = 'spec-producer'") == 1
     assert count_rows(consumer_settings.database_url, f"event_id = '{old['event_id']}' AND prediction = '2'") == 1

@@ -8,10 +8,10 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from support import T0, make_event
 from predstream.consumer.errors import DatabaseUnavailableError
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.event import GenerationSettings
+from support import T0, make_event
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,8 @@ def test_n_events_make_n_rows_and_sending_them_again_adds_none(database_url):
 
 
 def test_a_newer_event_overwrites_and_an_older_one_never_does(database_url):
-    old, new = make_event(1, prediction="old", produced_at=T0), make_event(1, prediction="new", produced_at=T0 + timedelta(minutes=5))
+    old, new = make_event(1, prediction="old", produced_at=T0), make_event(1, prediction="new",
+                                                                           produced_at=T0 + timedelta(minutes=5))
     assert old.event_id == new.event_id
     with PostgresSink(database_url) as sink:
         assert sink.write([IngestRecord(old)]).inserted == 1
@@ -105,7 +106,8 @@ def test_every_column_is_filled_from_the_event(database_url):
     assert row[5] == [{"role": "user", "content": "hi ✓"}]
     assert row[6]["temperature"] == 0.7 and row[6]["max_new_tokens"] == 8
     assert row[7:] == ("ps_abc", "tiny-gpt2", "topic-a", 4, 99, True, True)
-    assert _rows(database_url, "SELECT kafka_topic, kafka_offset FROM training_predictions WHERE sample_index = 4") == [(None, None)]
+    assert _rows(database_url,
+                 "SELECT kafka_topic, kafka_offset FROM training_predictions WHERE sample_index = 4") == [(None, None)]
 
 
 def test_a_row_postgres_refuses_is_isolated_with_its_reason_and_the_rest_stored(database_url):
@@ -133,7 +135,8 @@ def test_a_column_whose_type_was_changed_by_hand_still_gets_every_row(database_u
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE training_predictions ALTER COLUMN generation_ms TYPE numeric(12, 3)")
         conn.execute("ALTER TABLE training_predictions ALTER COLUMN prompt_tokens TYPE smallint")
-    events = [make_event(i, generation_ms=1.25, prompt_tokens=7, messages=[{"role": "user", "content": "é"}], prompt=None)
+    events = [make_event(i, generation_ms=1.25, prompt_tokens=7, messages=[{"role": "user", "content": "é"}],
+                         prompt=None)
               for i in range(50)]
     with PostgresSink(database_url) as sink:
         assert sink.write(_records(events)).inserted == 50
@@ -160,7 +163,8 @@ def test_the_sink_reconnects_after_its_connection_was_killed(database_url):
     with PostgresSink(database_url, application_name="sink-under-test") as sink:
         sink.write([IngestRecord(make_event(1))])
         with psycopg.connect(database_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'sink-under-test'")
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                          " WHERE application_name = 'sink-under-test'")
         with pytest.raises(DatabaseUnavailableError):
             sink.write([IngestRecord(make_event(2))])
         assert sink.write([IngestRecord(make_event(2))]).inserted == 1

@@ -84,7 +84,8 @@ def test_a_truncated_tail_is_reported_and_the_good_records_kept(tmp_path, caplog
     assert str(segment) in message and "truncated record" in message
     assert f"offset {len(full) - len(encode_record(data[4]))}" in message
     (status,) = spool_status(tmp_path)
-    assert status.records == 4 and status.problem == "truncated record" and status.bad_tail_bytes == len(encode_record(data[4])) - 7
+    assert status.records == 4 and status.problem == "truncated record"
+    assert status.bad_tail_bytes == len(encode_record(data[4])) - 7
 
     c.delivered()  # the 4 good records were sent: the segment goes, the damage is set aside
     assert list_segments(tmp_path) == []

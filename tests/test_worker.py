@@ -10,10 +10,9 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from support import T0, make_event, wait_for
-
-from support.consumer_kit import count_rows, produce_events, rows_reach, start_cli_consumer, worker_thread
 from predstream.consumer.metrics import ConsumerMetrics, check_health
+from support import T0, make_event, wait_for
+from support.consumer_kit import count_rows, produce_events, rows_reach, start_cli_consumer, worker_thread
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +21,8 @@ def _value(metrics: ConsumerMetrics, name: str, labels: dict | None = None) -> f
     return metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
 
-def test_n_events_make_n_rows_and_the_same_n_again_are_skipped_as_duplicates(consumer_settings, kafka_bootstrap, database_url):
+def test_n_events_make_n_rows_and_the_same_n_again_are_skipped_as_duplicates(consumer_settings, kafka_bootstrap,
+                                                                             database_url):
     settings = consumer_settings.model_copy(update={"batch_size": 100})
     events = [make_event(i) for i in range(400)]
     produce_events(kafka_bootstrap, settings.topic, events)
@@ -64,7 +64,8 @@ def test_a_single_event_is_stored_within_the_batch_wait(consumer_settings, kafka
 
 
 @pytest.mark.slow
-def test_sigterm_exits_0_and_a_restarted_worker_redelivers_nothing_already_stored(consumer_settings, kafka_bootstrap, database_url, tmp_path):
+def test_sigterm_exits_0_and_a_restarted_worker_redelivers_nothing_already_stored(consumer_settings, kafka_bootstrap,
+                                                                                  database_url, tmp_path):
     events = [make_event(i) for i in range(3000)]
     produce_events(kafka_bootstrap, consumer_settings.topic, events)
     proc = start_cli_consumer(consumer_settings, "--batch-size", "100", log_path=tmp_path / "consume.log")
@@ -101,11 +102,14 @@ def _committed(settings) -> dict[int, int]:
 
 
 @pytest.mark.slow
-def test_consume_with_two_workers_forwards_sigterm_and_commits_exactly_what_it_stored(consumer_settings, kafka_bootstrap, database_url, tmp_path):
+def test_consume_with_two_workers_forwards_sigterm_and_commits_exactly_what_it_stored(consumer_settings,
+                                                                                      kafka_bootstrap, database_url,
+                                                                                      tmp_path):
     # (No restart in the same group here: tansu 0.6 wedges a group whose last two members
     # leave in one rebalance; Apache Kafka does not. The offsets are read directly instead.)
     produce_events(kafka_bootstrap, consumer_settings.topic, (make_event(i) for i in range(3000)))
-    proc = start_cli_consumer(consumer_settings, "--workers", "2", "--batch-size", "100", log_path=tmp_path / "consume.log")
+    proc = start_cli_consumer(consumer_settings, "--workers", "2", "--batch-size", "100",
+                              log_path=tmp_path / "consume.log")
     try:
         wait_for(rows_reach(database_url, 1), 60, "the first rows")
         proc.send_signal(signal.SIGTERM)
@@ -119,14 +123,16 @@ def test_consume_with_two_workers_forwards_sigterm_and_commits_exactly_what_it_s
     with psycopg.connect(database_url) as conn:
         per_partition = dict(conn.execute(
             "SELECT kafka_partition, count(*) FROM training_predictions GROUP BY 1").fetchall())
-        top = dict(conn.execute("SELECT kafka_partition, max(kafka_offset) + 1 FROM training_predictions GROUP BY 1").fetchall())
+        top = dict(conn.execute("SELECT kafka_partition, max(kafka_offset) + 1 FROM training_predictions"
+                                " GROUP BY 1").fetchall())
     assert per_partition == top, "stored rows are a prefix of each partition"
     committed = _committed(consumer_settings)
     assert {p: o for p, o in committed.items() if o} == per_partition
 
 
 @pytest.mark.slow
-def test_three_workers_share_the_partitions_and_one_killed_mid_batch_loses_nothing(consumer_settings, kafka_bootstrap, database_url, tmp_path):
+def test_three_workers_share_the_partitions_and_one_killed_mid_batch_loses_nothing(consumer_settings, kafka_bootstrap,
+                                                                                   database_url, tmp_path):
     n = 3000
     procs = [
         start_cli_consumer(consumer_settings, "--batch-size", "50", log_path=tmp_path / f"w{i}.log") for i in range(3)
@@ -158,7 +164,8 @@ def test_three_workers_share_the_partitions_and_one_killed_mid_batch_loses_nothi
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_postgres_down_for_10_s_pauses_then_resumes_with_exactly_n_rows(stack, consumer_settings, kafka_bootstrap, database_url, caplog):
+def test_postgres_down_for_10_s_pauses_then_resumes_with_exactly_n_rows(stack, consumer_settings, kafka_bootstrap,
+                                                                        database_url, caplog):
     caplog.set_level(logging.INFO, logger="predstream")
     settings = consumer_settings.model_copy(update={"batch_size": 100, "db_max_backoff_s": 2.0, "metrics_port": 0})
     from predstream.consumer.metrics import serve_metrics
@@ -194,7 +201,9 @@ def test_postgres_down_for_10_s_pauses_then_resumes_with_exactly_n_rows(stack, c
 
 @pytest.mark.slow
 @pytest.mark.faults
-def test_an_unreachable_database_commits_nothing_and_logs_once_without_the_password(stack, consumer_settings, kafka_bootstrap, database_url, caplog):
+def test_an_unreachable_database_commits_nothing_and_logs_once_without_the_password(stack, consumer_settings,
+                                                                                    kafka_bootstrap, database_url,
+                                                                                    caplog):
     from predstream.local import free_port
 
     caplog.set_level(logging.INFO, logger="predstream")

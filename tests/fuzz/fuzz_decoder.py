@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import atheris
@@ -48,7 +48,8 @@ def test_one_input(data: bytes) -> None:
 
 def _seed(folder: Path) -> None:
     base = dict(job_id="fuzz", epoch=1.5, step=3, sample_index=0, source_index=7, prompt="2+2?", ground_truth="4",
-                prediction="4", sample_source="dataset", sample_source_id="d", produced_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
+                prediction="4", sample_source="dataset", sample_source_id="d",
+                produced_at=datetime(2026, 1, 1, tzinfo=UTC))
     events = [
         PredictionEvent.create(**base),
         PredictionEvent.create(**{**base, "prompt": None, "messages": [{"role": "user", "content": "hi"}]}),

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import json
 import signal
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from support import make_event, wait_for
-
-from support.consumer_kit import count_rows, produce, start_cli_consumer
-from support.contract_kit import avro_package_frame, frame_0_1, record_0_1
 from predstream.cli import app
 from predstream.schemas.codec import SCHEMA_VERSIONS
+from support import make_event, wait_for
+from support.consumer_kit import count_rows, produce, start_cli_consumer
+from support.contract_kit import avro_package_frame, frame_0_1, record_0_1
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -50,7 +49,8 @@ def test_frames_from_another_avro_producer_and_from_0_1_are_stored_and_a_forged_
         wait_for(lambda: count_rows(consumer_settings.database_url) >= 2, 90, "two rows")
         listing = wait_for(lambda: (r := CliRunner().invoke(app, [
             "dlq", "list", "--format", "json", "--topic", consumer_settings.topic,
-            "--bootstrap", consumer_settings.kafka_bootstrap])).exit_code == 0 and "identity-mismatch" in r.output and r,
+            "--bootstrap",
+            consumer_settings.kafka_bootstrap])).exit_code == 0 and "identity-mismatch" in r.output and r,
             60, "the dead letter")
     finally:
         assert _stop(proc) == 0
@@ -90,8 +90,8 @@ def test_a_job_resumed_on_a_host_whose_clock_is_behind_replaces_its_first_attemp
     pytest.importorskip("torch")
     from transformers import Trainer, TrainingArguments
 
-    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
     from predstream.producer import TrainingPredictionsCallback
+    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
 
     out = tmp_path / "run"
 

@@ -34,7 +34,8 @@ def old_writer(url: str, job: str, answers: dict[int, list[str]]) -> None:
     with psycopg.connect(url) as conn:
         conn.cursor().executemany(_OLD_INSERT, [
             (job, step, i, prompt, gt, pred)
-            for step, preds in answers.items() for i, ((prompt, gt), pred) in enumerate(zip(_PROMPTS, preds))
+            for step, preds in answers.items()
+            for i, ((prompt, gt), pred) in enumerate(zip(_PROMPTS, preds, strict=True))
         ])
 
 
@@ -82,7 +83,8 @@ def test_backfilling_an_export_of_the_old_table_into_the_same_database_twice_add
     old_writer(url, "old-run", {100: ["46", "5", "1"], 200: ["46", "55", "15"]})
     export = tmp_path / "old-table.jsonl"
     with psycopg.connect(url) as conn:  # the user's export: psql -c "SELECT row_to_json(t) FROM training_predictions t"
-        export.write_text("".join(r[0] + "\n" for r in conn.execute("SELECT row_to_json(t)::text FROM training_predictions t")))
+        rows = conn.execute("SELECT row_to_json(t)::text FROM training_predictions t")
+        export.write_text("".join(r[0] + "\n" for r in rows))
 
     for _ in range(2):
         loaded = predstream(url, "backfill", str(export))

@@ -20,10 +20,10 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from predstream.cli import app  # noqa: E402
-from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from predstream.producer import TrainingPredictionsCallback  # noqa: E402
 from predstream.producer.errors import DatasetError  # noqa: E402
 from predstream.schemas import MAX_JOB_ID_CHARS  # noqa: E402
+from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
 from support.consumer_kit import read_events  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]
@@ -56,7 +56,8 @@ def _train(tmp_path: Path, dataset, settings, *, max_steps: int = 2, resume: str
         dataset=dataset, n_samples=N, seed=3, every_n_steps=callback_args.pop("every_n_steps", 1), on_evaluate=False,
         max_new_tokens=2, batch_size=8, settings=settings, **callback_args,
     )
-    trainer = Trainer(model=build_model(tok, seed=0), args=args, train_dataset=TokenizedTask(addition_rows(64, seed=1), tok),
+    trainer = Trainer(model=build_model(tok, seed=0), args=args,
+                      train_dataset=TokenizedTask(addition_rows(64, seed=1), tok),
                       data_collator=lambda b: collate(b, tok.pad_token_id), processing_class=tok, callbacks=[callback])
     trainer.train(resume_from_checkpoint=resume or None)
     return callback
@@ -97,7 +98,8 @@ def test_sets_create_skips_a_lone_surrogate_row_with_a_warning_and_refuses_it_by
     assert sampled.exit_code == 0, sampled.output
     assert "line 3 (source_index 2) the prompt holds a lone surrogate" in sampled.output
     assert "Traceback" not in sampled.output
-    assert [i.source_index for i in get_set(ConsumerSettings(database_url=database_url), "all").items] == [0, 1, 3, 4, 5, 6, 7, 8]
+    assert [i.source_index for i in get_set(ConsumerSettings(database_url=database_url), "all").items] == [0, 1, 3, 4,
+                                                                                                           5, 6, 7, 8]
 
     picked = _cli("sets", "create", "bad", "--from", str(data), "--indices", "1,2", "--database-url", database_url)
     assert picked.exit_code == 2 and "Traceback" not in picked.output

@@ -262,7 +262,8 @@ def test_a_relative_spool_dir_is_reported_as_a_full_path_and_spool_status_elsewh
     assert here.returncode == 0 and "16 records" in here.stdout and str(work / "myspool") in here.stdout
     there = predstream("spool", "status", env=env, cwd=elsewhere)
     assert "empty" not in there.stdout
-    assert str(elsewhere / "myspool") in there.stdout + there.stderr and "no spool folder" in there.stdout + there.stderr
+    said = there.stdout + there.stderr
+    assert str(elsewhere / "myspool") in said and "no spool folder" in said
 
 
 @pytest.mark.slow

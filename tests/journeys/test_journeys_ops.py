@@ -20,11 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from support import make_event, wait_for
-
-from support.consumer_kit import count_rows, encoded, produce, produce_events
 from predstream.local import LocalStack, create_topics, free_port
 from predstream.schemas.transport import Headers
+from support import make_event, wait_for
+from support.consumer_kit import count_rows, encoded, produce, produce_events
 
 pytestmark = pytest.mark.integration
 
@@ -125,7 +124,7 @@ def test_redrive_while_the_consumer_runs_keeps_the_topics_bounded_and_parks_a_le
             assert out.returncode == 0, out.stderr
             outputs.append(out.stdout.strip())
             expected = min(run, 3) + 1  # the letter fails again at once: one new dead letter per redrive, 3 at most
-            wait_for(lambda: len(topic_messages(kafka_bootstrap, settings.dlq_topic)) == expected, 30,
+            wait_for(lambda expected=expected: len(topic_messages(kafka_bootstrap, settings.dlq_topic)) == expected, 30,
                      f"{expected} dead letters after redrive {run}")
         time.sleep(2)  # nothing else arrives
         letters = predstream("dlq", "list", "--format", "json", env=env)

@@ -20,16 +20,14 @@ from typer.testing import CliRunner
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from support import wait_for  # noqa: E402
-
-from support.consumer_kit import count_rows, rows_reach, worker_thread  # noqa: E402
-from support.registry_double import RegistryDouble  # noqa: E402
 from predstream.cli import app  # noqa: E402
 from predstream.local import free_port  # noqa: E402
-from predstream.tinymodel import addition_rows, build_model, build_tokenizer, collate, TokenizedTask  # noqa: E402
-from predstream.producer import ProducerSettings, Publisher, TrainingPredictionsCallback  # noqa: E402
-from predstream.producer.errors import PredictionSetError  # noqa: E402
-from predstream.schemas import Decoder, PredictionEvent  # noqa: E402
+from predstream.producer import Publisher, TrainingPredictionsCallback  # noqa: E402
+from predstream.schemas import Decoder, PredictionEvent, PredictionSetError  # noqa: E402
+from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate  # noqa: E402
+from support import wait_for  # noqa: E402
+from support.consumer_kit import count_rows, rows_reach, worker_thread  # noqa: E402
+from support.registry_double import RegistryDouble  # noqa: E402
 
 pytestmark = [pytest.mark.train, pytest.mark.integration, pytest.mark.slow]
 
@@ -110,7 +108,8 @@ def test_train_then_evaluate_stores_the_final_evaluations_predictions(
     assert "at train end: 3 delivered" in caplog.text and "after train end: 3 delivered" in caplog.text
 
 
-def test_train_then_evaluate_with_the_broker_down_spools_everything_and_exits_promptly(kafka_bootstrap, topic, tmp_path):
+def test_train_then_evaluate_with_the_broker_down_spools_everything_and_exits_promptly(kafka_bootstrap, topic,
+                                                                                       tmp_path):
     spool = tmp_path / "spool"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREDSTREAM_")}
     env.update(PREDSTREAM_HOME=str(tmp_path / "home"), PREDSTREAM_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
@@ -212,7 +211,8 @@ def test_a_prediction_set_by_name_needs_only_the_environment_and_survives_a_data
 # -- 12.6: a set never changes ------------------------------------------------------------------
 
 
-def test_a_created_set_cannot_change_and_an_edited_export_is_refused_at_train_begin(tmp_path, database_url, producer_settings):
+def test_a_created_set_cannot_change_and_an_edited_export_is_refused_at_train_begin(tmp_path, database_url,
+                                                                                    producer_settings):
     import psycopg
 
     set_id = _create_set(tmp_path, database_url)

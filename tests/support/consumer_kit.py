@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from predstream.schemas.codec import SingleObjectEncoder
 from predstream.schemas.event import PredictionEvent
 from predstream.schemas.transport import Headers, message_key
+
 
 def encoded(event: PredictionEvent, encoder: SingleObjectEncoder | None = None) -> tuple[bytes, bytes, list]:
     enc = encoder or SingleObjectEncoder()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -142,7 +142,7 @@ def record_0_1(**fields: Any) -> dict[str, Any]:
         job_id="job-0.1", epoch=0.5, step=10, sample_index=0, sequence_index=0, prompt=None, messages=None,
         ground_truth=None, prediction="p", source_index=0, sample_source="dataset", sample_source_id=None,
         model_name=None, generation=None, prompt_tokens=None, completion_tokens=None, generation_ms=None,
-        produced_at=datetime(2026, 10, 1, tzinfo=timezone.utc),
+        produced_at=datetime(2026, 10, 1, tzinfo=UTC),
     )
     r.update(fields)
     r.setdefault("prompt_id", prompt_id_0_1(r["messages"], r["prompt"]))

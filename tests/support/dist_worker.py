@@ -15,8 +15,15 @@ from pathlib import Path
 
 import torch.distributed as dist
 
+from predstream.producer import (
+    Generator,
+    PredictionRecorder,
+    ProducerSettings,
+    Publisher,
+    TrainingPredictionsCallback,
+    sample_dataset,
+)
 from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
-from predstream.producer import Generator, PredictionRecorder, ProducerSettings, Publisher, TrainingPredictionsCallback, sample_dataset
 
 N_SAMPLES = 7  # odd on purpose: rank 0 gets 4 prompts, rank 1 gets 3
 STEPS = (5, 10)

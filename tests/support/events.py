@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from predstream.schemas import PredictionEvent
@@ -10,7 +10,7 @@ from predstream.schemas import PredictionEvent
 __all__ = ["T0", "make_event", "make_events"]
 
 #: the time every made event is produced at (plus ``step`` seconds), unless given
-T0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def make_event(i: int = 0, *, job: str = "job-1", step: int = 10, prediction: str | None = None,

@@ -8,9 +8,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from predstream.schemas.codec import SingleObjectEncoder
 from predstream.schemas.event import PredictionEvent
@@ -112,7 +113,8 @@ class SteadyProducer(threading.Thread):
 
     def __init__(self, bootstrap: str, topic: str, messages: Sequence[tuple], seconds: float, chunks: int = 40) -> None:
         super().__init__(name="steady-producer", daemon=True)
-        self.bootstrap, self.topic, self.messages, self.seconds, self.chunks = bootstrap, topic, messages, seconds, chunks
+        self.bootstrap, self.topic, self.messages = bootstrap, topic, messages
+        self.seconds, self.chunks = seconds, chunks
         self.error: BaseException | None = None
         self.sent = 0
 

@@ -98,7 +98,8 @@ def _sample_cases() -> list[dict]:
 
 
 def _picks(rows: list[dict], seed: int, n: int) -> list[int]:
-    ranked = sorted((compute_sample_rank(seed, compute_prompt_id(r["messages"], r["prompt"])), i) for i, r in enumerate(rows))
+    ranked = sorted((compute_sample_rank(seed, compute_prompt_id(r["messages"], r["prompt"])), i) for i,
+                    r in enumerate(rows))
     return sorted(i for _, i in ranked[:n])
 
 
@@ -118,7 +119,8 @@ def main() -> None:
     for name, messages, prompt in PROMPT_ID_VECTORS:
         text = canonical_messages(messages) + "|" + (prompt or "")
         vectors.append({"name": name, "messages": messages, "prompt": prompt,
-                        "hashed_text_utf8_hex": text.encode("utf-8").hex(), "prompt_id": compute_prompt_id(messages, prompt)})
+                        "hashed_text_utf8_hex": text.encode("utf-8").hex(),
+                        "prompt_id": compute_prompt_id(messages, prompt)})
     refused = []
     for name, messages, prompt in REFUSED:
         try:

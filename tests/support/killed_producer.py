@@ -25,9 +25,9 @@ from types import SimpleNamespace
 
 def main() -> None:
     spool_dir, bootstrap, mode = sys.argv[1:4]
-    from predstream.tinymodel import addition_rows, build_model, build_tokenizer
     from predstream.producer import Publisher, TrainingPredictionsCallback
     from predstream.producer.settings import ProducerSettings
+    from predstream.tinymodel import addition_rows, build_model, build_tokenizer
 
     settings = ProducerSettings(kafka_bootstrap=bootstrap, topic="t.killed", spool_dir=spool_dir,
                                 message_timeout_ms=1000, flush_timeout_s=5, spool_auto_drain=False)
@@ -48,7 +48,8 @@ def main() -> None:
     tok = build_tokenizer()
     model = build_model(tok, seed=0)
     for step in (1, 2, 3):
-        cb.on_step_end(args, SimpleNamespace(global_step=step, epoch=step / 10), None, model=model, processing_class=tok)
+        cb.on_step_end(args, SimpleNamespace(global_step=step, epoch=step / 10), None, model=model,
+                       processing_class=tok)
     if mode == "after-train-end":
         cb.on_train_end(args, None, None)
     else:

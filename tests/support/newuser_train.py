@@ -19,8 +19,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     from transformers import Trainer, TrainingArguments
 
-    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
     from predstream import TrainingPredictionsCallback
+    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
 
     opts = json.loads(sys.argv[1])
     tok = build_tokenizer()

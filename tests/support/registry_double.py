@@ -39,7 +39,7 @@ class RegistryDouble:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "RegistryDouble":
+    def start(self) -> RegistryDouble:
         double = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,7 +67,7 @@ class RegistryDouble:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "RegistryDouble":
+    def __enter__(self) -> RegistryDouble:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

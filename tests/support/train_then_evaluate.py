@@ -18,8 +18,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     from transformers import Trainer, TrainingArguments
 
-    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
     from predstream.producer import TrainingPredictionsCallback
+    from predstream.tinymodel import TokenizedTask, addition_rows, build_model, build_tokenizer, collate
 
     tok = build_tokenizer()
     args = TrainingArguments(
