@@ -28,7 +28,7 @@ _POLL_S = 0.01
 def run(ctx: BenchContext) -> BenchResult:
     import psycopg
 
-    from predstream.consumer.worker import run_worker_processes
+    from predstream.consumer import run_worker_processes
     from predstream.producer.publisher import Publisher
 
     res = BenchResult(NAME, TITLE)

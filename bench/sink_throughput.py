@@ -245,7 +245,7 @@ def _inserted_so_far(conn: Any) -> int:
 def _consume(ctx: BenchContext, topic: str, n: int, workers: int, pin: Pinning | None = None) -> dict[str, Any]:
     import psycopg
 
-    from predstream.consumer.worker import run_worker_processes
+    from predstream.consumer import run_worker_processes
 
     url = ctx.new_database(f"sink{workers}")
     settings = ctx.consumer_settings(topic, url)

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ._sqlsplit import split_statements
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 __all__ = ["required_columns", "foreign_table_problem"]
 
@@ -64,7 +68,7 @@ def required_columns(sql: str) -> dict[str, list[str]]:
     return found
 
 
-def foreign_table_problem(conn: Any, sqls: Iterable[str]) -> str | None:
+def foreign_table_problem(conn: Connection[TupleRow], sqls: Iterable[str]) -> str | None:
     """A one-line description of the first existing table, among those ``sqls`` create, that
     lacks a column they need; ``None`` when every such table is predstream's (or absent)."""
     for sql in sqls:

@@ -44,7 +44,8 @@ from predstream.schemas.event import PredictionEvent
 from predstream.schemas.identity import check_identity
 from predstream.schemas.spoolfile import SPOOL_HEADER, read_spool
 
-from .errors import BackfillError, DatabaseUnavailableError
+from ._backoff import retry_while_unavailable
+from .errors import BackfillError
 from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, WriteResult
 
@@ -393,19 +394,14 @@ def _store(sink: PostgresSink, batch: list[tuple[str, IngestRecord]], path: Path
 
 def _write(sink: PostgresSink, records: list[IngestRecord], path: Path,
            legacy: LegacyRowMatcher | None = None) -> WriteResult:
-    delay = 1.0
-    for attempt in range(1, _WRITE_ATTEMPTS + 1):
-        try:
-            if legacy is not None:
-                legacy.identify(rec.event for rec in records)
-            return sink.write(records)
-        except DatabaseUnavailableError as exc:
-            if attempt == _WRITE_ATTEMPTS:
-                raise BackfillError(
-                    f"the database is unavailable ({exc}) while loading {path}; loading again is safe "
-                    "(rows already stored are not duplicated)"
-                ) from None
-            _log.warning("database unavailable (%s); retrying in %.0f s", exc, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+    def write() -> WriteResult:
+        if legacy is not None:
+            legacy.identify(rec.event for rec in records)
+        return sink.write(records)
+
+    return retry_while_unavailable(
+        write,
+        lambda exc: BackfillError(f"the database is unavailable ({exc}) while loading {path}; loading again is safe "
+                                  "(rows already stored are not duplicated)"),
+        _log, attempts=_WRITE_ATTEMPTS,
+    )

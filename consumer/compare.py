@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 __all__ = ["Comparison", "PromptHistory", "compare_runs"]
 
@@ -71,7 +75,7 @@ def compare_runs(settings: ConsumerSettings, jobs: Sequence[str], *, prompt_id: 
         return _compare(conn, jobs, prompt_id, max_prompts)
 
 
-def _compare(conn: Any, jobs: Sequence[str], prompt_id: str | None, max_prompts: int) -> Comparison:
+def _compare(conn: Connection[TupleRow], jobs: Sequence[str], prompt_id: str | None, max_prompts: int) -> Comparison:
     jobs = list(dict.fromkeys(jobs))
     if prompt_id is not None:
         chosen = [prompt_id]

@@ -13,7 +13,7 @@ topic, where the live workers read it like any event. It is safe while workers r
 * **Counted, then parked.** The re-published event carries ``predstream-redrive-count``
   (one more than the dead letter's); a worker that dead-letters it again keeps that header
   (the original headers travel with a dead letter). A dead letter redriven ``limit`` times
-  already (default :data:`REDRIVE_LIMIT`) is *parked*: it stays on the DLQ, is not
+  already (default :data:`~predstream.consumer.dlq_reader.REDRIVE_LIMIT`) is *parked*: it stays on the DLQ, is not
   redriven, and ``dlq list`` marks it. A run with a higher ``limit`` (``--redrive-limit``,
   after fixing the cause) and ``from_beginning`` takes parked ones again.
 * **Filters.** ``reasons`` keeps dead letters whose reason starts with one of them; the
@@ -28,33 +28,24 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from predstream.schemas.kafka_log import quiet_log
 from predstream.schemas.transport import Headers
 
-from .dlq import (
-    DeadLetter,
-    Delivery,
-    HeaderList,
-    _confirm,
-    _dlq_partitions,
-    _make_producer,
-    _offsets,
-    _produce,
-    _read_range,
-    _reader,
-    _settle,
-)
+from ._kafka import dead_letter_producer, high_watermarks, read_range
+from .dlq import Delivery, HeaderList, confirm, produce_tracked
+from .dlq_reader import REDRIVE_LIMIT, DeadLetter, dlq_consumer, dlq_partitions
 from .errors import DeadLetterUnavailableError
 from .settings import ConsumerSettings
 
-__all__ = ["REDRIVE_LIMIT", "RedriveResult", "redrive", "redrive_group"]
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Producer
+
+__all__ = ["RedriveResult", "redrive", "redrive_group"]
 
 _log = logging.getLogger(__name__)
 
-#: A dead letter redriven this many times already is parked (left on the DLQ).
-REDRIVE_LIMIT = 3
 #: Re-published events confirmed (and progress committed) per chunk.
 _CHUNK = 500
 
@@ -97,7 +88,8 @@ def _with_count(headers: HeaderList, count: int) -> HeaderList:
 class _Run:
     """One redrive's progress: what is sent, what is confirmed, what is committed."""
 
-    def __init__(self, settings: ConsumerSettings, consumer: Any, producer: Any, timeout_s: float) -> None:
+    def __init__(self, settings: ConsumerSettings, consumer: Consumer, producer: Producer | None,
+                 timeout_s: float) -> None:
         self.settings, self.consumer, self.producer, self.timeout_s = settings, consumer, producer, timeout_s
         self.pending: list[Delivery] = []
         self.progress: dict[int, int] = {}  # partition -> offset after the last dead letter handled
@@ -108,8 +100,8 @@ class _Run:
             return
         delivery = Delivery()
         self.pending.append(delivery)
-        _produce(self.producer, self.settings.topic, letter.key, letter.value,
-                 _with_count(letter.headers, letter.redrive_count + 1), _settle(delivery))
+        produce_tracked(self.producer, self.settings.topic, letter.key, letter.value,
+                        _with_count(letter.headers, letter.redrive_count + 1), delivery)
         if len(self.pending) >= _CHUNK:
             self.checkpoint()
 
@@ -119,7 +111,7 @@ class _Run:
 
         if self.producer is None or not self.progress:
             return
-        _confirm(self.producer, self.pending, self.timeout_s, "redriven event")
+        confirm(self.producer, self.pending, self.timeout_s, "redriven event")
         self.pending = []
         topic = self.settings.dlq_topic
         try:
@@ -151,15 +143,15 @@ def redrive(
 
     topic = settings.dlq_topic
     log = quiet_log()
-    consumer = _reader(settings, redrive_group(settings), log)
-    producer = None if dry_run else _make_producer(settings, "predstream-redrive", log)
+    consumer = dlq_consumer(settings, redrive_group(settings), log)
+    producer = None if dry_run else dead_letter_producer(settings, "predstream-redrive", log)
     run = _Run(settings, consumer, producer, timeout_s)
     result = run.result
     try:
-        parts = _dlq_partitions(consumer, settings, log)
+        parts = dlq_partitions(consumer, settings, log)
         if not parts:
             return result
-        marks = _offsets(consumer, topic, parts, timeout_s)
+        marks = high_watermarks(consumer, topic, parts, timeout_s, error=DeadLetterUnavailableError)
         start = {p: lo for p, (lo, _hi) in marks.items()}
         if not from_beginning:
             try:
@@ -168,7 +160,7 @@ def redrive(
                 raise DeadLetterUnavailableError(f"cannot read redrive progress: {exc.args[0].str()}") from None
             start.update({tp.partition: max(tp.offset, start[tp.partition]) for tp in committed if tp.offset >= 0})
         end = {p: hi for p, (_lo, hi) in marks.items()}
-        for msg in _read_range(consumer, topic, start, end):
+        for msg in read_range(consumer, topic, start, end, error=DeadLetterUnavailableError):
             letter = DeadLetter.from_message(msg)
             result.seen[letter.reason] = result.seen.get(letter.reason, 0) + 1
             run.progress[letter.partition] = letter.offset + 1

@@ -40,7 +40,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.event import PredictionEvent
@@ -49,6 +49,10 @@ from predstream.schemas.redaction import redact_url
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError
 from .settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from psycopg import Connection, Cursor
+    from psycopg.rows import TupleRow
 
 __all__ = ["Duplicate", "RowProblem", "IdentifyReport", "identify_legacy_rows", "LegacyRowMatcher"]
 
@@ -77,7 +81,7 @@ class RowProblem:
     """Row ``id`` was left as it is: ``reason`` a short code, ``message`` one line."""
 
     id: int
-    job_id: str
+    job_id: str | None
     step: Any
     sample_index: Any
     reason: str
@@ -146,11 +150,11 @@ def identify_legacy_rows(
     try:
         with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
             _require_schema(conn)
-            report.upper_id = conn.execute("SELECT coalesce(max(id), 0) FROM training_predictions").fetchone()[0]
-            report.to_examine = conn.execute(
+            report.upper_id = _one(conn.execute("SELECT coalesce(max(id), 0) FROM training_predictions"))
+            report.to_examine = _one(conn.execute(
                 "SELECT count(*) FROM training_predictions WHERE event_id IS NULL AND id <= %(upper)s" + job_clause,
                 {"upper": report.upper_id, "jobs": job_list},
-            ).fetchone()[0]
+            ))
             select = ("SELECT * FROM training_predictions WHERE event_id IS NULL AND id > %(last)s AND id <= %(upper)s"
                       + job_clause + " ORDER BY id LIMIT %(limit)s FOR UPDATE")
             while True:
@@ -163,10 +167,10 @@ def identify_legacy_rows(
                     progress(report)
             if report.duplicates:  # a later batch may have moved an identity to a newer copy
                 report.duplicates = _current_keepers(conn, report.duplicates)
-            report.left_for_next_run = conn.execute(
+            report.left_for_next_run = _one(conn.execute(
                 "SELECT count(*) FROM training_predictions WHERE event_id IS NULL AND id > %(upper)s" + job_clause,
                 {"upper": report.upper_id, "jobs": job_list},
-            ).fetchone()[0]
+            ))
     except psycopg.OperationalError as exc:
         raise IdentifyError(f"database unavailable ({_first_line(exc)}); "
                             "running identify again resumes where it stopped") from None
@@ -174,7 +178,7 @@ def identify_legacy_rows(
     return report
 
 
-def _batch(conn: Any, select: str, params: Mapping[str, Any], report: IdentifyReport) -> int:
+def _batch(conn: Connection[TupleRow], select: str, params: Mapping[str, Any], report: IdentifyReport) -> int:
     from psycopg.rows import dict_row
 
     with conn.transaction():
@@ -194,8 +198,8 @@ def _batch(conn: Any, select: str, params: Mapping[str, Any], report: IdentifyRe
     return len(rows)
 
 
-def _current_keepers(conn: Any, duplicates: list[Duplicate]) -> list[Duplicate]:
-    holders = dict(conn.execute(
+def _current_keepers(conn: Connection[TupleRow], duplicates: list[Duplicate]) -> list[Duplicate]:
+    holders: dict[str, int] = dict(conn.execute(
         "SELECT event_id, id FROM training_predictions WHERE event_id = ANY(%s)",
         (sorted({d.event_id for d in duplicates}),),
     ).fetchall())
@@ -215,7 +219,7 @@ class LegacyRowMatcher:
 
     def __init__(self, database_url: str) -> None:
         self._url = database_url
-        self._conn: Any = None
+        self._conn: Connection[TupleRow] | None = None
         self.identified = 0
 
     def identify(self, events: Iterable[PredictionEvent]) -> int:
@@ -245,6 +249,7 @@ class LegacyRowMatcher:
         from psycopg.rows import dict_row
 
         conn = self._conn
+        assert conn is not None, "connected in identify()"
         with conn.transaction():
             _begin(conn)
             rows = conn.cursor(row_factory=dict_row).execute(
@@ -269,7 +274,7 @@ class LegacyRowMatcher:
 # -- shared by both ----------------------------------------------------------------------------
 
 
-def _require_schema(conn: Any) -> None:
+def _require_schema(conn: Connection[TupleRow]) -> None:
     found = conn.execute(
         "SELECT 1 FROM pg_constraint WHERE conname = %s AND conrelid = to_regclass('training_predictions')",
         (_CONSTRAINT,)
@@ -279,7 +284,7 @@ def _require_schema(conn: Any) -> None:
                             "run `predstream migrate` first")
 
 
-def _begin(conn: Any) -> None:
+def _begin(conn: Connection[TupleRow]) -> None:
     conn.execute("SET LOCAL lock_timeout = '2s'")
     conn.execute("SET LOCAL statement_timeout = '120s'")
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -302,7 +307,8 @@ def _rank(when: Any, row_id: int) -> tuple[Any, int]:
     return when, row_id
 
 
-def _apply(conn: Any, computed: list[tuple[Mapping[str, Any], PredictionEvent]]) -> tuple[int, list[Duplicate]]:
+def _apply(conn: Connection[TupleRow],
+           computed: list[tuple[Mapping[str, Any], PredictionEvent]]) -> tuple[int, list[Duplicate]]:
     """Store the identities of ``computed`` (rows locked by the caller's transaction)."""
     newest: dict[str, tuple[Mapping[str, Any], PredictionEvent]] = {}
     losers: list[tuple[Mapping[str, Any], PredictionEvent]] = []
@@ -369,6 +375,13 @@ def _with_retries(action: Callable[[], int]) -> int:
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
+
+
+def _one(cur: Cursor[TupleRow]) -> Any:
+    """The value of a query that returns one row of one column (an aggregate)."""
+    row = cur.fetchone()
+    assert row is not None, "an aggregate returns one row"
+    return row[0]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -27,7 +27,7 @@ gets here; were it to, it refuses to delete a group that still has members
 
 Prevention makes the wedge rare in the first place: a stopping worker leaves only from a
 formed group, finishing a join in progress first, and the workers of one supervisor leave
-one after the other (``Worker._settle``: measured 6 of 6 clean restarts after stopping
+one after the other (:meth:`Membership.settle`: measured 6 of 6 clean restarts after stopping
 ``--workers 2`` and ``--workers 3``, against 1 of 3 wedged without the stagger); and the
 supervisor restarts a dead worker instead of stopping the others.
 """
@@ -37,9 +37,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._kafka import list_partitions
 from .settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer
 
 __all__ = ["Membership", "unwedge_group"]
 
@@ -84,6 +88,34 @@ class Membership:
         """Joining for longer than ``join_timeout_s``."""
         return self.joining_for(now) > self.join_timeout_s
 
+    def settle(self, consumer: Consumer, window_s: float, limit_s: float, worker: str) -> None:
+        """Before leaving the group: finish a join in progress, for at most ``limit_s``.
+
+        A member that leaves a forming generation while it is its leader wedges the group on
+        some brokers (tansu 0.6: see the module docstring). So a worker leaves only from a
+        formed group: it polls ``consumer`` (its partitions paused) until it has seen a look
+        window of ``window_s`` with no rebalance, looking again when one begins. Messages
+        fetched meanwhile are dropped: their offsets are not committed, the next owner reads them.
+        """
+        now = time.monotonic()
+        deadline = now + limit_s
+        look, joins = now + window_s, self.joins
+        told = False
+        while time.monotonic() < deadline:
+            joining = self.joining_since is not None
+            if self.joins != joins:  # rejoined: look again from here
+                look, joins = time.monotonic() + window_s, self.joins
+            if not joining and time.monotonic() >= look:
+                return
+            if joining and not told:
+                told = True
+                _log.info("worker %s: finishing the group join in progress before leaving", worker,
+                          extra={"worker": worker})
+            try:
+                consumer.poll(0.1)
+            except Exception:  # closing anyway
+                return
+
     def details(self) -> dict[str, Any]:
         """For ``/healthz``: ``group`` is ``joined`` or ``joining``."""
         if self.joining_since is None:
@@ -91,7 +123,7 @@ class Membership:
         return {"group": "joining", "joining_s": round(self.joining_for(), 1)}
 
 
-def unwedge_group(settings: ConsumerSettings, consumer: Any, timeout_s: float = 10.0) -> str:
+def unwedge_group(settings: ConsumerSettings, consumer: Consumer, timeout_s: float = 10.0) -> str:
     """Leave the group (closes ``consumer``), delete it and commit its offsets back.
 
     Returns one line saying what was done. Never raises for broker trouble: the worker
@@ -101,10 +133,9 @@ def unwedge_group(settings: ConsumerSettings, consumer: Any, timeout_s: float = 
     from confluent_kafka.admin import AdminClient
 
     group, topic = settings.group_id, settings.topic
-    saved: list[Any] = []
+    saved: list[TopicPartition] = []
     try:
-        meta = consumer.list_topics(timeout=timeout_s)  # all topics: naming one may create it
-        parts = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
+        parts = list_partitions(consumer, topic, timeout_s) or []
         saved = [tp for tp in consumer.committed([TopicPartition(topic, p) for p in parts], timeout=timeout_s)
                  if tp.offset >= 0]
     except KafkaException as exc:
@@ -134,7 +165,7 @@ def unwedge_group(settings: ConsumerSettings, consumer: Any, timeout_s: float = 
     return f"left, deleted the group, committed its offsets back ({len(saved)} partition(s)) and rejoined"
 
 
-def _close(consumer: Any) -> None:
+def _close(consumer: Consumer) -> None:
     try:
         consumer.close()
     except Exception as exc:  # a consumer that lost its broker

@@ -16,10 +16,13 @@ import logging
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, TopicPartition
 
 __all__ = ["ConsumerMetrics", "MetricsServer", "serve_metrics", "check_health", "check_port_free"]
 
@@ -69,7 +72,7 @@ class ConsumerMetrics:
             self.rows_upserted.labels(result)
         self.db_up.set(1)
 
-    def observe_lag(self, consumer: Any, partitions: list[Any]) -> None:
+    def observe_lag(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Update the lag gauge of ``partitions`` from cached watermarks and positions."""
         try:
             positions = consumer.position(partitions)
@@ -84,7 +87,7 @@ class ConsumerMetrics:
                 continue
             self.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, high - tp.offset))
 
-    def forget_partitions(self, partitions: list[Any]) -> None:
+    def forget_partitions(self, partitions: list[TopicPartition]) -> None:
         """Drop the lag series of partitions this worker no longer owns."""
         for tp in partitions:
             try:

@@ -42,12 +42,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._sqlsplit import split_statements
 from ._table_names import foreign_table_problem
 from .errors import MigrationError
 from .settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from psycopg import Connection, Cursor
+    from psycopg.rows import TupleRow
 
 __all__ = [
     "Migration",
@@ -149,7 +153,7 @@ def find_migrations(folder: str | Path | None = None) -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
-def _connect(database_url: str):
+def _connect(database_url: str) -> Connection[TupleRow]:
     import psycopg
 
     from predstream.schemas.redaction import redact_url
@@ -160,13 +164,20 @@ def _connect(database_url: str):
         raise MigrationError(f"cannot connect to {redact_url(database_url)}: {_first_line(exc)}") from None
 
 
+def _one(cur: Cursor[TupleRow]) -> Any:
+    """The value of a query that returns one row of one column."""
+    row = cur.fetchone()
+    assert row is not None, "the query returns one row"
+    return row[0]
+
+
 def _first_line(exc: BaseException) -> str:
     from predstream.schemas.redaction import redact_url
 
     return redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
-def _check_applied(conn, migrations: list[Migration]) -> set[int]:
+def _check_applied(conn: Connection[TupleRow], migrations: list[Migration]) -> set[int]:
     rows = conn.execute("SELECT version, name, checksum FROM predstream_migrations").fetchall()
     by_version = {m.version: m for m in migrations}
     for version, name, checksum in rows:
@@ -195,10 +206,10 @@ def pending_migrations(settings: ConsumerSettings) -> list[Migration]:
         return _pending(conn, migrations)
 
 
-def _pending(conn: Any, migrations: list[Migration]) -> list[Migration]:
+def _pending(conn: Connection[TupleRow], migrations: list[Migration]) -> list[Migration]:
     """The migrations not applied yet; raises if an applied one was edited, or if a table a
     pending one creates is another application's (see consumer/_table_names.py)."""
-    exists = conn.execute("SELECT to_regclass('predstream_migrations') IS NOT NULL").fetchone()[0]
+    exists = _one(conn.execute("SELECT to_regclass('predstream_migrations') IS NOT NULL"))
     applied = _check_applied(conn, migrations) if exists else set()
     pending = [m for m in migrations if m.version not in applied]
     problem = foreign_table_problem(conn, (m.sql for m in pending))
@@ -238,23 +249,23 @@ def apply_migrations(settings: ConsumerSettings) -> list[str]:
     return applied_now
 
 
-def _take_lock(conn: Any) -> None:
+def _take_lock(conn: Connection[TupleRow]) -> None:
     said = False
-    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,)).fetchone()[0]:
+    while not _one(conn.execute("SELECT pg_try_advisory_lock(%s)", (_LOCK_KEY,))):
         if not said:
             _log.info("another predstream migrate is running on this database; waiting for it")
             said = True
         time.sleep(_LOCK_POLL_S)
 
 
-def _record(conn: Any, mig: Migration) -> None:
+def _record(conn: Connection[TupleRow], mig: Migration) -> None:
     conn.execute(
         "INSERT INTO predstream_migrations (version, name, checksum) VALUES (%s, %s, %s)",
         (mig.version, mig.name, mig.checksum),
     )
 
 
-def _apply_in_transaction(conn: Any, mig: Migration) -> None:
+def _apply_in_transaction(conn: Connection[TupleRow], mig: Migration) -> None:
     def run() -> None:
         with conn.transaction():
             conn.execute(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT}'")
@@ -264,7 +275,7 @@ def _apply_in_transaction(conn: Any, mig: Migration) -> None:
     _retry_lock_timeouts(run, mig.name)
 
 
-def _apply_statements(conn: Any, mig: Migration) -> None:
+def _apply_statements(conn: Connection[TupleRow], mig: Migration) -> None:
     import psycopg
 
     statements = split_statements(mig.sql)
@@ -284,7 +295,7 @@ def _apply_statements(conn: Any, mig: Migration) -> None:
     _record(conn, mig)
 
 
-def _drop_if_invalid(conn: Any, name: str) -> None:
+def _drop_if_invalid(conn: Connection[TupleRow], name: str) -> None:
     row = conn.execute(
         "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)", (name,)
     ).fetchone()

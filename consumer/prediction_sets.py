@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.errors import PredictionSetError
 from predstream.schemas.prediction_set import (
@@ -39,6 +39,10 @@ from predstream.schemas.prediction_set import (
 from predstream.schemas.redaction import redact_url
 
 from .settings import ConsumerSettings
+
+if TYPE_CHECKING:
+    from psycopg import Connection
+    from psycopg.rows import TupleRow
 
 __all__ = [
     "StoredSet",
@@ -76,10 +80,11 @@ def create_set(settings: ConsumerSettings, pset: PredictionSet) -> tuple[StoredS
     :mod:`predstream.schemas.prediction_set` (before touching the database), when the name
     is taken by different items, or when the same items are stored under another name.
     """
+    import psycopg
+
     check_prediction_set(pset)
     name, set_id, items = pset.name, pset.set_id, pset.items
     database_url = settings.require_database_url()
-    psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             with conn.transaction():
@@ -115,7 +120,7 @@ def create_set(settings: ConsumerSettings, pset: PredictionSet) -> tuple[StoredS
     return stored, True
 
 
-def _existing(conn: Any, name: str, set_id: str) -> StoredSet:
+def _existing(conn: Connection[TupleRow], name: str, set_id: str) -> StoredSet:
     """Decide what an ``ON CONFLICT DO NOTHING`` met: the same set, or a clash."""
     heads = conn.execute(
         "SELECT " + ", ".join(_HEAD_COLUMNS) + " FROM prediction_sets WHERE name = %s OR set_id = %s",
@@ -139,8 +144,9 @@ def _existing(conn: Any, name: str, set_id: str) -> StoredSet:
 def delete_set(settings: ConsumerSettings, name_or_id: str) -> bool:
     """Delete a set and its items; ``False`` when there was none. Predictions keep their
     ``set_id``: they stay readable, the set is only no longer available to new runs."""
+    import psycopg
+
     database_url = settings.require_database_url()
-    psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             cur = conn.execute(
@@ -158,8 +164,9 @@ def delete_set(settings: ConsumerSettings, name_or_id: str) -> bool:
 
 def list_sets(settings: ConsumerSettings) -> list[StoredSet]:
     """Every set's head (no items), by name."""
+    import psycopg
+
     database_url = settings.require_database_url()
-    psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             rows = conn.execute(
@@ -172,8 +179,9 @@ def list_sets(settings: ConsumerSettings) -> list[StoredSet]:
 
 def get_set(settings: ConsumerSettings, name_or_id: str) -> StoredSet:
     """A set with its items, by name or ``set_id`` (an exact ``set_id`` match wins)."""
+    import psycopg
+
     database_url = settings.require_database_url()
-    psycopg = _psycopg()
     try:
         with psycopg.connect(database_url, connect_timeout=10) as conn:
             head = conn.execute(
@@ -220,12 +228,6 @@ def export_set(settings: ConsumerSettings, name_or_id: str, path: str | os.PathL
 def _head(r: Sequence[Any]) -> StoredSet:
     return StoredSet(set_id=r[0], name=r[1], description=r[2], source=r[3], seed=r[4], item_count=r[5],
                      created_at=r[6])
-
-
-def _psycopg() -> Any:
-    import psycopg
-
-    return psycopg
 
 
 def _db_error(exc: BaseException, what: str, database_url: str) -> PredictionSetError:

@@ -2,8 +2,9 @@
 
 :func:`run_replay` reads the partitions of ``settings.topic`` from a start point (the
 beginning, a time, or explicit offsets) to the high watermarks taken when it starts (or,
-with ``to_end``, to the end as it is when each partition is reached), decodes and
-validates each event, and stores the good ones through the worker's own
+with ``to_end``, to the end as it is when each partition is reached): the plan is
+:func:`~predstream.consumer.replay_plan.plan_replay`'s. It decodes and validates each event,
+and stores the good ones through the worker's own
 :class:`~predstream.consumer.sink.PostgresSink`: an event replayed twice changes nothing, and an old
 event never overwrites a newer row. As in the worker, messages are transcoded straight into
 COPY rows (:mod:`predstream.consumer.transcode`; the others are decoded), taken from the
@@ -17,17 +18,8 @@ never commits.
 Undecodable or invalid events are counted and logged; the live worker has dead-lettered
 them already, so they go to the dead-letter topic again only with ``dead_letters=``.
 With ``job_id=``, events of other jobs are skipped; the ``predstream-job-id`` header
-decides without decoding when it is present.
-
-Broker quirks handled here (measured on tansu 0.6, harmless on Apache Kafka):
-
-* an uncached ``get_watermark_offsets`` under-reports the high watermark (it answers the
-  base offset of the last record batch + 1). The end of each partition is the larger of
-  that answer and the high watermark of a fetch response (a short fetch from just below it);
-* ``offsets_for_times`` answers at record-batch granularity, and 0 instead of -1 when no
-  record is at or after the time. So the answer is taken as a lower bound: replay reads
-  from there, skipping messages older than the time until the first one at or after it
-  (Kafka's definition of the start). A time after the last record thus replays nothing.
+decides without decoding when it is present. A start time is a lower bound from the
+broker (see :mod:`~predstream.consumer.replay_plan`): messages before it are skipped.
 """
 
 from __future__ import annotations
@@ -38,30 +30,27 @@ import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
-from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata, quiet_log
+from predstream.schemas.kafka_log import BrokerUnreachableError, cluster_metadata, quiet_log
 from predstream.schemas.transport import Headers
 
-from .errors import ConsumerError, DatabaseUnavailableError, ReplayError
+from ._backoff import retry_while_unavailable
+from ._kafka import coordinates, header_text, message_headers, message_timestamp, reader_consumer
+from .dlq import DeadLetterWriter
+from .errors import ConsumerError, ReplayError
+from .replay_plan import PartitionRange, format_offsets, plan_replay
 from .settings import ConsumerSettings
 from .sink import IngestRecord, PostgresSink, SinkRecord, WriteResult
 from .transcode import CopyRow, Transcoder
 
-__all__ = [
-    "ReplayError",
-    "ReplayStats",
-    "PartitionRange",
-    "run_replay",
-    "plan_replay",
-    "parse_offsets",
-    "parse_timestamp",
-    "format_offsets",
-    "high_watermarks",
-]
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Message
+
+__all__ = ["ReplayError", "ReplayStats", "run_replay"]
 
 _log = logging.getLogger(__name__)
 
@@ -73,19 +62,6 @@ _MAX_WARNINGS = 20
 _CONSUME_AT_ONCE = 1000
 
 ProgressFn = Callable[[int, int], None]
-
-
-@dataclass(frozen=True)
-class PartitionRange:
-    """Offsets ``[start, end)`` of one partition to replay."""
-
-    partition: int
-    start: int
-    end: int
-
-    @property
-    def size(self) -> int:
-        return max(0, self.end - self.start)
 
 
 @dataclass
@@ -140,169 +116,6 @@ class ReplayStats:
         )
 
 
-# -- parsing the start point ------------------------------------------------------------
-
-
-def parse_offsets(text: str) -> dict[int, int]:
-    """``"0:120,3:7"`` -> ``{0: 120, 3: 7}``."""
-    out: dict[int, int] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        left, sep, right = part.partition(":")
-        try:
-            partition, offset = int(left), int(right)
-        except ValueError:
-            partition = offset = -1
-        if not sep or partition < 0 or offset < 0:
-            raise ReplayError(f"bad offset {part!r}: write PARTITION:OFFSET pairs, e.g. 0:120,3:7")
-        if partition in out:
-            raise ReplayError(f"partition {partition} is given twice in {text!r}")
-        out[partition] = offset
-    if not out:
-        raise ReplayError("no offsets given: write PARTITION:OFFSET pairs, e.g. 0:120,3:7")
-    return out
-
-
-def format_offsets(offsets: Mapping[int, int]) -> str:
-    """``{0: 120, 3: 7}`` -> ``"0:120,3:7"`` (what ``--from-offsets`` reads)."""
-    return ",".join(f"{p}:{o}" for p, o in sorted(offsets.items()))
-
-
-def parse_timestamp(text: str) -> datetime:
-    """An ISO 8601 time (``2026-11-03T14:00:00Z``, ``2026-11-03 14:00+01:00``); no zone = UTC."""
-    try:
-        value = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ReplayError(f"bad time {text!r}: use ISO 8601, e.g. 2026-11-03T14:00:00Z") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-# -- the broker side ---------------------------------------------------------------------
-
-
-def _consumer(settings: ConsumerSettings, log: BrokerLog | None = None) -> Any:
-    from confluent_kafka import Consumer
-
-    conf = settings.kafka_config(
-        **{
-            "client.id": "predstream-replay",
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": True,
-            "fetch.wait.max.ms": 100,
-            **({"logger": log} if log is not None else {}),
-        }
-    )
-    # Whatever the pass-through options say: never the live group, never a commit.
-    conf.update(
-        {
-            "group.id": f"predstream-replay-{uuid.uuid4().hex[:12]}",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-        }
-    )
-    return Consumer(conf)
-
-
-def _partitions(consumer: Any, topic: str, timeout_s: float) -> list[int]:
-    from confluent_kafka import KafkaException
-
-    try:
-        # all topics, not this one: some brokers create a topic a client asks about
-        meta = consumer.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise ReplayError(f"cannot read topic metadata: {exc.args[0].str()}; is the broker reachable?") from None
-    info = meta.topics.get(topic)
-    if info is None or info.error is not None or not info.partitions:
-        raise ReplayError(f"topic {topic!r} does not exist on the broker: check PREDSTREAM_TOPIC / --topic")
-    return sorted(info.partitions)
-
-
-def _watermarks(consumer: Any, topic: str, partitions: list[int], timeout_s: float) -> dict[int, tuple[int, int]]:
-    """``{partition: (low, high)}``: uncached answers, the high one checked by a fetch."""
-    from confluent_kafka import KafkaException, TopicPartition
-
-    uncached: dict[int, tuple[int, int]] = {}
-    for p in partitions:
-        try:
-            uncached[p] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s, cached=False)
-        except KafkaException as exc:
-            raise ReplayError(f"cannot read the offsets of {topic} partition {p}: {exc.args[0].str()}") from None
-    # A fetch response carries the true high watermark: fetch from just below the answer.
-    consumer.assign([TopicPartition(topic, p, max(lo, hi - 1)) for p, (lo, hi) in uncached.items()])
-    out: dict[int, tuple[int, int]] = {}
-    deadline = time.monotonic() + timeout_s
-    try:
-        while len(out) < len(partitions):
-            if time.monotonic() > deadline:
-                missing = sorted(set(partitions) - set(out))
-                raise ReplayError(f"no fetch answer for {topic} partition(s) {missing} within {timeout_s:.0f} s")
-            consumer.poll(0.05)  # messages are dropped; the real reading starts after assign()
-            for p in partitions:
-                if p in out:
-                    continue
-                lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), cached=True)
-                if hi >= 0:
-                    out[p] = (max(lo, uncached[p][0]) if lo >= 0 else uncached[p][0], max(hi, uncached[p][1]))
-    finally:
-        consumer.unassign()
-    return out
-
-
-def high_watermarks(consumer: Any, topic: str, partitions: list[int], timeout_s: float = 30.0) -> dict[int, tuple[int, int]]:
-    """``{partition: (low, high)}`` of ``topic`` now, the high ones true even where an
-    uncached answer under-reports (see the module docstring). Leaves ``consumer`` unassigned;
-    raises :class:`ReplayError`."""
-    return _watermarks(consumer, topic, partitions, timeout_s)
-
-
-def plan_replay(
-    consumer: Any,
-    topic: str,
-    *,
-    from_timestamp: datetime | None = None,
-    from_offsets: Mapping[int, int] | None = None,
-    timeout_s: float = 30.0,
-) -> tuple[list[PartitionRange], int | None]:
-    """The ranges to replay (default: every partition from its beginning) and, for a
-    start time, that time in ms since the epoch (messages before it are skipped)."""
-    from confluent_kafka import KafkaException, TopicPartition
-
-    if from_timestamp is not None and from_offsets is not None:
-        raise ReplayError("give a start time or start offsets, not both")
-    partitions = _partitions(consumer, topic, timeout_s)
-    if from_offsets is not None:
-        unknown = sorted(set(from_offsets) - set(partitions))
-        if unknown:
-            raise ReplayError(f"{topic} has partitions {partitions[0]}..{partitions[-1]}; no partition {unknown[0]}")
-        partitions = sorted(from_offsets)
-    marks = _watermarks(consumer, topic, partitions, timeout_s)
-    since_ms: int | None = None
-    if from_timestamp is not None:
-        since_ms = int(from_timestamp.timestamp() * 1000)
-        try:
-            found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in partitions], timeout=timeout_s)
-        except KafkaException as exc:
-            raise ReplayError(f"cannot look up offsets by time: {exc.args[0].str()}") from None
-        answers = {tp.partition: tp.offset for tp in found}
-    ranges = []
-    for p in partitions:
-        lo, hi = marks[p]
-        if from_offsets is not None:
-            start = from_offsets[p]
-            if start < lo:
-                _log.warning("partition %d starts at offset %d (older ones are gone); replaying from there", p, lo)
-            start = min(max(start, lo), hi)
-        elif since_ms is not None:
-            answer = answers.get(p, -1)
-            # -1: nothing at or after the time; anything else is a lower bound (see module doc)
-            start = hi if answer < 0 else min(max(answer, lo), hi)
-        else:
-            start = lo
-        ranges.append(PartitionRange(p, start, hi))
-    return ranges, since_ms
-
-
 # -- the replay ----------------------------------------------------------------------------
 
 
@@ -313,7 +126,7 @@ def run_replay(
     from_offsets: Mapping[int, int] | None = None,
     to_end: bool = False,
     job_id: str | None = None,
-    dead_letters: Any = None,
+    dead_letters: DeadLetterWriter | None = None,
     sink: PostgresSink | None = None,
     progress: ProgressFn | None = None,
     stall_timeout_s: float = 60.0,
@@ -332,7 +145,9 @@ def run_replay(
     sink = sink or PostgresSink(settings.require_database_url(), application_name="predstream-replay")
     decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options)
     log = quiet_log()  # a broker that does not answer is one error line, not a stream of retries
-    consumer = _consumer(settings, log)
+    # whatever the pass-through options say: never the live group, never a commit
+    consumer = reader_consumer(settings, client_id="predstream-replay", log=log, pin_group=True,
+                               group_id=f"predstream-replay-{uuid.uuid4().hex[:12]}")
     try:
         try:
             cluster_metadata(consumer, settings.require_bootstrap(), log)
@@ -355,12 +170,26 @@ def run_replay(
     return stats
 
 
+@dataclass
+class _Pending:
+    """A batch handed to the writer thread, and what to do once it is written."""
+
+    future: Future[WriteResult] | None
+    #: the messages of its events, by (partition, offset), for dead letters of refused rows
+    originals: dict[tuple[int | None, int | None], Message]
+    #: messages to dead-letter after it (invalid ones read with it)
+    bad: list[tuple[Message, str, str]]
+    #: the resume offsets once it is stored
+    positions: dict[int, int]
+
+
 class _Run:
     """One replay's loop state."""
 
-    def __init__(self, settings: ConsumerSettings, consumer: Any, sink: PostgresSink, decoder: Decoder,
+    def __init__(self, settings: ConsumerSettings, consumer: Consumer, sink: PostgresSink, decoder: Decoder,
                  ranges: list[PartitionRange], since_ms: int | None, to_end: bool, job_id: str | None,
-                 batch_size: int, dead_letters: Any, progress: ProgressFn | None, stall_timeout_s: float) -> None:
+                 batch_size: int, dead_letters: DeadLetterWriter | None, progress: ProgressFn | None,
+                 stall_timeout_s: float) -> None:
         self.topic = settings.topic
         self.consumer, self.sink, self.decoder = consumer, sink, decoder
         self.to_end, self.job_id, self.batch_size = to_end, job_id, batch_size
@@ -373,16 +202,15 @@ class _Run:
         self.before = {r.partition: since_ms for r in ranges} if since_ms is not None else {}
         self.open = {r.partition for r in ranges if to_end or r.size > 0}
         self.batch: list[SinkRecord] = []
-        self.bad: list[tuple[Any, str, str]] = []  # (message, reason, error) to dead-letter
-        self.originals: dict[tuple[int, int], Any] = {}
+        self.bad: list[tuple[Message, str, str]] = []  # (message, reason, error) to dead-letter
+        self.originals: dict[tuple[int | None, int | None], Message] = {}  # by (partition, offset)
         self.warned = 0
         self.last_progress = 0.0
         # messages go straight to COPY rows (with a job filter they are decoded: the filter reads the job)
         self.transcoder = Transcoder() if job_id is None else None
         # one batch is written (in this thread, the database's wait releasing the GIL) while the next is read
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="predstream-replay-writer")
-        self.pending: tuple[Future[WriteResult] | None, dict[tuple[int, int], Any], list[tuple[Any, str, str]],
-                            dict[int, int]] | None = None
+        self.pending: _Pending | None = None
 
     # -- loop --------------------------------------------------------------------------
 
@@ -412,7 +240,9 @@ class _Run:
                 err = msg.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        self._eof(msg.partition(), msg.offset())
+                        p, offset = msg.partition(), msg.offset()
+                        if p is not None and offset is not None:
+                            self._eof(p, offset)
                         continue
                     if err.fatal() or not err.retriable():
                         self._drain()
@@ -426,8 +256,8 @@ class _Run:
         self._drain()
         self._report(force=True)
 
-    def _handle(self, msg: Any, row: CopyRow | None) -> None:
-        p, offset = msg.partition(), msg.offset()
+    def _handle(self, msg: Message, row: CopyRow | None) -> None:
+        topic, p, offset = coordinates(msg)
         if p not in self.open:
             return  # fetched before the partition was closed
         end = self.end[p]
@@ -440,8 +270,7 @@ class _Run:
         self.stats.read += 1
         if not self.to_end and offset + 1 >= end:
             self._close(p)
-        ts_type, ts = msg.timestamp()
-        ts = ts if ts_type and ts >= 0 else None
+        ts = message_timestamp(msg)
         since = self.before.get(p)
         if since is not None:
             if ts is not None and ts < since:
@@ -449,7 +278,7 @@ class _Run:
                 return
             del self.before[p]  # from the first message at or after the time on, take all
         if self.job_id is not None:
-            header = _header(msg, Headers.JOB_ID)
+            header = header_text(msg, Headers.JOB_ID)
             if header is not None and header != self.job_id:
                 self._skip_job(header)
                 return
@@ -469,7 +298,7 @@ class _Run:
         if self.job_id is not None and event.job_id != self.job_id:
             self._skip_job(event.job_id)
             return
-        self.batch.append(IngestRecord(event, msg.topic(), p, offset, ts))
+        self.batch.append(IngestRecord(event, topic, p, offset, ts))
         if self.dead_letters is not None:  # the original bytes, should the database refuse it
             self.originals[(p, offset)] = msg
 
@@ -479,7 +308,7 @@ class _Run:
         if job_id in others or len(others) < 100:
             others[job_id] = others.get(job_id, 0) + 1
 
-    def _invalid(self, msg: Any, reason: str, error: str) -> None:
+    def _invalid(self, msg: Message, reason: str, error: str) -> None:
         self.stats.invalid += 1
         self.stats.by_reason[reason] = self.stats.by_reason.get(reason, 0) + 1
         level = logging.WARNING if self.warned < _MAX_WARNINGS else logging.DEBUG
@@ -523,26 +352,26 @@ class _Run:
         bad, self.bad = self.bad, []
         self._finish()
         future = self.writer.submit(self._write, batch) if batch else None
-        self.pending = (future, originals, bad, dict(self.position))
+        self.pending = _Pending(future, originals, bad, dict(self.position))
 
     def _finish(self) -> None:
         """Wait for the batch in flight; count it, dead-letter what it refused, move the resume offsets."""
         pending, self.pending = self.pending, None
         if pending is None:
             return
-        future, originals, bad, positions = pending
-        if future is not None:
-            result = future.result()  # a ReplayError of the writer is raised here
+        bad = pending.bad
+        if pending.future is not None:
+            result = pending.future.result()  # a ReplayError of the writer is raised here
             self.stats.add(result)
             for rec, rejection in result.rejected:
                 self.stats.by_reason[rejection.reason] = self.stats.by_reason.get(rejection.reason, 0) + 1
                 _log.warning("partition %s offset %s: the database refused the event: %s",
                              rec.partition, rec.offset, rejection)
             if self.dead_letters is not None:
-                bad.extend((originals[(rec.partition, rec.offset)], rej.reason, rej.message)  # type: ignore[index]
+                bad.extend((pending.originals[(rec.partition, rec.offset)], rej.reason, rej.message)
                            for rec, rej in result.rejected)
         self._send_dead_letters(bad)
-        self.stats.next_offsets = positions
+        self.stats.next_offsets = pending.positions
 
     def _drain(self) -> None:
         """Write what was read and wait for it (before the end, or before stopping with resume offsets)."""
@@ -550,28 +379,21 @@ class _Run:
         self._finish()
 
     def _write(self, batch: list[SinkRecord]) -> WriteResult:
-        delay = 1.0
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
-            try:
-                return self.sink.write(batch)
-            except DatabaseUnavailableError as exc:
-                if attempt == _WRITE_ATTEMPTS:
-                    raise ReplayError(f"the database is unavailable ({exc}); {self._resume_hint()}") from None
-                _log.warning("database unavailable (%s); retrying in %.0f s", exc, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        return retry_while_unavailable(
+            lambda: self.sink.write(batch),
+            lambda exc: ReplayError(f"the database is unavailable ({exc}); {self._resume_hint()}"),
+            _log, attempts=_WRITE_ATTEMPTS,
+        )
 
-    def _send_dead_letters(self, bad: list[tuple[Any, str, str]]) -> None:
+    def _send_dead_letters(self, bad: list[tuple[Message, str, str]]) -> None:
         if not bad or self.dead_letters is None:
             return
         deliveries = []
         for item, reason, error in bad:
-            ts_type, ts = item.timestamp()
             deliveries.append(self.dead_letters.send(
-                key=item.key(), value=item.value(), headers=item.headers(), reason=reason, error=error,
+                key=item.key(), value=item.value(), headers=message_headers(item), reason=reason, error=error,
                 topic=item.topic(), partition=item.partition(), offset=item.offset(),
-                timestamp_ms=ts if ts_type and ts >= 0 else None))
+                timestamp_ms=message_timestamp(item)))
         try:
             self.dead_letters.flush(deliveries)
         except ConsumerError as exc:
@@ -597,10 +419,3 @@ class _Run:
     def _stalled(self) -> str:
         where = ", ".join(f"partition {p} at {self.position[p]} of {self.end[p]}" for p in sorted(self.open))
         return f"no message from {self.topic} for {self.stall_timeout_s:.0f} s ({where}); {self._resume_hint()}"
-
-
-def _header(msg: Any, name: str) -> str | None:
-    for key, value in msg.headers() or ():
-        if key == name and value is not None:
-            return value.decode("utf-8", "replace")
-    return None

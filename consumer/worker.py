@@ -27,107 +27,47 @@ A worker that has been (re)joining its group for longer than ``join_timeout_s`` 
 assignment is unhealthy; it logs that and leaves and rejoins by itself
 (:mod:`predstream.consumer.membership`). An empty assignment (more workers than partitions) is healthy.
 
-:func:`run_worker` runs one worker in the calling thread (with metrics and signal handling);
-:func:`run_worker_processes` (:mod:`predstream.consumer.supervisor`) runs N of them as processes,
-forwards SIGTERM to them and restarts one that dies.
+:mod:`predstream.consumer.runner` runs a worker in the calling thread, with its metrics
+endpoint and signal handling (:func:`~predstream.consumer.runner.run_worker`), or N of them
+as supervised processes (:func:`~predstream.consumer.runner.run_worker_processes`).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
-import signal
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.codec import Decoder
-from predstream.schemas.errors import DecodeError, InvalidEventError, RegistryUnavailableError
 from predstream.schemas.kafka_log import BROKER_LOG
 
-from .dlq import DeadLetterWriter, Delivery
-from .errors import DatabaseUnavailableError, DeadLetterUnavailableError, RetriableError, WorkerError
+from ._backoff import RETRIABLE, Outage, what_is_down
+from ._kafka import consumer_config, coordinates, describe_partitions, heartbeat_ms, pause_assigned, resume_assigned
+from .batch import Entry, account_batch, commit_offsets, decode_entries, mark_rejected, send_dead_letters
+from .dlq import DeadLetterWriter
+from .errors import DatabaseUnavailableError, WorkerError
 from .membership import Membership, unwedge_group
-from .metrics import ConsumerMetrics, check_port_free, serve_metrics
+from .metrics import ConsumerMetrics
 from .settings import ConsumerSettings
-from .sink import IngestRecord, PostgresSink, SinkRecord, WriteResult
+from .sink import PostgresSink, WriteResult
 from .transcode import Transcoder
 
-__all__ = ["Worker", "run_worker", "run_worker_processes", "consumer_config"]
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, TopicPartition
+
+__all__ = ["Worker"]
 
 _log = logging.getLogger(__name__)
 
-_RETRIABLE = (RetriableError, RegistryUnavailableError)
+#: The first wait after an outage begins; then twice as long each time, at most ``db_max_backoff_s``.
 _FIRST_BACKOFF_S = 0.5
 _IDLE_PING_S = 5.0
 _LAG_EVERY_S = 2.0
 _MAX_POLL_WAIT_S = 0.5
-_GC_THRESHOLDS = (20_000, 50, 100)
 #: On stop, wait at most this long for a group join in progress to finish before leaving.
 _SETTLE_JOIN_S = 10.0
-
-
-def _heartbeat_ms(settings: ConsumerSettings) -> int:
-    return max(100, min(500, settings.session_timeout_ms // 3))
-
-
-def consumer_config(settings: ConsumerSettings, client_id: str = "predstream-consumer") -> dict[str, Any]:
-    """librdkafka settings of a worker's consumer (``settings.kafka_options`` win)."""
-    session = settings.session_timeout_ms
-    return settings.kafka_config(
-        **{
-            "group.id": settings.group_id,
-            "client.id": client_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": session,
-            "heartbeat.interval.ms": _heartbeat_ms(settings),
-            "partition.assignment.strategy": "range",
-            # how long the broker may hold a fetch with no new data: Apache Kafka answers as
-            # soon as data arrive, but some brokers (tansu) hold it for the whole wait
-            "fetch.wait.max.ms": 100,
-            # broker states every few seconds: ends a broker outage's log (schemas.kafka_log)
-            "statistics.interval.ms": 5000,
-            # a topic created after the worker subscribed (or new partitions) is seen within
-            # 5 s, not librdkafka's 5 min: the worker would sit in its group without partitions
-            "topic.metadata.refresh.interval.ms": 5000,
-            "stats_cb": BROKER_LOG.on_stats,
-        }
-    )
-
-
-@dataclass(slots=True)
-class _Entry:
-    """One polled message on its way through the batch."""
-
-    msg: Any
-    #: (topic, partition, offset) of the message
-    coords: tuple[str, int, int]
-    record: SinkRecord | None = None
-    #: (reason code, one-line error) when the message must become a dead letter
-    problem: tuple[str, str] | None = None
-    delivery: Delivery | None = None
-
-
-@dataclass
-class _Outage:
-    what: str  # "database", "dead-letter topic", "schema registry"
-    since: float
-    backoff: float
-    next_try: float
-
-
-def _what(exc: BaseException) -> str:
-    if isinstance(exc, DatabaseUnavailableError):
-        return "database"
-    if isinstance(exc, DeadLetterUnavailableError):
-        return "dead-letter topic"
-    if isinstance(exc, RegistryUnavailableError):
-        return "schema registry"
-    return "dependency"
 
 
 class Worker:
@@ -144,7 +84,7 @@ class Worker:
         stop_event: threading.Event | None = None,
         sink: PostgresSink | None = None,
         dead_letters: DeadLetterWriter | None = None,
-        consumer: Any = None,
+        consumer: Consumer | None = None,
         metrics: ConsumerMetrics | None = None,
         name: str | None = None,
         index: int = 0,
@@ -154,18 +94,19 @@ class Worker:
         self.name = name or f"{os.getpid()}"
         self.metrics = metrics or ConsumerMetrics()
         self._stop = stop_event or threading.Event()
-        self._sink = sink or PostgresSink(settings.require_database_url(), application_name=f"predstream-consumer-{self.name}")
+        self._sink = sink or PostgresSink(settings.require_database_url(),
+                                          application_name=f"predstream-consumer-{self.name}")
         self._dlq = dead_letters or DeadLetterWriter(settings)
         self._decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options or None)
-        self._transcoder = Transcoder()
-        self._consumer = consumer
+        self._transcoder = Transcoder()  # messages straight into COPY rows; the decoder takes the rest
+        self._consumer: Consumer | None = consumer  # the worker makes its own when it starts (None)
         self._own_consumer = consumer is None
         self._membership = Membership(settings.join_timeout_s)
         self._next_rejoin = 0.0
-        self._buffer: list[_Entry] = []
+        self._buffer: list[Entry] = []
         self._batch_started: float | None = None
         self._written: WriteResult | None = None  # the buffer's DB write, once it succeeded
-        self._outage: _Outage | None = None
+        self._outage: Outage | None = None
         self._closing = False
         self._running = False
         self._last_poll = 0.0
@@ -173,6 +114,12 @@ class Worker:
         self._db_up = True
         self._last_lag = 0.0
         self._last_poll_error: str | None = None
+
+    @property
+    def _client(self) -> Consumer:
+        """The Kafka consumer: there from :meth:`run` on."""
+        assert self._consumer is not None, "the worker has not subscribed"
+        return self._consumer
 
     # -- control ---------------------------------------------------------------------
 
@@ -251,14 +198,14 @@ class Worker:
 
         room = max(1, min(1000, self.settings.batch_size - len(self._buffer)))
         if self._buffer:
-            msgs = self._consumer.consume(num_messages=room, timeout=timeout)
+            msgs = self._client.consume(num_messages=room, timeout=timeout)
         else:
             # consume() waits for ``room`` messages or the timeout; a new batch must start
             # (and its max wait run) as soon as its first message is here
-            first = self._consumer.poll(timeout)
+            first = self._client.poll(timeout)
             msgs = [] if first is None else [first]
             if first is not None and room > 1:
-                msgs.extend(self._consumer.consume(num_messages=room - 1, timeout=0))
+                msgs.extend(self._client.consume(num_messages=room - 1, timeout=0))
         self._last_poll = time.monotonic()
         consumed = 0
         for msg in msgs:
@@ -266,7 +213,7 @@ class Worker:
             if err is None:
                 if not self._buffer:
                     self._batch_started = time.monotonic()
-                self._buffer.append(_Entry(msg, (msg.topic(), msg.partition(), msg.offset())))
+                self._buffer.append(Entry(msg, coordinates(msg)))
                 consumed += 1
                 self._last_poll_error = None
                 continue
@@ -290,7 +237,7 @@ class Worker:
             self._last_lag = now
             self._dlq.poll()  # the dead-letter producer's callbacks and log lines, while they are news
             try:
-                self.metrics.observe_lag(self._consumer, self._consumer.assignment())
+                self.metrics.observe_lag(self._client, self._client.assignment())
             except Exception:  # metrics must never stop the worker
                 _log.debug("lag observation failed", exc_info=True)
         if not self._buffer and self._outage is None and now - self._last_db_contact >= _IDLE_PING_S:
@@ -317,7 +264,7 @@ class Worker:
         _log.warning("worker %s has had no partitions for %.0f s while joining group %s (the broker keeps the group "
                      "rebalancing); leaving it and rejoining", self.name, waited, self.settings.group_id,
                      extra={"worker": self.name})
-        consumer, self._consumer = self._consumer, None
+        consumer, self._consumer = self._client, None
         outcome = unwedge_group(self.settings, consumer)
         self._membership.recoveries += 1
         _log.warning("worker %s: %s", self.name, outcome, extra={"worker": self.name})
@@ -329,7 +276,7 @@ class Worker:
         try:
             self._flush()
             return True
-        except _RETRIABLE as exc:
+        except RETRIABLE as exc:
             self._enter_outage(exc)
             return False
 
@@ -339,91 +286,19 @@ class Worker:
             return
         started = time.monotonic()
         entries = self._buffer
-        self._decode(entries)
+        decode_entries(entries, self._decoder, self._transcoder)
         if self._written is None:
             good = [e for e in entries if e.problem is None]
-            result = self._sink.write([e.record for e in good])  # type: ignore[misc]
+            result = self._sink.write([e.record for e in good if e.record is not None])
             self._db_ok()
-            if result.rejected:
-                by_coords = {e.coords: e for e in good}
-                for rec, rejection in result.rejected:
-                    by_coords[(rec.topic, rec.partition, rec.offset)].problem = (rejection.reason, rejection.message)
+            mark_rejected(good, result)
             self._written = result
-        self._send_dead_letters(entries)
-        self._commit(entries)
-        self._account(entries, self._written, time.monotonic() - started)
+        send_dead_letters(entries, self._dlq)
+        commit_offsets(self._client, entries, self.metrics, self.name)
+        account_batch(self.metrics, entries, self._written, time.monotonic() - started, self.name)
         self._buffer = []
         self._batch_started = None
         self._written = None
-
-    def _decode(self, entries: list[_Entry]) -> None:
-        # most messages go straight to COPY rows; the transcoder leaves the others (None) to the decoder
-        todo = [e for e in entries if e.record is None and e.problem is None]
-        for e, row in zip(todo, self._transcoder.transcode_many([e.msg for e in todo]), strict=True):
-            if row is not None:
-                e.record = row
-                continue
-            msg = e.msg
-            try:
-                event = self._decoder.decode(msg.value())
-            except (DecodeError, InvalidEventError) as exc:
-                e.problem = (exc.reason, str(exc))
-                continue
-            ts_type, ts = msg.timestamp()
-            topic, partition, offset = e.coords
-            e.record = IngestRecord(event, topic, partition, offset, ts if ts_type and ts >= 0 else None)
-
-    def _send_dead_letters(self, entries: list[_Entry]) -> None:
-        bad = [e for e in entries if e.problem is not None]
-        if not bad:
-            return
-        for e in bad:
-            if e.delivery is not None and e.delivery.state != "failed":
-                continue
-            msg = e.msg
-            ts_type, ts = msg.timestamp()
-            reason, error = e.problem  # type: ignore[misc]
-            e.delivery = self._dlq.send(
-                key=msg.key(), value=msg.value(), headers=msg.headers(), reason=reason, error=error,
-                topic=msg.topic(), partition=msg.partition(), offset=msg.offset(),
-                timestamp_ms=ts if ts_type and ts >= 0 else None,
-            )
-        self._dlq.flush([e.delivery for e in bad])  # type: ignore[misc]
-
-    def _commit(self, entries: list[_Entry]) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
-
-        last: dict[tuple[str, int], int] = {}
-        for e in entries:
-            topic, partition, offset = e.coords
-            last[(topic, partition)] = max(offset, last.get((topic, partition), -1))
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
-        try:
-            self._consumer.commit(offsets=offsets, asynchronous=False)
-            self.metrics.commits.inc()
-        except KafkaException as exc:
-            # stored, but not committed: the next owner re-delivers, the upsert absorbs it
-            _log.warning("offset commit failed (%s); these events will be delivered again", exc.args[0].str(),
-                         extra={"worker": self.name, "batch": len(entries)})
-
-    def _account(self, entries: list[_Entry], result: WriteResult, seconds: float) -> None:
-        m = self.metrics
-        m.batch_size.observe(len(entries))
-        m.batch_latency.observe(seconds)
-        m.rows_upserted.labels("inserted").inc(result.inserted)
-        m.rows_upserted.labels("updated").inc(result.updated)
-        m.duplicates_skipped.inc(result.unchanged)
-        dead = [e for e in entries if e.problem is not None]
-        for e in dead:
-            m.dead_lettered.labels(e.problem[0]).inc()  # type: ignore[index]
-            topic, partition, offset = e.coords
-            _log.warning("dead-lettered %s:%d@%d: %s", topic, partition, offset, e.problem[0],  # type: ignore[index]
-                         extra={"worker": self.name, "partition": partition, "offset": offset})
-        _log.debug(
-            "batch of %d stored in %.3f s: %d inserted, %d updated, %d unchanged, %d dead-lettered",
-            len(entries), seconds, result.inserted, result.updated, result.unchanged, len(dead),
-            extra={"worker": self.name, "batch": len(entries)},
-        )
 
     # -- outages ---------------------------------------------------------------------
 
@@ -435,7 +310,7 @@ class Worker:
 
     def _enter_outage(self, exc: BaseException) -> None:
         now = time.monotonic()
-        what = _what(exc)
+        what = what_is_down(exc)
         if isinstance(exc, DatabaseUnavailableError) and self._db_up:
             self._db_up = False
             self.metrics.db_up.set(0)
@@ -446,27 +321,26 @@ class Worker:
             out = None
         if out is None:
             _log.warning("%s unavailable: %s; pausing, will retry", what, exc, extra={"worker": self.name})
-            self._outage = _Outage(what, now, _FIRST_BACKOFF_S, now + _FIRST_BACKOFF_S)
+            self._outage = Outage.begin(what, now, _FIRST_BACKOFF_S, self.settings.db_max_backoff_s)
         else:
-            out.backoff = min(out.backoff * 2, self.settings.db_max_backoff_s)
-            out.next_try = now + out.backoff
-            _log.debug("%s still unavailable: %s; next try in %.1f s", what, exc, out.backoff)
-        self._pause()
+            delay = out.failed_again(now)
+            _log.debug("%s still unavailable: %s; next try in %.1f s", what, exc, delay)
+        pause_assigned(self._client)
 
     def _leave_outage(self) -> None:
         out, self._outage = self._outage, None
         if out is None:
             return
         _log.info("%s back after %.1f s; resumed", out.what, time.monotonic() - out.since, extra={"worker": self.name})
-        self._resume()
+        resume_assigned(self._client)
 
     def _outage_step(self) -> None:
         """While paused: keep polling (heartbeats, rebalances), retry when the backoff ends."""
         out = self._outage
         assert out is not None
-        self._pause()  # partitions assigned since the outage began are paused too
+        pause_assigned(self._client)  # partitions assigned since the outage began are paused too
         self._poll(min(_MAX_POLL_WAIT_S, max(0.0, out.next_try - time.monotonic())))
-        if self._outage is None or time.monotonic() < self._outage.next_try:
+        if self._outage is None or not self._outage.due(time.monotonic()):
             return
         try:
             if self._buffer:
@@ -474,37 +348,21 @@ class Worker:
             else:
                 self._sink.ping()
                 self._db_ok()
-        except _RETRIABLE as exc:
+        except RETRIABLE as exc:
             self._enter_outage(exc)
             return
         self._leave_outage()
 
-    def _pause(self) -> None:
-        try:
-            assigned = self._consumer.assignment()
-            if assigned:
-                self._consumer.pause(assigned)
-        except Exception:  # mid-rebalance: the next step pauses again
-            _log.debug("pause failed", exc_info=True)
-
-    def _resume(self) -> None:
-        try:
-            assigned = self._consumer.assignment()
-            if assigned:
-                self._consumer.resume(assigned)
-        except Exception:
-            _log.debug("resume failed", exc_info=True)
-
     # -- rebalances ------------------------------------------------------------------
 
-    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         took = self._membership.joined(len(partitions))
-        _log.info("assigned %s", _describe(partitions), extra={"worker": self.name})
+        _log.info("assigned %s", describe_partitions(partitions), extra={"worker": self.name})
         if took > self.settings.join_timeout_s:
             _log.warning("worker %s is in group %s again after %.0f s without partitions", self.name,
                          self.settings.group_id, took, extra={"worker": self.name})
 
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Store and commit the batch in flight before the partitions go to another worker."""
         self._membership.joining()
         gone = {(tp.topic, tp.partition) for tp in partitions}
@@ -513,13 +371,13 @@ class Worker:
                 self._try_flush()
         self._drop(gone, "revoked")
         self.metrics.forget_partitions(partitions)
-        _log.info("revoked %s", _describe(partitions), extra={"worker": self.name})
+        _log.info("revoked %s", describe_partitions(partitions), extra={"worker": self.name})
 
-    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._membership.joining()
         self._drop({(tp.topic, tp.partition) for tp in partitions}, "lost")
         self.metrics.forget_partitions(partitions)
-        _log.warning("lost %s (session timed out?)", _describe(partitions), extra={"worker": self.name})
+        _log.warning("lost %s (session timed out?)", describe_partitions(partitions), extra={"worker": self.name})
 
     def _drop(self, gone: set[tuple[str, int]], why: str) -> None:
         keep = [e for e in self._buffer if (e.coords[0], e.coords[1]) not in gone]
@@ -538,53 +396,33 @@ class Worker:
     def _drain(self) -> None:
         """Stop polling; store and commit the batch within ``shutdown_timeout_s``."""
         deadline = time.monotonic() + self.settings.shutdown_timeout_s
-        self._pause()
+        pause_assigned(self._client)
         while self._buffer and time.monotonic() < deadline:
             if self._outage is not None:
                 wait = min(self._outage.next_try, deadline) - time.monotonic()
                 self._poll(max(0.0, min(_MAX_POLL_WAIT_S, wait)))  # paused: serves callbacks only
-                if time.monotonic() < self._outage.next_try:
+                if not self._outage.due(time.monotonic()):
                     continue
             if self._try_flush() and self._outage is not None:
                 self._leave_outage()
         if self._buffer:
             _log.warning(
-                "stopping with %d message(s) not stored after %.0f s; offsets not committed, they will be delivered again",
-                len(self._buffer), self.settings.shutdown_timeout_s, extra={"worker": self.name, "batch": len(self._buffer)},
+                "stopping with %d message(s) not stored after %.0f s; offsets not committed, "
+                "they will be delivered again", len(self._buffer), self.settings.shutdown_timeout_s,
+                extra={"worker": self.name, "batch": len(self._buffer)},
             )
 
     def _settle(self) -> None:
-        """Before leaving the group: finish a join in progress (bounded).
-
-        A member that leaves a forming generation while it is its leader wedges the group on
-        some brokers (tansu 0.6: see consumer/membership.py). So a worker leaves only from a
-        formed group: it polls (its partitions paused) for a look window with no rebalance,
-        rejoining when one begins. When a supervisor stops all its workers at once, worker
-        ``i``'s window is 2 + 4i heartbeats (1 s, 3 s, 5 s ...): they leave one after the
-        other, each seeing the previous one's leave. Messages fetched meanwhile are dropped:
-        their offsets are not committed, the next owner reads them.
+        """Before leaving the group: finish a join in progress (bounded; see
+        :meth:`Membership.settle <predstream.consumer.membership.Membership.settle>`). When a
+        supervisor stops all its workers at once, worker ``i``'s window is 2 + 4i heartbeats
+        (1 s, 3 s, 5 s ...): they leave one after the other, each seeing the previous one's leave.
         """
         if not self._own_consumer or self._consumer is None or BROKER_LOG.outage() is not None:
             return
-        window = (2 + 4 * self.index) * _heartbeat_ms(self.settings) / 1000
-        now = time.monotonic()
-        deadline = now + min(_SETTLE_JOIN_S * (1 + self.index) + window, self.settings.shutdown_timeout_s)
-        look, joins = now + window, self._membership.joins
-        told = False
-        while time.monotonic() < deadline:
-            joining = self._membership.joining_since is not None
-            if self._membership.joins != joins:  # rejoined: look again from here
-                look, joins = time.monotonic() + window, self._membership.joins
-            if not joining and time.monotonic() >= look:
-                return
-            if joining and not told:
-                told = True
-                _log.info("worker %s: finishing the group join in progress before leaving", self.name,
-                          extra={"worker": self.name})
-            try:
-                self._consumer.poll(0.1)
-            except Exception:  # closing anyway
-                return
+        window = (2 + 4 * self.index) * heartbeat_ms(self.settings) / 1000
+        limit = min(_SETTLE_JOIN_S * (1 + self.index) + window, self.settings.shutdown_timeout_s)
+        self._membership.settle(self._consumer, window, limit, self.name)
 
     def _close(self) -> None:
         self._closing = True
@@ -606,64 +444,3 @@ class Worker:
             value("predstream_rows_upserted_total", {"result": "updated"}) or 0,
             value("predstream_duplicates_skipped_total") or 0, extra={"worker": self.name},
         )
-
-
-def _describe(partitions: list[Any]) -> str:
-    if not partitions:
-        return "no partitions"
-    topic = partitions[0].topic
-    return f"{topic} [{', '.join(str(tp.partition) for tp in sorted(partitions, key=lambda t: t.partition))}]"
-
-
-# -- running workers -----------------------------------------------------------------
-
-
-def run_worker(
-    settings: ConsumerSettings,
-    stop_event: threading.Event | None = None,
-    *,
-    name: str | None = None,
-    metrics: ConsumerMetrics | None = None,
-    handle_signals: bool | None = None,
-    index: int = 0,
-) -> None:
-    """Run one worker in this thread until ``stop_event`` is set (or SIGTERM/SIGINT).
-
-    Serves ``/metrics`` and ``/healthz`` on ``settings.metrics_port`` when it is not 0.
-    Signal handlers are installed only in the main thread (``handle_signals=None``).
-    Returns after a clean shutdown; raises :class:`WorkerError` when it cannot go on.
-    """
-    if settings.metrics_port:
-        check_port_free(settings.metrics_port)  # before the worker joins its group
-    stop_event = stop_event or threading.Event()
-    worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics, index=index)
-    if handle_signals is None:
-        handle_signals = threading.current_thread() is threading.main_thread()
-    previous: dict[int, Any] = {}
-    if handle_signals:
-        def _on_signal(signum: int, _frame: Any) -> None:
-            _log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
-            stop_event.set()
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, _on_signal)
-    server = serve_metrics(worker.metrics, worker.health, settings.metrics_port) if settings.metrics_port else None
-    thresholds = gc.get_threshold()
-    # Each batch makes and drops tens of thousands of objects; with the default thresholds
-    # the cyclic GC rescans every long-lived object many times a second (10-15 % of a
-    # worker's CPU, measured in bench/). Start-up objects are frozen out of its scans and
-    # the young generation collects less often; the events themselves hold no cycles.
-    gc.freeze()
-    gc.set_threshold(*_GC_THRESHOLDS)
-    try:
-        worker.run()
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
-        if server is not None:
-            server.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-from .supervisor import run_worker_processes  # noqa: E402  (moved; kept importable from here)

@@ -108,11 +108,16 @@ def one_line_errors(func: Callable[P, R]) -> Callable[P, R]:
         from predstream.schemas import SchemaError
 
         known: tuple[type[BaseException], ...] = (SchemaError, ConsumerError, ProducerError, LocalStackError)
-        if "psycopg" in sys.modules:
-            known += (sys.modules["psycopg"].Error,)
         try:
             return func(*args, **kwargs)
-        except known as exc:
+        except Exception as exc:
+            # psycopg's errors, and the web view's (its extra may not be installed), when the
+            # command loaded them
+            for module, name in (("psycopg", "Error"), ("predstream.web.errors", "WebError")):
+                if module in sys.modules:
+                    known += (getattr(sys.modules[module], name),)
+            if not isinstance(exc, known):
+                raise
             _log.debug("command failed", exc_info=True)
             given = kwargs.get("database_url")
             urls = [given if isinstance(given, str) else None, os.environ.get("PREDSTREAM_DATABASE_URL")]

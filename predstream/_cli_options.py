@@ -29,6 +29,8 @@ __all__ = [
     "IDENTIFY_BATCH_SIZE",
     "MIGRATIONS_DIR",
     "SPOOL_DIR",
+    "WEB_HOST",
+    "WEB_PORT",
     "cli_settings",
 ]
 
@@ -72,6 +74,11 @@ MIGRATIONS_DIR = _option("migrations_dir", "--migrations-dir", metavar="DIR",
                               "else the ones shipped with predstream).")
 SPOOL_DIR = _option("spool_dir", "--spool-dir", metavar="DIR",
                     help="Spool folder (default: $PREDSTREAM_SPOOL_DIR, else ~/.predstream/spool).")
+WEB_HOST = _option("web_host", "--host", metavar="HOST",
+                   help="Address to listen on (default: $PREDSTREAM_WEB_HOST, else 127.0.0.1; "
+                        "one other machines can reach needs --public).")
+WEB_PORT = _option("web_port", "--port", metavar="PORT",
+                   help="Port to listen on (default: $PREDSTREAM_WEB_PORT, else 8765; 0: any free port).")
 
 
 def cli_settings(cls: type[S], **flags: Any) -> S:

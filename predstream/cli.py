@@ -14,6 +14,7 @@ from . import (
     cli_demo,
     cli_identify,
     cli_replay,
+    cli_serve,
     cli_sets,
     cli_spool,
     cli_stack,
@@ -41,5 +42,6 @@ def _main(
 
 
 # Each command module defines register(app); the order is the order of `predstream --help`.
-for _module in (cli_stack, cli_compare, cli_demo, cli_consumer, cli_spool, cli_replay, cli_identify, cli_sets):
+for _module in (cli_stack, cli_compare, cli_demo, cli_consumer, cli_spool, cli_replay, cli_identify, cli_sets,
+                cli_serve):
     _module.register(app)

@@ -8,7 +8,8 @@
    differ only in learning rate. ``TrainingPredictionsCallback`` publishes predictions for the
    same 16 eval prompts (same seed, so same ``prompt_id`` / ``source_index``) at each evaluation.
 4. The comparison: for a few prompts, the prediction at each step in each run, and accuracy
-   against the reference per step per run, as tables and a PNG plot.
+   against the reference per step per run, as tables and a PNG plot; then the URL of the
+   web view's comparison page (``serve=True``, ``--serve``: served until Ctrl-C).
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ class DemoResult:
     rows: dict[str, int]
     plot: Path
     comparison: Comparison
+    #: the web view's comparison page of the two runs
+    compare_url: str = ""
 
 
 def _services(stack: ExitStack, console: Console) -> tuple[str, str, str, bool]:
@@ -184,9 +187,35 @@ def _wait_for_rows(database_url: str, jobs: list[str], expected: int, timeout: f
             time.sleep(0.3)
 
 
-def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output",
-             console: Console | None = None) -> DemoResult:
-    """Run the demo; return the jobs, row counts, plot path and comparison."""
+def _serve_until_stopped(database_url: str, web_port: int, path: str, console: Console,
+                         stop: threading.Event | None) -> str:
+    """Serve the web view (``web_port``, else any free port) until Ctrl-C or ``stop``; its URL."""
+    from predstream.web import ServeSettings, WebError, start_server
+
+    try:
+        server = start_server(ServeSettings(database_url=database_url, web_port=web_port))
+    except WebError:  # the port is taken (a `predstream serve` already runs?): take any free one
+        server = start_server(ServeSettings(database_url=database_url, web_port=0))
+    url = server.url + path
+    console.print(f"[bold]web view[/bold]: {url}  (serving until Ctrl-C)", soft_wrap=True, highlight=False)
+    try:
+        while not (stop or threading.Event()).wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        console.print("stopping the web view")
+    finally:
+        server.stop()
+    return url
+
+
+def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output", console: Console | None = None,
+             *, serve: bool = False, web_port: int = 8765, stop: threading.Event | None = None) -> DemoResult:
+    """Run the demo; return the jobs, row counts, plot path, comparison and the web view's URL.
+
+    ``serve``: then serve the web view of the database the demo used until Ctrl-C (or
+    ``stop`` is set), before stopping the services it started."""
+    from urllib.parse import urlencode
+
     from predstream import report
     from predstream.consumer import ConsumerSettings, compare_runs, run_worker
     from predstream.producer import ProducerSettings
@@ -230,4 +259,12 @@ def run_demo(plan: DemoPlan | None = None, output_dir: str | Path = "demo-output
         console.print(f"rows stored: {counts}; plot: {plot}; took {time.monotonic() - started:.0f} s")
         if not temporary:
             console.print(f"explore further: predstream compare {' '.join(jobs)} --format csv")
-    return DemoResult(jobs, counts, plot, comparison)
+        path = "/compare?" + urlencode([("job", j) for j in jobs])
+        if serve:
+            url = _serve_until_stopped(database_url, web_port, path, console, stop)
+        else:
+            url = f"http://127.0.0.1:{web_port}{path}"
+            how = ("`predstream demo --serve` keeps it up" if temporary
+                   else "run `predstream serve` to open it")
+            console.print(f"[bold]web view[/bold]: {url}  ({how})", soft_wrap=True, highlight=False)
+    return DemoResult(jobs, counts, plot, comparison, url)

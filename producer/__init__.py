@@ -7,7 +7,8 @@
 * :mod:`.generator` — batched, left-padded generation (needs torch)
 * :mod:`.recorder` — ``PredictionRecorder``: generate + publish, for custom training loops
 * :mod:`.callback` — ``TrainingPredictionsCallback`` for ``transformers.Trainer`` (needs transformers)
-* :mod:`.publisher` / :mod:`.spool` — hand events to Kafka without blocking; spool on outage
+* :mod:`.publisher` — hand events to Kafka without blocking (:mod:`.watcher`: is the broker there)
+* :mod:`.spool` / :mod:`.spool_drain` — keep events on disk during an outage; re-send them after
 * :mod:`.registry` — Confluent framing through a schema registry; its outages spool too
 
 ``import predstream.producer`` needs neither torch, transformers nor psycopg. The names that need
@@ -34,7 +35,7 @@ from .prediction_sets import (
     prediction_set_from_samples,
     prediction_set_samples,
 )
-from .publisher import Publisher, PublishReport, drain_spool
+from .publisher import Publisher, PublishReport
 from .recorder import PredictionRecorder, distributed_rank
 from .sampler import (
     DEFAULT_GROUND_TRUTH_FIELDS,
@@ -48,6 +49,7 @@ from .sampler import (
 )
 from .settings import ProducerSettings
 from .spool import spool_status
+from .spool_drain import drain_spool
 
 __all__ = [
     "ProducerSettings",

@@ -72,7 +72,7 @@ from .generator import Generator
 from .jobfile import JOB_FILE, settle_dataset_id, settle_job
 from .prediction_sets import prediction_set_samples
 from .recorder import PredictionRecorder, distributed_rank
-from .sampler import RowFormat, dataset_id, sample_dataset
+from .sampler import RowFormat, Sample, dataset_id, sample_dataset
 from .set_copies import load_set_for_training
 from .settings import ProducerSettings
 
@@ -158,7 +158,7 @@ class TrainingPredictionsCallback(TrainerCallback):
         #: the job's attempt counter, settled at train begin (see producer.jobfile)
         self.attempt = 0
         self.recorder: PredictionRecorder | None = None
-        self.samples: list = []
+        self.samples: list[Sample] = []
         self._last_step: int | None = None
         self.last_report: Any = None
 

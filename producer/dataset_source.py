@@ -77,6 +77,7 @@ def read_dataset(dataset: Any, *, dataset_id: str | None = None) -> DatasetRows:
     """Read ``dataset``: a path (``.jsonl``/``.ndjson`` = JSONL, ``.json`` = JSON array,
     other suffixes sniffed), a ``datasets`` dataset (see the module doc), or a sequence of
     rows. Raises :class:`DatasetError` when it cannot be read."""
+    rows: Sequence[Any]
     if isinstance(dataset, (str, os.PathLike)):
         path = Path(dataset)
         rows, unit = _read_file(path)
@@ -85,7 +86,7 @@ def read_dataset(dataset: Any, *, dataset_id: str | None = None) -> DatasetRows:
     if hf is not None:
         if _hf_kind(hf) == "IterableDataset":
             _log.info("reading the IterableDataset in full, once, to rank its rows")
-            rows: Sequence[Any] = list(hf)
+            rows = list(hf)
             given = dataset_id or _iterable_id(hf) or _inline_id(rows)
         else:
             rows, given = hf, dataset_id or _map_style_id(hf)
@@ -236,7 +237,7 @@ def _hf_split(obj: Any) -> Any:
 
 def _hf_base(ds: Any) -> str | None:
     info = getattr(ds, "info", None)
-    name = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None)
+    name: str | None = getattr(info, "dataset_name", None) or getattr(info, "builder_name", None)
     if not name or name == "generator":  # from_generator: the name says nothing about the rows
         return None
     config = getattr(info, "config_name", None)

@@ -234,7 +234,8 @@ def _device(model: Any) -> torch.device:
     if isinstance(device, torch.device):
         return device
     try:
-        return next(model.parameters()).device
+        found: torch.device = next(model.parameters()).device
+        return found
     except (AttributeError, StopIteration):
         return torch.device("cpu")
 

@@ -16,18 +16,24 @@ as they do while the broker is down.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.codec import (
-    CONFLUENT_MAGIC,
     SCHEMA_VERSIONS,
-    SINGLE_OBJECT_MAGIC,
     SUBJECT_SUFFIX,
+    Frame,
+    confluent_frame,
     load_schema_text,
     parse_frame,
     schema_fingerprint,
+    single_object_frame,
 )
 from predstream.schemas.errors import FramingError, RegistryUnavailableError, UnknownSchemaError
+
+if TYPE_CHECKING:
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    from .settings import ProducerSettings
 
 __all__ = ["RegistryFraming", "schema_header"]
 
@@ -40,16 +46,22 @@ _CLIENT_DEFAULTS = {"timeout": 5, "max.retries": 0}
 
 def schema_header(frame: bytes) -> str:
     """The schema header value of a frame: ``fp:<hex>`` (single-object) or ``id:<n>`` (Confluent)."""
+    parsed = _parsed(frame)
+    return "unknown" if parsed is None else parsed.schema_ref
+
+
+def _parsed(frame: bytes) -> Frame | None:
     try:
-        return parse_frame(frame).schema_ref
+        return parse_frame(frame)
     except FramingError:
-        return "unknown"
+        return None
 
 
 class RegistryFraming:
     """Re-frames single-object frames as Confluent frames (and back) for one topic."""
 
-    def __init__(self, url: str, topic: str, options: dict[str, Any] | None = None, *, client: Any = None) -> None:
+    def __init__(self, url: str, topic: str, options: dict[str, Any] | None = None, *,
+                 client: SchemaRegistryClient | None = None) -> None:
         self.url = url
         self.subject = topic + SUBJECT_SUFFIX
         self.client = client if client is not None else _client(url, options)
@@ -58,7 +70,8 @@ class RegistryFraming:
         self._fingerprints: dict[int, bytes] = {}
 
     @classmethod
-    def from_settings(cls, settings: Any, *, client: Any = None) -> RegistryFraming | None:
+    def from_settings(cls, settings: ProducerSettings, *,
+                      client: SchemaRegistryClient | None = None) -> RegistryFraming | None:
         """The framing ``settings`` ask for; ``None`` without a registry URL."""
         if not settings.schema_registry_url:
             return None
@@ -99,9 +112,10 @@ class RegistryFraming:
     def to_confluent(self, frame: bytes, *, register: bool = True) -> bytes | None:
         """The Confluent frame of a single-object ``frame`` (other frames are returned as they
         are). With ``register=False``, ``None`` when the schema's id is not known yet."""
-        if frame[:2] != SINGLE_OBJECT_MAGIC or len(frame) < 10:
+        parsed = _parsed(frame)
+        if parsed is None or parsed.fingerprint is None:
             return frame
-        fingerprint = bytes(frame[2:10])
+        fingerprint = parsed.fingerprint
         if register:
             schema_id = self.register(fingerprint)
         else:
@@ -109,19 +123,20 @@ class RegistryFraming:
             if known is None:
                 return None
             schema_id = known
-        return CONFLUENT_MAGIC + schema_id.to_bytes(4, "big") + frame[10:]
+        return confluent_frame(schema_id, frame[parsed.body_start:])
 
     def to_single_object(self, frame: bytes) -> bytes:
         """The single-object frame of a Confluent ``frame`` whose id this framing registered
         (what the spool keeps); any other frame as it is."""
-        if frame[:1] == CONFLUENT_MAGIC and len(frame) >= 5:
-            fingerprint = self._fingerprints.get(int.from_bytes(frame[1:5], "big"))
+        parsed = _parsed(frame)
+        if parsed is not None and parsed.schema_id is not None:
+            fingerprint = self._fingerprints.get(parsed.schema_id)
             if fingerprint is not None:
-                return SINGLE_OBJECT_MAGIC + fingerprint + frame[5:]
+                return single_object_frame(fingerprint, frame[parsed.body_start:])
         return frame
 
 
-def _client(url: str, options: dict[str, Any] | None) -> Any:
+def _client(url: str, options: dict[str, Any] | None) -> SchemaRegistryClient:
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     conf: dict[str, Any] = {**_CLIENT_DEFAULTS, **(options or {}), "url": url}

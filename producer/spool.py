@@ -1,8 +1,9 @@
 """The spool: encoded events kept on local disk while Kafka cannot take them.
 
 The publisher appends an event's encoded frame here when the broker is unreachable, when
-librdkafka's queue is full, or when a message could not be delivered. ``drain`` (the
-publisher's auto-drain and ``predstream spool drain``) sends the records back to Kafka.
+librdkafka's queue is full, or when a message could not be delivered.
+:func:`~predstream.producer.spool_drain.drain_spool` (the publisher's auto-drain and
+``predstream spool drain``) sends the records back to Kafka.
 
 Files
     Segments named ``spool-<ms since epoch>-<pid>-<n>.pss`` in the spool folder, in the
@@ -47,11 +48,14 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from predstream.schemas.spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
 
 from .errors import SpoolError
+
+if TYPE_CHECKING:
+    from .settings import ProducerSettings
 
 __all__ = [
     "Spool",
@@ -160,7 +164,7 @@ class Spool:
         self.dropped = 0
 
     @classmethod
-    def from_settings(cls, settings) -> Spool:  # ProducerSettings
+    def from_settings(cls, settings: ProducerSettings) -> Spool:
         return cls(settings.spool_dir, max_bytes=settings.spool_max_bytes, fsync=settings.spool_fsync)
 
     # -- writing ---------------------------------------------------------------

@@ -49,6 +49,11 @@ __all__ = [
     "Decoder",
     "Frame",
     "parse_frame",
+    "frame_header",
+    "single_object_frame",
+    "confluent_frame",
+    "SINGLE_OBJECT_MAGIC",
+    "CONFLUENT_MAGIC",
     "load_schema",
     "schema_fingerprint",
     "single_object_header",
@@ -152,6 +157,22 @@ def parse_frame(data: bytes | None) -> Frame:
         f"unknown framing (first byte 0x{data[0]:02x}): expected Avro single-object "
         "(C3 01) or Confluent wire format (00)"
     )
+
+
+def frame_header(data: bytes) -> bytes:
+    """The framing's header of a message value (magic + schema reference), without checking
+    it: a cheap cache key for what :func:`parse_frame` tells of it."""
+    return data[:5] if data[:1] == CONFLUENT_MAGIC else data[:10]
+
+
+def single_object_frame(fingerprint: bytes, body: bytes) -> bytes:
+    """``C3 01`` + the 8 fingerprint bytes + an Avro body (a body re-framed, not re-encoded)."""
+    return SINGLE_OBJECT_MAGIC + fingerprint + body
+
+
+def confluent_frame(schema_id: int, body: bytes) -> bytes:
+    """``00`` + the 4-byte big-endian schema id + an Avro body (a body re-framed, not re-encoded)."""
+    return CONFLUENT_MAGIC + struct.pack(">I", schema_id) + body
 
 
 class Encoder:

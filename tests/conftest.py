@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-# Keep the suite away from the user's environment and local stack.
-for _var in [v for v in os.environ if v.startswith("PREDSTREAM_") and v != "PREDSTREAM_DATABASE_URL"]:
+# Keep the suite away from the user's environment and local stack (PREDSTREAM_REQUIRE_BROWSER
+# is the suite's own: with it set to 1, tests that need Node, npm or a browser fail instead of skipping).
+_KEEP = ("PREDSTREAM_DATABASE_URL", "PREDSTREAM_REQUIRE_BROWSER")
+for _var in [v for v in os.environ if v.startswith("PREDSTREAM_") and v not in _KEEP]:
     del os.environ[_var]
 _EXTERNAL_DATABASE_URL = os.environ.pop("PREDSTREAM_DATABASE_URL", None)
 

@@ -66,3 +66,25 @@ def test_a_worker_count_below_one_stops_the_runner_with_one_line() -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].endswith("--workers: each count must be at least 1")
+
+
+def test_the_web_view_benchmark_runs_at_a_small_scale(tmp_path: Path, stack) -> None:
+    """bench/web_scale.py: loads, serves, times every endpoint and (with Chromium) every page."""
+    import os
+
+    out = tmp_path / "web.json"
+    env = {**os.environ, "PREDSTREAM_BENCH_ADMIN_URL": stack.database_url("postgres")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.web_scale", "--rows", "1000", "--repeat", "3", "--json", str(out)]
+        + ([] if os.path.exists("/usr/bin/chromium") else ["--no-browser"]),
+        cwd=ROOT, capture_output=True, text=True, timeout=240, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["table"]["rows"] == report["load"]["rows"] == 1000
+    names = {f["name"] for f in report["figures"]}
+    assert {"GET /api/v1/runs", "GET /api/v1/disagreements (2 runs, a step)", "page /compare"} <= names
+    for fig in report["figures"]:
+        assert math.isfinite(fig["p50_ms"]) and fig["p99_ms"] >= fig["p50_ms"]
+    if os.path.exists("/usr/bin/chromium"):
+        assert {p["name"] for p in report["pages"]} == {"runs", "compare (2 runs)", "prompt", "search"}

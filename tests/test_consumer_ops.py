@@ -8,10 +8,10 @@ import logging
 
 import pytest
 
-from predstream.consumer.dlq import DeadLetter
+from predstream.consumer import DeadLetter
 from predstream.consumer.dlq_redrive import _with_count
 from predstream.consumer.membership import Membership
-from predstream.consumer.supervisor import restart_delay
+from predstream.consumer.runner import restart_delay
 from predstream.schemas import redact_url
 from predstream.schemas.kafka_log import BrokerLog, BrokerUnreachableError, cluster_metadata
 from predstream.schemas.transport import Headers

@@ -26,7 +26,13 @@ from predstream.schemas import (
     compute_prompt_id,
     load_schema,
 )
-from predstream.schemas.codec import load_schema_text, schema_fingerprint
+from predstream.schemas.codec import (
+    SINGLE_OBJECT_MAGIC,
+    load_schema_text,
+    parse_frame,
+    schema_fingerprint,
+    single_object_frame,
+)
 from support import T0, make_event
 
 _text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=200)
@@ -122,7 +128,7 @@ def test_single_object_round_trip_is_lossless(data):
     except InvalidEventError:  # neither prompt nor messages drawn
         return
     frame = SingleObjectEncoder().encode(event)
-    assert frame[:2] == b"\xc3\x01"
+    assert parse_frame(frame).framing == "single-object"
     assert Decoder().decode(frame) == event
 
 
@@ -153,9 +159,9 @@ def test_confluent_frame_without_a_registry_is_an_unknown_schema():
     [
         (b"", FramingError),
         (b"\x7fhello", FramingError),
-        (b"\xc3\x01\x00", FramingError),
-        (b"\xc3\x01" + b"\x11" * 8 + b"body", UnknownSchemaError),
-        (b"\xc3\x01" + schema_fingerprint(load_schema_text(2)) + b"\xff\xff\xff", MalformedBodyError),
+        (SINGLE_OBJECT_MAGIC + b"\x00", FramingError),
+        (single_object_frame(b"\x11" * 8, b"body"), UnknownSchemaError),
+        (single_object_frame(schema_fingerprint(load_schema_text(2)), b"\xff\xff\xff"), MalformedBodyError),
     ],
 )
 def test_unreadable_frames_raise_decode_errors(frame, error):

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from predstream.consumer.dlq import DeadLetter, dead_letter_headers, list_dead_letters, redrive
-from predstream.schemas.codec import SingleObjectEncoder
+from predstream.consumer import DeadLetter, dead_letter_headers, list_dead_letters, redrive
+from predstream.schemas.codec import SingleObjectEncoder, single_object_frame
 from predstream.schemas.event import MAX_TEXT_CHARS
 from predstream.schemas.transport import Headers, message_key
 from support import make_event, wait_for
@@ -52,7 +52,7 @@ def _malformed(rng: random.Random) -> list[tuple[str, tuple[bytes | None, bytes 
         body = bytes([rng.choice([b for b in range(256) if b not in (0x00, 0xC3)])]) + rng.randbytes(rng.randint(0, 80))
         out.append(("bad-framing", (b"k%d" % k, body, None)))
     for k in range(15):  # single-object magic with the fingerprint of no schema we know
-        out.append(("unknown-schema", (None, b"\xc3\x01" + struct.pack("<Q", 0xDEADBEEF + k) + b"\x02x", None)))
+        out.append(("unknown-schema", (None, single_object_frame(struct.pack("<Q", 0xDEADBEEF + k), b"\x02x"), None)))
     for k in range(10):  # our framing and fingerprint, garbage body
         out.append(("malformed-body", (None, enc.encode(make_event(k))[:10] + b"\xff" * (7 + k), None)))
     for k in range(15):  # NUL character: Avro carries it, Postgres text cannot

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from predstream.producer.publisher import drain_spool
+from predstream.producer import drain_spool
 from predstream.producer.settings import ProducerSettings
 from predstream.producer.spool import Spool, list_segments
 from predstream.schemas.spoolfile import read_spool

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from predstream.consumer.dlq import list_dead_letters
-from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema
+from predstream.consumer import list_dead_letters
+from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, Decoder, SingleObjectEncoder, load_schema, single_object_frame
 from predstream.schemas.errors import DecodeError, InvalidEventError
 from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, PredictionEvent, event_id
 from predstream.schemas.prompt_id import compute_prompt_id
@@ -101,10 +101,10 @@ HOSTILE: dict[str, tuple[str, bytes | None]] = {
     "JSON instead of Avro": ("bad-framing", b'{"event_id": "x", "step": 1}'),
     "plain text": ("bad-framing", b"'; DROP TABLE training_predictions; --"),
     "single-object header only": ("malformed-body", _frame(1)[:10]),
-    "single-object frame cut short": ("bad-framing", b"\xc3\x01\x00"),
+    "single-object frame cut short": ("bad-framing", SINGLE_OBJECT_MAGIC + b"\x00"),
     "truncated body": ("malformed-body", _frame(2)[:-3]),
     "trailing bytes": ("malformed-body", _frame(3) + b"\x00"),
-    "unknown schema fingerprint": ("unknown-schema", b"\xc3\x01" + b"\x00" * 8 + _frame(4)[10:]),
+    "unknown schema fingerprint": ("unknown-schema", single_object_frame(b"\x00" * 8, _frame(4)[10:])),
     "Confluent frame, no registry": ("unknown-schema", b"\x00\x00\x00\x00\x07" + _frame(5)[10:]),
     "Confluent frame cut short": ("bad-framing", b"\x00\x01"),
     "string length 2^62": ("malformed-body", _frame(6)[:10] + b"\xfe\xff\xff\xff\xff\xff\xff\xff\x7f" + _frame(6)[12:]),
@@ -302,7 +302,7 @@ def test_a_message_too_big_for_a_dead_letter_still_moves_the_partition_on(consum
     without the original bytes (they stay on the topic) and the partition moves on."""
     from confluent_kafka import Producer
 
-    big = b"\xc3\x01" + b"\x00" * 8 + b"x" * (999_900 - 10)
+    big = single_object_frame(b"\x00" * 8, b"x" * (999_900 - 10))
     assert len(big) > MAX_EVENT_BYTES
     after = [make_event(i, job="after-big") for i in range(20)]
     enc = SingleObjectEncoder()

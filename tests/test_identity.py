@@ -9,8 +9,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from predstream.consumer import list_dead_letters
 from predstream.consumer.backfill import run_backfill
-from predstream.consumer.dlq import list_dead_letters
 from predstream.consumer.replay import run_replay
 from predstream.consumer.settings import ConsumerSettings
 from predstream.schemas import identity

@@ -29,6 +29,8 @@ _EXPECTED = [
     "0007_concurrent_indexes",
     "0008_prompt_history_index",
     "0010_immutable_prediction_sets",
+    "0011_read_model",
+    "0012_read_model_backfill",
 ]
 
 

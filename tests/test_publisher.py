@@ -16,8 +16,8 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from typer.testing import CliRunner
 
 import predstream.producer.publisher as publisher_module
+from predstream.producer import Publisher, drain_spool
 from predstream.producer.errors import PublisherClosedError
-from predstream.producer.publisher import Publisher, drain_spool
 from predstream.producer.settings import ProducerSettings
 from predstream.producer.spool import Spool, list_segments
 from predstream.schemas.codec import Decoder, SingleObjectEncoder

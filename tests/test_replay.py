@@ -12,7 +12,7 @@ import pytest
 from conftest import make_topic
 from typer.testing import CliRunner
 
-from predstream.consumer.replay import ReplayError, parse_offsets, parse_timestamp, run_replay
+from predstream.consumer import ReplayError, parse_offsets, parse_timestamp, run_replay
 from predstream.consumer.settings import ConsumerSettings
 from predstream.consumer.sink import IngestRecord, PostgresSink
 from predstream.schemas.codec import SingleObjectEncoder
@@ -255,7 +255,7 @@ def test_replay_with_to_end_also_reads_what_arrives_meanwhile(kafka_bootstrap, t
 
 
 def test_replay_with_dlq_sends_invalid_events_to_the_dead_letter_topic(kafka_bootstrap, loaded, database_url):
-    from predstream.consumer.dlq import DeadLetterWriter, list_dead_letters
+    from predstream.consumer import DeadLetterWriter, list_dead_letters
 
     dlq_topic = make_topic(kafka_bootstrap)  # a fresh pair, so the live test's dead letters don't count
     settings = _settings(kafka_bootstrap, loaded.name, database_url)
@@ -309,7 +309,7 @@ def test_replay_start_points_parse_or_explain():
 
 def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_bytes(kafka_bootstrap, topic,
                                                                                    database_url):
-    from predstream.consumer.dlq import DeadLetterWriter, list_dead_letters
+    from predstream.consumer import DeadLetterWriter, list_dead_letters
 
     enc = SingleObjectEncoder()
     events = [make_event(i, job="job-r") for i in range(4)] + [make_event(9, job="job-r",

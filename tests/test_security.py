@@ -42,9 +42,9 @@ SASL_SSL = {
 
 
 def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(monkeypatch, tmp_path):
-    from predstream.consumer.dlq import _make_producer
-    from predstream.consumer.worker import consumer_config
-    from predstream.producer.publisher import _producer_config
+    from predstream.consumer import consumer_config
+    from predstream.consumer._kafka import dead_letter_producer
+    from predstream.producer._kafka import producer_config
     from predstream.producer.settings import ProducerSettings
 
     monkeypatch.setenv("PREDSTREAM_KAFKA_BOOTSTRAP", "broker-1.example:9093")
@@ -55,7 +55,7 @@ def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(mon
     configs = {
         "worker consumer": consumer_config(consumer),
         "dead-letter producer": consumer.kafka_config(**{"acks": "all"}),
-        "publisher": _producer_config(producer, "x"),
+        "publisher": producer_config(producer, "x"),
     }
     for name, conf in configs.items():
         for key, value in SASL_SSL.items():
@@ -65,7 +65,7 @@ def test_tls_and_sasl_settings_from_the_environment_reach_every_kafka_client(mon
     mine = consumer.model_copy(update={"kafka_options": {"client.id": "mine"}})
     assert mine.kafka_config(**{"client.id": "x"})["client.id"] == "mine"
     # librdkafka itself takes them (a real client is built, nothing is contacted yet)
-    _make_producer(consumer, "probe")
+    dead_letter_producer(consumer, "probe")
 
 
 def test_mutual_tls_options_given_as_cli_style_pairs_are_parsed_the_same(tmp_path):
@@ -229,7 +229,7 @@ def test_a_worker_running_as_the_role_stores_inserts_updates_and_dead_letters(co
                                                                               kafka_bootstrap, database_url):
     from datetime import timedelta
 
-    from predstream.consumer.dlq import list_dead_letters
+    from predstream.consumer import list_dead_letters
 
     settings = consumer_settings.model_copy(update={"database_url": consumer_role_url})
     first = [make_event(i, prediction="v1") for i in range(100)]

@@ -148,7 +148,7 @@ def test_redrive_while_the_consumer_runs_keeps_the_topics_bounded_and_parks_a_le
 
 def test_redrive_with_a_mistyped_reason_says_which_reasons_there_are_and_passes_over_nothing(
         consumer_settings, kafka_bootstrap):
-    from predstream.consumer.dlq import dead_letter_headers
+    from predstream.consumer import dead_letter_headers
 
     settings = consumer_settings
     env = _service_env(settings)

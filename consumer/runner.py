@@ -1,4 +1,11 @@
-"""``consume --workers N``: N worker processes, supervised as process supervisors do.
+"""Running workers: one in this thread (``consume``), or N as supervised processes
+(``consume --workers N``).
+
+:func:`run_worker` runs one :class:`~predstream.consumer.worker.Worker` in the calling
+thread: it serves ``/metrics`` and ``/healthz``, turns SIGTERM/SIGINT into a clean stop
+(the batch in flight is stored and committed), and tunes the garbage collector.
+
+:func:`run_worker_processes` runs N of them as processes, as process supervisors do:
 
 * SIGTERM and SIGINT are forwarded to every worker as SIGTERM; each finishes its batch and
   exits 0, then the supervisor returns 0.
@@ -15,6 +22,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -24,17 +32,70 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 from .errors import RetriableError, WorkerError
-from .metrics import check_port_free
+from .metrics import ConsumerMetrics, check_port_free, serve_metrics
 from .settings import ConsumerSettings
+from .worker import Worker
 
-__all__ = ["run_worker_processes", "restart_delay"]
+__all__ = ["run_worker", "run_worker_processes", "restart_delay"]
 
 _log = logging.getLogger(__name__)
 
 _MAX_DELAY_S = 30.0
+_GC_THRESHOLDS = (20_000, 50, 100)
+#: What signal.signal() returns: the handler it replaced.
+_Handler = Callable[[int, FrameType | None], Any] | int | None
+
+
+def run_worker(
+    settings: ConsumerSettings,
+    stop_event: threading.Event | None = None,
+    *,
+    name: str | None = None,
+    metrics: ConsumerMetrics | None = None,
+    handle_signals: bool | None = None,
+    index: int = 0,
+) -> None:
+    """Run one worker in this thread until ``stop_event`` is set (or SIGTERM/SIGINT).
+
+    Serves ``/metrics`` and ``/healthz`` on ``settings.metrics_port`` when it is not 0.
+    Signal handlers are installed only in the main thread (``handle_signals=None``).
+    Returns after a clean shutdown; raises :class:`WorkerError` when it cannot go on.
+    """
+    if settings.metrics_port:
+        check_port_free(settings.metrics_port)  # before the worker joins its group
+    stop_event = stop_event or threading.Event()
+    worker = Worker(settings, stop_event=stop_event, name=name, metrics=metrics, index=index)
+    if handle_signals is None:
+        handle_signals = threading.current_thread() is threading.main_thread()
+    previous: dict[signal.Signals, _Handler] = {}
+    if handle_signals:
+        def _on_signal(signum: int, _frame: FrameType | None) -> None:
+            _log.info("%s received: finishing the batch in flight", signal.Signals(signum).name)
+            stop_event.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _on_signal)
+    server = serve_metrics(worker.metrics, worker.health, settings.metrics_port) if settings.metrics_port else None
+    thresholds = gc.get_threshold()
+    # Each batch makes and drops tens of thousands of objects; with the default thresholds
+    # the cyclic GC rescans every long-lived object many times a second (10-15 % of a
+    # worker's CPU, measured in bench/). Start-up objects are frozen out of its scans and
+    # the young generation collects less often; the events themselves hold no cycles.
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
+    try:
+        worker.run()
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+        if server is not None:
+            server.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def restart_delay(consecutive_crashes: int) -> float:
@@ -43,8 +104,6 @@ def restart_delay(consecutive_crashes: int) -> float:
 
 
 def _process_main(settings_data: dict[str, Any], index: int, init: Callable[[], None] | None) -> None:
-    from .worker import run_worker
-
     # a Ctrl-C reaches every process of the terminal's group: the supervisor forwards it as
     # SIGTERM, so a worker still starting must not die of it with a traceback
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -111,10 +170,10 @@ def run_worker_processes(
         slot.started = time.monotonic()
         slot.restart_at = None
 
-    def _forward(signum: int, _frame: Any) -> None:
+    def _forward(signum: int, _frame: FrameType | None) -> None:
         stopping.set()
 
-    previous = {}
+    previous: dict[signal.Signals, _Handler] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, _forward)
@@ -152,11 +211,12 @@ def run_worker_processes(
         for s in slots:
             if s.proc is not None and s.proc.is_alive():
                 s.proc.kill()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def _on_exit(slot: _Slot, now: float, crashes: deque, settings: ConsumerSettings, stopping: threading.Event) -> bool:
+def _on_exit(slot: _Slot, now: float, crashes: deque[float], settings: ConsumerSettings,
+             stopping: threading.Event) -> bool:
     """Handle a worker that just exited; return True when the supervisor gives up."""
     code = slot.proc.exitcode
     if stopping.is_set() or code == 0:
