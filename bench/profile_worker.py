@@ -34,7 +34,7 @@ import json, os, sys, threading, time
 from pathlib import Path
 import psycopg
 from predstream.consumer.settings import ConsumerSettings
-from predstream.consumer.worker import run_worker
+from predstream.consumer.runner import run_worker
 
 settings = ConsumerSettings(**json.loads(sys.argv[1]))
 n, marker = int(sys.argv[2]), Path(sys.argv[3])

@@ -246,8 +246,7 @@ class _Gen:
         if core.get("pattern") == "^[0-9a-f]{64}$":  # 64 bytes, whose length is the varint 80 01
             if set(core) - {"type", "pattern", "metadata"}:
                 raise Unsupported(f"an identity with other rules: {core}")
-            prefix = self.const(b"\x80\x01")
-            self.emit(ind, f"if not buf.startswith({prefix}, pos): raise _Defer")
+            self.emit(ind, "if buf[pos] != 0x80 or buf[pos + 1] != 1: raise _Defer")
             self.emit(ind, f"{s} = buf[pos + 2:pos + 66]; pos += 66")
             return _Val("text", s, "64", hexid=True)
         self.varint(ind, n, 0, _INT8[1])

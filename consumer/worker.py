@@ -55,7 +55,7 @@ from .sink import PostgresSink, WriteResult
 from .transcode import Transcoder
 
 if TYPE_CHECKING:
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, Message, TopicPartition
 
 __all__ = ["Worker"]
 
@@ -207,15 +207,11 @@ class Worker:
             if first is not None and room > 1:
                 msgs.extend(self._client.consume(num_messages=room - 1, timeout=0))
         self._last_poll = time.monotonic()
-        consumed = 0
+        good: list[Message] = []
         for msg in msgs:
             err = msg.error()
             if err is None:
-                if not self._buffer:
-                    self._batch_started = time.monotonic()
-                self._buffer.append(Entry(msg, coordinates(msg)))
-                consumed += 1
-                self._last_poll_error = None
+                good.append(msg)
                 continue
             if err.code() == KafkaError._PARTITION_EOF:
                 continue
@@ -224,8 +220,12 @@ class Worker:
             if err.str() != self._last_poll_error:  # one line per distinct problem
                 self._last_poll_error = err.str()
                 _log.warning("kafka: %s", err.str(), extra={"worker": self.name})
-        if consumed:
-            self.metrics.events_consumed.inc(consumed)
+        if good:
+            if not self._buffer:
+                self._batch_started = time.monotonic()
+            self._buffer += [Entry(msg, coordinates(msg)) for msg in good]
+            self._last_poll_error = None
+            self.metrics.events_consumed.inc(len(good))
 
     def _periodic(self) -> None:
         """Every few seconds: update the lag gauges; when idle, check the database answers;
