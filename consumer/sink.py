@@ -303,9 +303,11 @@ class PostgresSink:
         self._copy_cols = cols if cols is not None and all(found.get(c) == COLUMN_TYPES[c] for c in cols) else None
 
     def _binary_rows(self, rows: list[SinkRecord]) -> list[bytes] | None:
-        """Each row's COPY bytes (but the batch's time), or None when the batch must take the old path."""
+        """Each row's COPY bytes (but the batch's time), or None when the batch takes the old path:
+        the table's types are not those of transcoded rows, a value does not fit its column in
+        binary, or no row was transcoded (psycopg writes decoded events faster than Python)."""
         cols = self._copy_cols
-        if cols is None:
+        if cols is None or not any(type(r) is CopyRow for r in rows):
             return None
         datas = []
         for r in rows:

@@ -74,6 +74,21 @@ def test_transcoded_rows_are_stored_exactly_as_the_pydantic_path_stores_them(dat
     assert _table(database_url) == by_pydantic
 
 
+def test_decoded_events_in_a_batch_of_transcoded_ones_are_stored_as_the_pydantic_path_stores_them(database_url):
+    # in a mixed batch the sink encodes the decoded events' rows itself (not psycopg)
+    events = _varied()
+    extra = make_event(100)
+    with PostgresSink(database_url) as sink:
+        assert sink.write(_records([extra, *events], "topic-a", 3)).inserted == len(events) + 1
+        by_psycopg = _table(database_url)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("TRUNCATE training_predictions")
+        records = _records([extra, *events], "topic-a", 3)
+        mixed = [_copy_rows([extra], "topic-a", 3)[0], *records[1:]]
+        assert sink.write(mixed).inserted == len(events) + 1
+    assert _table(database_url) == by_psycopg
+
+
 def test_sent_again_they_change_nothing_an_older_one_never_overwrites_a_newer_attempt_does(database_url):
     events = [make_event(i) for i in range(200)]
     older = make_event(5, prediction="older", produced_at=T0 - timedelta(days=1))
