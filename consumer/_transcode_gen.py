@@ -315,7 +315,8 @@ class _Gen:
             raise Unsupported(f"{column}: a timestamp into a {self.columns[column]} column")
         v = self.var("ts")
         # today's timestamps are 8-byte varints: their 7-bit groups gathered in one expression
-        self.emit(ind, f"{v} = _le64(buf, pos)[0]")
+        # (a shorter one may end the body: then fewer than 8 bytes are left to look at)
+        self.emit(ind, f"{v} = _le64(buf, pos)[0] if size - pos >= 8 else 0")
         self.emit(ind, f"if {v} & 0x8080808080808080 == 0x0080808080808080:")
         # the eight 7-bit groups, 8 bits apart, closed up in three steps (pairs, fours, all)
         self.emit(ind + 1, f"pos += 8; {v} = ({v} & 0x007f007f007f007f) | (({v} & 0x7f007f007f007f00) >> 1)")

@@ -8,8 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from predstream.schemas.errors import ConfigError
-from predstream.schemas.redaction import redact_url
-from predstream.schemas.settings import StreamSettings
+from predstream.schemas.settings import StreamSettings, check_database_url
 
 __all__ = ["ConsumerSettings"]
 
@@ -54,16 +53,7 @@ class ConsumerSettings(StreamSettings):
     @field_validator("database_url")
     @classmethod
     def _conninfo(cls, v: str | None) -> str | None:
-        """A URL libpq cannot parse is a bad setting, said at start-up (not a database outage)."""
-        if v:
-            import psycopg
-
-            try:
-                psycopg.conninfo.conninfo_to_dict(v)
-            except psycopg.ProgrammingError as exc:
-                why = redact_url(str(exc).strip().splitlines()[0], v)
-                raise ValueError(f"{why}: expected a URL like postgresql://user@host:5432/dbname") from None
-        return v
+        return check_database_url(v)
 
     def require_database_url(self) -> str:
         """The database URL; a clear error when none is set."""

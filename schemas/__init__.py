@@ -56,7 +56,7 @@ from .prediction_set import (
 )
 from .prompt_id import PromptIdError, canonical_messages, compute_prompt_id
 from .redaction import redact_url
-from .settings import StreamSettings, load_settings
+from .settings import StreamSettings, check_database_url, load_settings
 from .spoolfile import SPOOL_HEADER, SpoolContents, encode_record, read_spool
 from .transport import DEFAULT_TOPIC, Headers, dlq_topic, message_key, parse_kafka_options, redact
 
@@ -105,6 +105,7 @@ __all__ = [
     "compute_prompt_id",
     "redact_url",
     "StreamSettings",
+    "check_database_url",
     "load_settings",
     "SPOOL_HEADER",
     "SpoolContents",

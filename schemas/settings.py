@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSetti
 from .errors import ConfigError
 from .transport import DEFAULT_TOPIC, parse_kafka_options
 
-__all__ = ["StreamSettings", "load_settings"]
+__all__ = ["StreamSettings", "check_database_url", "load_settings"]
 
 
 class StreamSettings(BaseSettings):
@@ -102,6 +102,22 @@ class StreamSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=StreamSettings)
+
+
+def check_database_url(v: str | None) -> str | None:
+    """A ``database_url`` validator: a URL libpq cannot parse is a bad setting, said at
+    start-up (not a database outage)."""
+    if v:
+        import psycopg
+
+        from .redaction import redact_url
+
+        try:
+            psycopg.conninfo.conninfo_to_dict(v)
+        except psycopg.ProgrammingError as exc:
+            why = redact_url(str(exc).strip().splitlines()[0], v)
+            raise ValueError(f"{why}: expected a URL like postgresql://user@host:5432/dbname") from None
+    return v
 
 
 def load_settings(cls: type[S], *, fallbacks: Mapping[str, Any] | None = None, **overrides: Any) -> S:

@@ -313,3 +313,13 @@ def test_a_short_atheris_run_of_the_transcoder_finds_nothing():
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Done " in proc.stderr
+
+
+@pytest.mark.parametrize("produced_at", [datetime(1969, 12, 7, tzinfo=UTC), datetime(1969, 12, 31, 23, 59, tzinfo=UTC),
+                                         datetime(1900, 1, 1, tzinfo=UTC), datetime(2026, 12, 2, tzinfo=UTC)])
+def test_a_timestamp_near_the_end_of_the_body_is_transcoded_whatever_its_length(produced_at):
+    """produced_at is near the end of the body: a short varint (a time shortly before 1970)
+    leaves fewer than 8 bytes to look at, which once made the transcoder defer valid events."""
+    from support.events import make_event
+
+    assert compare(TC, ENC.encode(make_event(produced_at=produced_at))) == Outcome.SAME

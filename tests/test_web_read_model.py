@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shutil
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -138,21 +138,22 @@ def test_two_transactions_interleaving_writes_of_one_run_both_count(database_url
     with PostgresSink(database_url) as sa, PostgresSink(database_url) as sb:
         a, b = sa._connection(), sb._connection()
         with a.transaction():
-            sa._copy_new_rows(a, rows(1, 0, 20))
+            sa._copy_new_rows(a, rows(1, 0, 20), None, datetime.now(UTC))
             b_done = threading.Event()
 
             def b_writes() -> None:
                 with b.transaction():
-                    sb._copy_new_rows(b, rows(2, 100, 120, "wrong"))  # (prompts a has not written)
+                    # (prompts a has not written)
+                    sb._copy_new_rows(b, rows(2, 100, 120, "wrong"), None, datetime.now(UTC))
                     b_done.set()  # step 2 written while a is open
-                    sb._copy_new_rows(b, rows(1, 20, 30, "wrong"))
+                    sb._copy_new_rows(b, rows(1, 20, 30, "wrong"), None, datetime.now(UTC))
 
             writer = threading.Thread(target=b_writes)
             writer.start()
             assert b_done.wait(30), "a writer of another step does not wait"
             writer.join(1.0)
             assert writer.is_alive(), "a writer of the same step waits for the first's commit"
-            sa._copy_new_rows(a, rows(1, 30, 35))
+            sa._copy_new_rows(a, rows(1, 30, 35), None, datetime.now(UTC))
         writer.join(30)
         assert not writer.is_alive()
     summary, view = _summary_and_view(database_url)
@@ -171,7 +172,7 @@ def test_two_writers_of_one_step_at_once_leave_the_summary_right(database_url):
         sink = PostgresSink(database_url)
         conn = sink._connection()
         with conn.transaction():
-            sink._copy_new_rows(conn, [IngestRecord(e) for e in first])
+            sink._copy_new_rows(conn, [IngestRecord(e) for e in first], None, datetime.now(UTC))
             store_in.start()  # ... when b writes the same step: b waits for a's group lock
             store_in.join(1.0)
             assert store_in.is_alive(), "the second writer waits for the first"

@@ -24,7 +24,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from predstream.schemas.errors import ConfigError
-from predstream.schemas.settings import StreamSettings
+from predstream.schemas.settings import StreamSettings, check_database_url
 
 __all__ = ["ServeSettings", "is_loopback"]
 
@@ -70,18 +70,7 @@ class ServeSettings(StreamSettings):
     @field_validator("database_url")
     @classmethod
     def _conninfo(cls, v: str | None) -> str | None:
-        """A URL libpq cannot parse is a bad setting, said at start-up (not a database outage)."""
-        if v:
-            import psycopg
-
-            from predstream.schemas import redact_url
-
-            try:
-                psycopg.conninfo.conninfo_to_dict(v)
-            except psycopg.ProgrammingError as exc:
-                why = redact_url(str(exc).strip().splitlines()[0], v)
-                raise ValueError(f"{why}: expected a URL like postgresql://user@host:5432/dbname") from None
-        return v
+        return check_database_url(v)
 
     @field_validator("web_host")
     @classmethod
