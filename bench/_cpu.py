@@ -29,13 +29,24 @@ def self_cpu() -> float:
     return t.user + t.system
 
 
-def children_cpu() -> float | None:
-    """CPU seconds (user + system) of this process's live child processes (the workers)."""
+def children_cpu(exclude: set[int | None] | frozenset[int | None] = frozenset()) -> float | None:
+    """CPU seconds (user + system) of this process's live child processes (the workers), but
+    those in ``exclude`` and their children: the embedded broker is this process's child
+    too, and its CPU is not the workers'."""
     try:
         import psutil
     except ImportError:
         return None
-    return _cpu_of(psutil.Process().children(recursive=True))
+    skip: set[int] = set()
+    for pid in exclude:
+        if pid is None:
+            continue
+        skip.add(pid)
+        try:
+            skip.update(p.pid for p in psutil.Process(pid).children(recursive=True))
+        except psutil.Error:
+            pass
+    return _cpu_of([p for p in psutil.Process().children(recursive=True) if p.pid not in skip])
 
 
 def server_cpu(pid: int | None, children: bool = True) -> float | None:

@@ -278,7 +278,7 @@ def _consume(ctx: BenchContext, topic: str, n: int, workers: int, pin: Pinning |
             thread.start()
             wait_for(lambda: _inserted_so_far(conn) > 0 or "rc" in outcome, 120, 0.01, "the first row")
             first = time.perf_counter()
-            cpu_first = children_cpu()
+            cpu_first = children_cpu(exclude={broker, pg()})
             db_first, broker_first = server_cpu(pg()), server_cpu(broker, children=False)
             be_first = backend_cpu(backend_pids(conn, _APP))
             rows_first = _inserted_so_far(conn)
@@ -286,7 +286,7 @@ def _consume(ctx: BenchContext, topic: str, n: int, workers: int, pin: Pinning |
             wait_for(lambda: conn.execute("SELECT count(*) FROM training_predictions").fetchone()[0] >= n
                      or "rc" in outcome, 120, 0.02, f"{n} rows committed")
             done = time.perf_counter()
-            cpu_done = children_cpu()
+            cpu_done = children_cpu(exclude={broker, pg()})
             db_done, broker_done = server_cpu(pg()), server_cpu(broker, children=False)
             be_done = backend_cpu(backend_pids(conn, _APP))
             counted = max(1, n - rows_first)

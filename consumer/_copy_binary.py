@@ -32,9 +32,15 @@ def batch_time(now: datetime) -> bytes:
     return _INT8(8, (now - _PG_EPOCH) // _MICRO)
 
 
-def payload(rows: Sequence[bytes], last_field: bytes) -> bytes:
-    """The whole COPY stream: header, each row followed by ``last_field``, trailer."""
-    return b"".join((SIGNATURE, last_field.join(rows), last_field, TRAILER))
+def payload(rows: Sequence[Sequence[bytes]], last_field: bytes) -> bytes:
+    """The whole COPY stream: header, each row (its pieces) followed by ``last_field``, trailer.
+    One join for the batch: the rows' pieces are never joined on their own."""
+    flat = [SIGNATURE]
+    for parts in rows:
+        flat += parts
+        flat.append(last_field)
+    flat.append(TRAILER)
+    return b"".join(flat)
 
 
 def encode_values(values: Mapping[str, Any], columns: Sequence[str]) -> bytes | None:

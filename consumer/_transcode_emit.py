@@ -143,7 +143,8 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
     if sorted(out_columns) != sorted(gen.columns):
         raise Unsupported(f"columns left unfilled: {sorted(set(gen.columns) - set(out_columns))}")
     attempt, produced = vals["attempt"].var, vals["produced_at"].var
-    gen.emit(body, f"append(_new(_Row, ({gen.render(row, body)}, {vals['event_id'].var}, {attempt}, {produced}, "
+    parts = gen.render(row, body, joined=False)  # the sink joins a batch's rows once
+    gen.emit(body, f"append(_new(_Row, ({parts}, {vals['event_id'].var}, {attempt}, {produced}, "
                    "buf, topic, partition, offset)))")
     source = "\n".join([
         "def transcode_many(msgs):",

@@ -418,8 +418,9 @@ class _Gen:
 
     # -- writing -----------------------------------------------------------------
 
-    def render(self, pieces: list[_Piece], ind: int) -> str:
-        """An expression joining ``pieces``: each run of fixed-size values packed in one call.
+    def render(self, pieces: list[_Piece], ind: int, *, joined: bool = True) -> str:
+        """An expression joining ``pieces`` (``joined=False``: a tuple of them, for the caller
+        to join): each run of fixed-size values packed in one call.
 
         A run with nullable values (``n``) is packed whole when none is null (statements at
         ``ind`` before the expression), else value by value."""
@@ -467,6 +468,8 @@ class _Gen:
                 flush()
                 parts.append(p.expr)
         flush()
+        if not joined:
+            return "(" + ", ".join(parts) + ",)"
         if len(parts) == 1:
             return parts[0]
         return "b''.join((" + ", ".join(parts) + ",))"

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.codec import Decoder
 from predstream.schemas.errors import DecodeError, InvalidEventError
 
-from ._kafka import message_headers, message_timestamp
+from ._kafka import coordinates, message_headers, message_timestamp
 from .dlq import DeadLetterWriter, Delivery
 from .metrics import ConsumerMetrics
 from .sink import IngestRecord, SinkRecord, WriteResult
@@ -35,12 +35,15 @@ class Entry:
     """One polled message on its way through the batch."""
 
     msg: Message
-    #: (topic, partition, offset) of the message
-    coords: tuple[str, int, int]
     record: SinkRecord | None = None
     #: (reason code, one-line error) when the message must become a dead letter
     problem: tuple[str, str] | None = None
     delivery: Delivery | None = None
+
+    @property
+    def coords(self) -> tuple[str, int, int]:
+        """(topic, partition, offset) of the message (asked when needed: most entries never are)."""
+        return coordinates(self.msg)
 
 
 def decode_entries(entries: list[Entry], decoder: Decoder, transcoder: Transcoder | None = None) -> None:
@@ -97,10 +100,12 @@ def commit_offsets(consumer: Consumer, entries: list[Entry], metrics: ConsumerMe
     commit is a warning: the next owner re-delivers those events, the upsert absorbs them."""
     from confluent_kafka import KafkaException, TopicPartition
 
-    last: dict[tuple[str, int], int] = {}
+    last: dict[tuple[Any, Any], int] = {}  # (topic, partition) -> offset: a consumed message has all three
     for e in entries:
-        topic, partition, offset = e.coords
-        last[(topic, partition)] = max(offset, last.get((topic, partition), -1))
+        msg = e.msg
+        key, offset = (msg.topic(), msg.partition()), msg.offset() or 0
+        if offset > last.get(key, -1):
+            last[key] = offset
     offsets = [TopicPartition(t, p, o + 1) for (t, p), o in sorted(last.items())]
     try:
         consumer.commit(offsets=offsets, asynchronous=False)

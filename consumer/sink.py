@@ -84,6 +84,8 @@ _BINARY = " (FORMAT BINARY)"
 _BINARY_SAFE = {"text", "integer", "bigint", "double precision", "jsonb", "timestamp with time zone"}
 _INT4 = (-(2**31), 2**31 - 1)
 _FAST_PATH_PAUSE = 20
+#: A batch's rows in binary COPY format, each in pieces (joined once, for the whole batch).
+_RowBytes = list[tuple[bytes, ...]]
 #: When an event replaces the stored row ``t`` with the same event_id (``EXCLUDED``): it is
 #: newer by (attempt, produced_at), as :func:`predstream.schemas.event.recency` orders events.
 NEWER_WHERE = (
@@ -302,8 +304,8 @@ class PostgresSink:
         cols = copy_columns()
         self._copy_cols = cols if cols is not None and all(found.get(c) == COLUMN_TYPES[c] for c in cols) else None
 
-    def _binary_rows(self, rows: list[SinkRecord]) -> list[bytes] | None:
-        """Each row's COPY bytes (but the batch's time), or None when the batch takes the old path:
+    def _binary_rows(self, rows: list[SinkRecord]) -> _RowBytes | None:
+        """Each row's COPY bytes in pieces (but the batch's time), or None when the batch takes the old path:
         the table's types are not those of transcoded rows, a value does not fit its column in
         binary, or no row was transcoded (psycopg writes decoded events faster than Python)."""
         cols = self._copy_cols
@@ -319,10 +321,10 @@ class PostgresSink:
             data = encode_values({**values, "created_at": r.event.produced_at}, cols)
             if data is None:
                 return None
-            datas.append(data)
+            datas.append((data,))
         return datas
 
-    def _copy_rows(self, cur: Any, table: str, rows: list[Any], datas: list[bytes] | None, now: datetime) -> None:
+    def _copy_rows(self, cur: Any, table: str, rows: list[Any], datas: _RowBytes | None, now: datetime) -> None:
         """COPY ``rows`` into ``table``: their bytes in one write, else the events row by row."""
         if datas is not None:
             assert self._copy_cols is not None
@@ -359,7 +361,7 @@ class PostgresSink:
             except Exception:  # already broken: nothing more to release
                 pass
 
-    def _copy_new_rows(self, conn: Any, rows: list[Any], datas: list[bytes] | None,
+    def _copy_new_rows(self, conn: Any, rows: list[Any], datas: _RowBytes | None,
                        now: datetime) -> WriteResult | None:
         """The fast path: COPY straight into the table, under a savepoint.
 
@@ -381,7 +383,7 @@ class PostgresSink:
             return None
         return WriteResult(inserted=len(rows))
 
-    def _write_isolating(self, conn: Any, rows: list[Any], datas: list[bytes] | None, now: datetime) -> WriteResult:
+    def _write_isolating(self, conn: Any, rows: list[Any], datas: _RowBytes | None, now: datetime) -> WriteResult:
         """Upsert ``rows`` under a savepoint; on a row's fault, split and recurse."""
         import psycopg
 
@@ -400,7 +402,7 @@ class PostgresSink:
             result += self._write_isolating(conn, rows[mid:], None if datas is None else datas[mid:], now)
             return result
 
-    def _upsert(self, conn: Any, rows: list[Any], datas: list[bytes] | None, now: datetime) -> WriteResult:
+    def _upsert(self, conn: Any, rows: list[Any], datas: _RowBytes | None, now: datetime) -> WriteResult:
         with conn.cursor() as cur:
             cur.execute(f"TRUNCATE {_STAGING}")
             self._copy_rows(cur, _STAGING, rows, datas, now)

@@ -53,8 +53,9 @@ class CopyRow(NamedTuple):
     """One transcoded event: its COPY row and what the sink and the caller need besides."""
 
     #: the row in PostgreSQL's binary COPY format, every column of ``Transcoder.columns``
-    #: but the last (``ingested_at``), which the sink appends for the whole batch
-    data: bytes
+    #: but the last (``ingested_at``), which the sink appends for the whole batch; in
+    #: pieces, which the sink joins once per batch (:attr:`data` joins one row's)
+    parts: tuple[bytes, ...]
     #: the event's id (64 lowercase hex digits, ASCII)
     event_id: bytes
     attempt: int
@@ -65,6 +66,11 @@ class CopyRow(NamedTuple):
     topic: str | None
     partition: int | None
     offset: int | None
+
+    @property
+    def data(self) -> bytes:
+        """The row's bytes (:attr:`parts` joined)."""
+        return b"".join(self.parts)
 
     def record(self) -> Any:
         """The same event as an :class:`~predstream.consumer.sink.IngestRecord`, decoded by the

@@ -44,7 +44,7 @@ from predstream.schemas.codec import Decoder
 from predstream.schemas.kafka_log import BROKER_LOG
 
 from ._backoff import RETRIABLE, Outage, what_is_down
-from ._kafka import consumer_config, coordinates, describe_partitions, heartbeat_ms, pause_assigned, resume_assigned
+from ._kafka import consumer_config, describe_partitions, heartbeat_ms, pause_assigned, resume_assigned
 from .batch import Entry, account_batch, commit_offsets, decode_entries, mark_rejected, send_dead_letters
 from .dlq import DeadLetterWriter
 from .errors import DatabaseUnavailableError, WorkerError
@@ -223,7 +223,7 @@ class Worker:
         if good:
             if not self._buffer:
                 self._batch_started = time.monotonic()
-            self._buffer += [Entry(msg, coordinates(msg)) for msg in good]
+            self._buffer += [Entry(msg) for msg in good]
             self._last_poll_error = None
             self.metrics.events_consumed.inc(len(good))
 
