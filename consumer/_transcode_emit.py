@@ -18,8 +18,8 @@ from ._transcode_gen import (
     _Piece,
     _unwrap_default,
     _Val,
-    pieces_of,
 )
+from ._transcode_row import pieces_of, render
 
 __all__ = ["emit_function"]
 
@@ -75,8 +75,11 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
     body = 4
     gen.emit(body, "buf = msg.value()")
     gen.emit(body, "size = len(buf)")
-    gen.emit(body, "if size > _MAX or not buf.startswith(_HDR): raise _Defer")
-    gen.emit(body, "pos = _START")
+    gen.emit(body, "if size > _MAX: raise _Defer")
+    gen.emit(body, "if buf.startswith(_HDR): pos = _START")
+    # a Confluent frame whose registry id is known to name this schema (Transcoder.learn)
+    gen.emit(body, "elif buf[:5] in _IDS and buf.startswith(_SUFFIX, 5): pos = 5")
+    gen.emit(body, "else: raise _Defer")
     entries: list[tuple[list[str], list[_Piece]]] = []  # (columns, their pieces), in reading order
     mark = (0, 0)
 
@@ -143,7 +146,7 @@ def emit_function(gen: _Gen, avro: dict[str, Any], fields_core: dict[str, Any]) 
     if sorted(out_columns) != sorted(gen.columns):
         raise Unsupported(f"columns left unfilled: {sorted(set(gen.columns) - set(out_columns))}")
     attempt, produced = vals["attempt"].var, vals["produced_at"].var
-    parts = gen.render(row, body, joined=False)  # the sink joins a batch's rows once
+    parts = render(gen, row, body, joined=False)  # the sink joins a batch's rows once
     gen.emit(body, f"append(_new(_Row, ({parts}, {vals['event_id'].var}, {attempt}, {produced}, "
                    "buf, topic, partition, offset)))")
     source = "\n".join([
@@ -227,7 +230,7 @@ def _repeat_group(gen: _Gen, group: tuple[str, ...], ind: int, read: Any, column
         out_columns += names
         pieces += got
     kept = [vals[f].var for f in group if f in keep]
-    gen.emit(ind + 1, f"{chunk} = {gen.render(pieces, ind + 1)}")
+    gen.emit(ind + 1, f"{chunk} = {render(gen, pieces, ind + 1)}")
     gen.emit(ind + 1, f"r{k} = (buf[gs:pos], {chunk}" + "".join(f", {v}" for v in kept) + ")")
     restore = [f"pos += len(r{k}[0])", f"{chunk} = r{k}[1]", *(f"{v} = r{k}[{j + 2}]" for j, v in enumerate(kept))]
     gen.lines.insert(hit, "    " * (ind + 1) + "; ".join(restore))
@@ -250,7 +253,7 @@ def _prompt_memo(gen: _Gen, ind: int, avro_type: dict[str, Any], read: Any, colu
     gen.emit(ind + 1, "if pos != ge: raise _Defer")
     gen.emit(ind + 1, f"if {prompt.py} is None and {messages.py} is None: raise _Defer")  # the contract's rule
     gen.emit(ind + 1, f"ppid = _prompt_id({messages.py}, {prompt.py}).encode()")
-    gen.emit(ind + 1, f"pchunk = {gen.render(pieces, ind + 1)}")
+    gen.emit(ind + 1, f"pchunk = {render(gen, pieces, ind + 1)}")
     gen.emit(ind + 1, "if ge - gs <= _MEMO_BYTES:")
     gen.emit(ind + 2, "if len(pmemo) >= _MEMO_ENTRIES: pmemo.clear()")
     gen.emit(ind + 2, f"pmemo[{vals[PROMPT_KEY].var}] = (buf[gs:ge], pchunk, ppid)")

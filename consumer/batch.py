@@ -46,13 +46,14 @@ class Entry:
         return coordinates(self.msg)
 
 
-def decode_entries(entries: list[Entry], decoder: Decoder, transcoder: Transcoder | None = None) -> None:
+def decode_entries(entries: list[Entry], decoder: Decoder, transcoder: Transcoder | None = None) -> int:
     """Give each entry not decoded yet its record, or its problem (a dead letter to be).
 
     With a ``transcoder``, most messages go straight to COPY rows; the messages it leaves
-    (``None``) are decoded by ``decoder`` (the pydantic path)."""
+    (``None``) are decoded by ``decoder`` (the pydantic path). Returns how many were transcoded."""
     todo = [e for e in entries if e.record is None and e.problem is None]
     rows = transcoder.transcode_many([e.msg for e in todo]) if transcoder is not None else [None] * len(todo)
+    transcoded = len(rows) - rows.count(None)
     for e, row in zip(todo, rows, strict=True):
         if row is not None:
             e.record = row
@@ -63,8 +64,11 @@ def decode_entries(entries: list[Entry], decoder: Decoder, transcoder: Transcode
         except (DecodeError, InvalidEventError) as exc:
             e.problem = (exc.reason, str(exc))
             continue
+        if transcoder is not None:
+            transcoder.learn(msg.value(), decoder)  # a registry id of this schema: transcoded from now on
         topic, partition, offset = e.coords
         e.record = IngestRecord(event, topic, partition, offset, message_timestamp(msg))
+    return transcoded
 
 
 def mark_rejected(written: list[Entry], result: WriteResult) -> None:

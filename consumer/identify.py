@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from predstream.schemas.errors import InvalidEventError
 from predstream.schemas.event import PredictionEvent
-from predstream.schemas.redaction import redact_url
 
+from ._db_faults import first_line
 from .backfill import legacy_row_to_event
 from .errors import DatabaseUnavailableError, IdentifyError
 from .settings import ConsumerSettings
@@ -172,7 +172,7 @@ def identify_legacy_rows(
                 {"upper": report.upper_id, "jobs": job_list},
             ))
     except psycopg.OperationalError as exc:
-        raise IdentifyError(f"database unavailable ({_first_line(exc)}); "
+        raise IdentifyError(f"database unavailable ({first_line(exc)}); "
                             "running identify again resumes where it stopped") from None
     report.seconds = time.monotonic() - started
     return report
@@ -240,7 +240,7 @@ class LegacyRowMatcher:
         except (psycopg.Error, IdentifyError) as exc:
             self.close()
             sqlstate = getattr(exc, "sqlstate", None)
-            raise DatabaseUnavailableError(f"matching the table's old rows: {_first_line(exc)}",
+            raise DatabaseUnavailableError(f"matching the table's old rows: {first_line(exc)}",
                                            sqlstate=sqlstate) from None
         self.identified += identified
         return identified
@@ -369,9 +369,9 @@ def _with_retries(action: Callable[[], int]) -> int:
             return action()
         except (e.LockNotAvailable, e.DeadlockDetected, e.UniqueViolation, e.SerializationFailure) as exc:
             if attempt == _ATTEMPTS:
-                raise IdentifyError(f"a batch kept failing ({_first_line(exc)}); running identify again resumes "
+                raise IdentifyError(f"a batch kept failing ({first_line(exc)}); running identify again resumes "
                                     "where it stopped") from None
-            _log.warning("identify batch retried after: %s", _first_line(exc))
+            _log.warning("identify batch retried after: %s", first_line(exc))
             time.sleep(delay)
             delay *= 2
     raise AssertionError("unreachable")
@@ -384,6 +384,3 @@ def _one(cur: Cursor[TupleRow]) -> Any:
     return row[0]
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return redact_url(text.splitlines()[0] if text else type(exc).__name__)

@@ -44,6 +44,11 @@ class ConsumerMetrics:
         self.rows_upserted = Counter(
             "predstream_rows_upserted", "Rows written to training_predictions, by result.", ["result"], registry=r
         )
+        self.events_transcoded = Counter(
+            "predstream_events_transcoded",
+            "Messages turned straight into COPY rows; the rest were decoded by the pydantic path.",
+            registry=r,
+        )
         self.duplicates_skipped = Counter(
             "predstream_duplicates_skipped",
             "Events that changed nothing: identical resends, older versions, in-batch duplicates.",

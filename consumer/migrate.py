@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._db_faults import first_line
 from ._sqlsplit import split_statements
 from ._table_names import foreign_table_problem
 from .errors import MigrationError
@@ -161,7 +162,7 @@ def _connect(database_url: str) -> Connection[TupleRow]:
     try:
         return psycopg.connect(database_url, autocommit=True, connect_timeout=10)
     except (psycopg.OperationalError, psycopg.ProgrammingError) as exc:  # unreachable / malformed URL
-        raise MigrationError(f"cannot connect to {redact_url(database_url)}: {_first_line(exc)}") from None
+        raise MigrationError(f"cannot connect to {redact_url(database_url)}: {first_line(exc)}") from None
 
 
 def _one(cur: Cursor[TupleRow]) -> Any:
@@ -171,10 +172,6 @@ def _one(cur: Cursor[TupleRow]) -> Any:
     return row[0]
 
 
-def _first_line(exc: BaseException) -> str:
-    from predstream.schemas.redaction import redact_url
-
-    return redact_url(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
 
 
 def _check_applied(conn: Connection[TupleRow], migrations: list[Migration]) -> set[int]:
@@ -325,7 +322,7 @@ def _explain(exc: BaseException) -> str:
     import psycopg
 
     if isinstance(exc, psycopg.errors.LockNotAvailable):
-        return (f"{_first_line(exc)}: a long-running transaction kept a table locked; "
+        return (f"{first_line(exc)}: a long-running transaction kept a table locked; "
                 "run migrate again when it has ended")
     detail = getattr(getattr(exc, "diag", None), "message_detail", None)
-    return _first_line(exc) + (f" ({_first_line(Exception(detail))})" if detail else "")
+    return first_line(exc) + (f" ({first_line(Exception(detail))})" if detail else "")

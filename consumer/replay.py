@@ -8,8 +8,12 @@ and stores the good ones through the worker's own
 :class:`~predstream.consumer.sink.PostgresSink`: an event replayed twice changes nothing, and an old
 event never overwrites a newer row. As in the worker, messages are transcoded straight into
 COPY rows (:mod:`predstream.consumer.transcode`; the others are decoded), taken from the
-consumer in batches, and one batch is written by a writer thread while the next is read;
-the resume offsets move only once a batch is committed.
+consumer in batches, and written by ``writers`` threads, each with its own connection,
+while the next batches are read: the database works on two batches at once (replay is
+bound by the database's work per row; on a small machine one connection left a core idle).
+Batches are finished in the order they were read, and the resume offsets move only past
+batches committed in order: every event before them is stored (some after them may be
+too: replayed again from there, they change nothing).
 
 It never disturbs the live consumer group: it uses ``assign()`` with explicit offsets and
 a throwaway ``group.id`` (``predstream-replay-<random>``), with auto-commit off, and it
@@ -25,8 +29,10 @@ broker (see :mod:`~predstream.consumer.replay_plan`): messages before it are ski
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,6 +66,8 @@ _WRITE_ATTEMPTS = 4
 _MAX_WARNINGS = 20
 #: Messages taken from the consumer per call.
 _CONSUME_AT_ONCE = 1000
+#: The GIL switch interval while replaying (CPython's default is 5 ms; see _Run.go).
+_SWITCH_INTERVAL_S = 0.0005
 
 ProgressFn = Callable[[int, int], None]
 
@@ -130,6 +138,7 @@ def run_replay(
     sink: PostgresSink | None = None,
     progress: ProgressFn | None = None,
     stall_timeout_s: float = 60.0,
+    writers: int = 2,
 ) -> ReplayStats:
     """Replay ``settings.topic`` into ``settings.database_url``, ``settings.batch_size``
     events per transaction; see the module docstring.
@@ -137,12 +146,15 @@ def run_replay(
     ``dead_letters``: a :class:`predstream.consumer.dlq.DeadLetterWriter` to dead-letter invalid and
     rejected events again (default: count and log only). ``progress(done, total)`` is
     called as messages are read (``total`` grows with ``to_end`` as the topic does).
+    ``writers``: batches written at once, each through its own connection (with a ``sink``
+    given, that one alone writes).
     Raises :class:`ReplayError` (with the offsets to resume from) when the database stays
     unavailable or the broker stops answering.
     """
     started = time.monotonic()
-    own_sink = sink is None
-    sink = sink or PostgresSink(settings.require_database_url(), application_name="predstream-replay")
+    url = settings.require_database_url()
+    sinks = [sink] if sink is not None else [
+        PostgresSink(url, application_name="predstream-replay") for _ in range(max(1, writers))]
     decoder = Decoder(settings.schema_registry_url, settings.schema_registry_options)
     log = quiet_log()  # a broker that does not answer is one error line, not a stream of retries
     # whatever the pass-through options say: never the live group, never a commit
@@ -157,14 +169,15 @@ def run_replay(
             consumer, settings.topic, from_timestamp=from_timestamp, from_offsets=from_offsets,
             timeout_s=min(30.0, stall_timeout_s),
         )
-        run = _Run(settings, consumer, sink, decoder, ranges, since_ms, to_end, job_id,
+        run = _Run(settings, consumer, sinks, decoder, ranges, since_ms, to_end, job_id,
                    settings.batch_size, dead_letters, progress, stall_timeout_s)
         run.go()
         stats = run.stats
     finally:
         consumer.close()  # auto-commit is off and nothing was committed: the group stays empty
-        if own_sink:
-            sink.close()
+        if sink is None:
+            for own in sinks:
+                own.close()
     stats.seconds = time.monotonic() - started
     _log.debug("replay of %s done: %s", settings.topic, stats.summary())
     return stats
@@ -186,12 +199,12 @@ class _Pending:
 class _Run:
     """One replay's loop state."""
 
-    def __init__(self, settings: ConsumerSettings, consumer: Consumer, sink: PostgresSink, decoder: Decoder,
+    def __init__(self, settings: ConsumerSettings, consumer: Consumer, sinks: list[PostgresSink], decoder: Decoder,
                  ranges: list[PartitionRange], since_ms: int | None, to_end: bool, job_id: str | None,
                  batch_size: int, dead_letters: DeadLetterWriter | None, progress: ProgressFn | None,
                  stall_timeout_s: float) -> None:
         self.topic = settings.topic
-        self.consumer, self.sink, self.decoder = consumer, sink, decoder
+        self.consumer, self.sinks, self.decoder = consumer, sinks, decoder
         self.to_end, self.job_id, self.batch_size = to_end, job_id, batch_size
         self.dead_letters, self.progress, self.stall_timeout_s = dead_letters, progress, stall_timeout_s
         self.stats = ReplayStats(ranges=list(ranges))
@@ -208,17 +221,25 @@ class _Run:
         self.last_progress = 0.0
         # messages go straight to COPY rows (with a job filter they are decoded: the filter reads the job)
         self.transcoder = Transcoder() if job_id is None else None
-        # one batch is written (in this thread, the database's wait releasing the GIL) while the next is read
-        self.writer = ThreadPoolExecutor(1, thread_name_prefix="predstream-replay-writer")
-        self.pending: _Pending | None = None
+        # batches are written (the database's waits releasing the GIL) while the next is read,
+        # one per sink at a time: the oldest is finished before its sink takes another
+        self.writer = ThreadPoolExecutor(len(sinks), thread_name_prefix="predstream-replay-writer")
+        self.pending: deque[_Pending] = deque()
+        self.written = 0  # batches handed to the writers (which sink takes the next one)
 
     # -- loop --------------------------------------------------------------------------
 
     def go(self) -> None:
+        # The writer thread takes the GIL back after each wait on the database (a batch's
+        # COPY is a dozen of them) while this thread transcodes: at CPython's default switch
+        # interval (5 ms) each took ~2.5 ms, the database idle meanwhile (docs/performance.md).
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, _SWITCH_INTERVAL_S))
         try:
             self._go()
         finally:
             self.writer.shutdown(wait=True)  # a write in flight ends before the sink closes
+            sys.setswitchinterval(interval)
 
     def _go(self) -> None:
         from confluent_kafka import KafkaError, TopicPartition
@@ -257,7 +278,11 @@ class _Run:
         self._report(force=True)
 
     def _handle(self, msg: Message, row: CopyRow | None) -> None:
-        topic, p, offset = coordinates(msg)
+        if row is not None:  # the transcoder read the coordinates already
+            topic, p, offset = row[5], row[6], row[7]
+            assert topic is not None and p is not None and offset is not None, "a consumed message"
+        else:
+            topic, p, offset = coordinates(msg)
         if p not in self.open:
             return  # fetched before the partition was closed
         end = self.end[p]
@@ -270,9 +295,9 @@ class _Run:
         self.stats.read += 1
         if not self.to_end and offset + 1 >= end:
             self._close(p)
-        ts = message_timestamp(msg)
         since = self.before.get(p)
         if since is not None:
+            ts = message_timestamp(msg)
             if ts is not None and ts < since:
                 self.stats.skipped_before += 1
                 return
@@ -295,10 +320,12 @@ class _Run:
         except RegistryUnavailableError as exc:
             self._drain()
             raise ReplayError(f"{exc}; {self._resume_hint()}") from None
+        if self.transcoder is not None:
+            self.transcoder.learn(msg.value(), self.decoder)
         if self.job_id is not None and event.job_id != self.job_id:
             self._skip_job(event.job_id)
             return
-        self.batch.append(IngestRecord(event, topic, p, offset, ts))
+        self.batch.append(IngestRecord(event, topic, p, offset, message_timestamp(msg)))
         if self.dead_letters is not None:  # the original bytes, should the database refuse it
             self.originals[(p, offset)] = msg
 
@@ -346,19 +373,26 @@ class _Run:
     # -- writing -----------------------------------------------------------------------
 
     def _flush(self) -> None:
-        """Hand the batch to the writer thread (once the previous one is written)."""
+        """Hand the batch to a writer (once the oldest batch in flight is written, when every
+        sink is busy)."""
         batch, self.batch = self.batch, []
         originals, self.originals = self.originals, {}
         bad, self.bad = self.bad, []
-        self._finish()
-        future = self.writer.submit(self._write, batch) if batch else None
-        self.pending = _Pending(future, originals, bad, dict(self.position))
+        if len(self.pending) >= len(self.sinks):
+            self._finish()
+        future = None
+        if batch:
+            sink = self.sinks[self.written % len(self.sinks)]  # the oldest batch's, free again
+            self.written += 1
+            future = self.writer.submit(self._write, sink, batch)
+        self.pending.append(_Pending(future, originals, bad, dict(self.position)))
 
     def _finish(self) -> None:
-        """Wait for the batch in flight; count it, dead-letter what it refused, move the resume offsets."""
-        pending, self.pending = self.pending, None
-        if pending is None:
+        """Wait for the oldest batch in flight; count it, dead-letter what it refused, move
+        the resume offsets past it."""
+        if not self.pending:
             return
+        pending = self.pending.popleft()
         bad = pending.bad
         if pending.future is not None:
             result = pending.future.result()  # a ReplayError of the writer is raised here
@@ -374,13 +408,15 @@ class _Run:
         self.stats.next_offsets = pending.positions
 
     def _drain(self) -> None:
-        """Write what was read and wait for it (before the end, or before stopping with resume offsets)."""
+        """Write what was read and wait for all of it, in order (before the end, or before
+        stopping with resume offsets)."""
         self._flush()
-        self._finish()
+        while self.pending:
+            self._finish()
 
-    def _write(self, batch: list[SinkRecord]) -> WriteResult:
+    def _write(self, sink: PostgresSink, batch: list[SinkRecord]) -> WriteResult:
         return retry_while_unavailable(
-            lambda: self.sink.write(batch),
+            lambda: sink.write(batch),
             lambda exc: ReplayError(f"the database is unavailable ({exc}); {self._resume_hint()}"),
             _log, attempts=_WRITE_ATTEMPTS,
         )

@@ -1,6 +1,6 @@
 """The Postgres sink: idempotent batch upserts of prediction events into ``training_predictions``.
 
-One :meth:`PostgresSink.write` is one transaction:
+One :meth:`PostgresSink.write` is one transaction (see the fast path below):
 
 1. duplicates inside the batch collapse to the newest one, by ``(attempt, produced_at)``
    (``ON CONFLICT`` cannot touch a row twice in one statement);
@@ -13,10 +13,11 @@ One :meth:`PostgresSink.write` is one transaction:
    rows from updated ones; the rest were unchanged ("duplicates skipped").
 
 Fast path: a live stream's batches are almost always all new events. So the sink first
-COPYs a batch straight into the table under a savepoint, which costs what a plain COPY
-costs. A unique violation (some event is already stored: a redelivery or a replay) or a
-refused row rolls the savepoint back and the batch takes steps 2-3; after a conflict the
-next 20 batches go straight to steps 2-3.
+COPYs a batch straight into the table, one statement in autocommit (its own transaction:
+all rows or none), which costs what a plain COPY costs. A unique violation (some event is
+already stored: a redelivery or a replay) or a refused row aborts that COPY, nothing of it
+stored, and the batch takes steps 2-3 in a transaction; after a conflict the next 20
+batches go straight to steps 2-3.
 
 Both COPYs use the binary format (cheaper for client and server). A batch is one
 ``copy.write`` of its rows' bytes: the :class:`~predstream.consumer.transcode.CopyRow` rows
@@ -49,20 +50,15 @@ from __future__ import annotations
 
 import logging
 import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
-
-from psycopg.types.json import Jsonb
-
-from predstream.schemas.event import PredictionEvent, recency
-from predstream.schemas.redaction import redact_url
 
 from ._columns import COLUMN_TYPES, DIRECT_COLUMNS, UPSERT_COLUMNS
 from ._copy_binary import batch_time, encode_values, payload
-from .errors import DatabaseUnavailableError
+from ._db_faults import Rejection, row_fault, unavailable
+from .records import IngestRecord, SinkRecord, key_rank, newest_per_event, row_values
 from .transcode import CopyRow, copy_columns
 
 __all__ = ["IngestRecord", "WriteResult", "Rejection", "PostgresSink", "SinkRecord", "UPSERT_COLUMNS",
@@ -105,25 +101,6 @@ _UPSERT = (
 )
 
 
-@dataclass(frozen=True)
-class IngestRecord:
-    """One event to store, with where it came from.
-
-    ``topic``/``partition``/``offset`` are ``None`` for rows that did not come from Kafka
-    (backfill); ``timestamp_ms`` is the Kafka message timestamp, if any.
-    """
-
-    event: PredictionEvent
-    topic: str | None = None
-    partition: int | None = None
-    offset: int | None = None
-    timestamp_ms: int | None = None
-
-
-#: What :meth:`PostgresSink.write` takes: an event decoded by the pydantic path, or a transcoded row.
-SinkRecord = IngestRecord | CopyRow
-
-
 @dataclass
 class WriteResult:
     """What one :meth:`PostgresSink.write` did.
@@ -150,17 +127,6 @@ class WriteResult:
         self.unchanged += other.unchanged
         self.rejected.extend(other.rejected)
         return self
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """Why the database refused a row: ``reason`` is a short code, ``message`` one line."""
-
-    reason: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.message}"
 
 
 class PostgresSink:
@@ -206,7 +172,7 @@ class PostgresSink:
         """
         import psycopg
 
-        rows, collapsed = _newest_per_event(batch)
+        rows, collapsed = newest_per_event(batch)
         result = WriteResult(unchanged=collapsed)
         if not rows:
             return result
@@ -216,16 +182,16 @@ class PostgresSink:
             datas = self._binary_rows(rows)
             if datas is None:  # the old path: the events, row by row
                 rows = [r if isinstance(r, IngestRecord) else r.record() for r in rows]
-            with conn.transaction():
-                fast = self._copy_new_rows(conn, rows, datas, now) if self._fast_path_in <= 0 else None
-                if fast is None:
-                    self._fast_path_in = max(0, self._fast_path_in - 1)
+            fast = self._copy_new_rows(conn, rows, datas, now) if self._fast_path_in <= 0 else None
+            if fast is None:
+                self._fast_path_in = max(0, self._fast_path_in - 1)
+                with conn.transaction():
                     result += self._write_isolating(conn, rows, datas, now)
-                else:
-                    result += fast
+            else:
+                result += fast
         except psycopg.Error as exc:
             self._drop_connection()
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
         return result
 
     def ping(self) -> None:
@@ -236,7 +202,7 @@ class PostgresSink:
             self._connection().execute("SELECT 1").fetchone()
         except psycopg.Error as exc:
             self._drop_connection()
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     def count(self) -> int:
         """Rows in ``training_predictions`` with an event identity (for tests and reports)."""
@@ -249,7 +215,7 @@ class PostgresSink:
             return found
         except psycopg.Error as exc:
             self._drop_connection()
-            raise _unavailable(exc) from None
+            raise unavailable(exc) from None
 
     def close(self) -> None:
         self._drop_connection()
@@ -363,22 +329,24 @@ class PostgresSink:
 
     def _copy_new_rows(self, conn: Any, rows: list[Any], datas: _RowBytes | None,
                        now: datetime) -> WriteResult | None:
-        """The fast path: COPY straight into the table, under a savepoint.
+        """The fast path: COPY straight into the table, one statement in autocommit (a
+        transaction of its own: every row or none; one round trip, where BEGIN, a savepoint,
+        its release and COMMIT took four more).
 
         When every event is new (the steady state of a live stream), inserting is what the
-        upsert would do, at the cost of a plain COPY. Any conflict or rejected row rolls the
-        savepoint back and returns ``None``: the caller then takes the upsert path, which
-        applies newer-wins and isolates bad rows. Database outages propagate.
+        upsert would do, at the cost of a plain COPY. Any conflict or rejected row aborts
+        the COPY (nothing of it is stored) and returns ``None``: the caller then takes the
+        upsert path, which applies newer-wins and isolates bad rows. Database outages propagate.
         """
         import psycopg
 
         try:
-            with conn.transaction(), conn.cursor() as cur:
+            with conn.cursor() as cur:
                 self._copy_rows(cur, _TABLE, rows, datas, now)
         except (psycopg.Error, UnicodeEncodeError) as exc:
             if getattr(exc, "sqlstate", None) == "23505":  # an event is already stored
                 self._fast_path_in = _FAST_PATH_PAUSE
-            elif _row_fault(exc) is None:
+            elif row_fault(exc) is None:
                 raise
             return None
         return WriteResult(inserted=len(rows))
@@ -391,11 +359,11 @@ class PostgresSink:
             with conn.transaction():  # a savepoint inside write()'s transaction
                 return self._upsert(conn, rows, datas, now)
         except (psycopg.Error, UnicodeEncodeError) as exc:
-            rejection = _row_fault(exc)
+            rejection = row_fault(exc)
             if rejection is None:
                 raise
             if len(rows) == 1:
-                _log.debug("row %s rejected: %s", _key_rank(rows[0])[0].decode(), rejection)
+                _log.debug("row %s rejected: %s", key_rank(rows[0])[0].decode(), rejection)
                 return WriteResult(rejected=[(rows[0], rejection)])
             mid = len(rows) // 2
             result = self._write_isolating(conn, rows[:mid], None if datas is None else datas[:mid], now)
@@ -413,109 +381,3 @@ class PostgresSink:
         return WriteResult(inserted=inserted, updated=updated, unchanged=len(rows) - len(flags))
 
 
-def _newest_per_event(batch: Iterable[SinkRecord]) -> tuple[list[SinkRecord], int]:
-    """Keep one record per event_id: the newest by :func:`~predstream.schemas.event.recency` (the later
-    one in the batch on a tie)."""
-    rows = list(batch)
-    if all(type(r) is CopyRow for r in rows) and len({r[1] for r in rows}) == len(rows):  # type: ignore[index]
-        return rows, 0  # the usual batch: transcoded, no event twice
-    best: dict[bytes, tuple[tuple[int, int], SinkRecord]] = {}
-    for rec in rows:
-        key, rank = _key_rank(rec)
-        seen = best.get(key)
-        if seen is None or rank >= seen[0]:
-            best[key] = (rank, rec)
-    return [rec for _, rec in best.values()], len(rows) - len(best)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICRO = timedelta(microseconds=1)
-
-
-def _key_rank(rec: SinkRecord) -> tuple[bytes, tuple[int, int]]:
-    """A record's event_id, and its :func:`~predstream.schemas.event.recency` as (attempt, microseconds)."""
-    if isinstance(rec, CopyRow):
-        return rec.event_id, (rec.attempt, rec.produced_us)
-    attempt, produced_at = recency(rec.event)
-    return rec.event.event_id.encode(), (attempt, (produced_at - _EPOCH) // _MICRO)
-
-
-def row_values(rec: IngestRecord) -> tuple[Any, ...]:
-    """The values of ``UPSERT_COLUMNS`` for one record, as the sink writes them."""
-    ev = rec.event
-    messages = ev.messages_as_dicts()
-    return (
-        ev.event_id,
-        ev.job_id,
-        math.floor(ev.epoch),
-        ev.epoch,
-        ev.step,
-        ev.sample_index,
-        ev.sequence_index,
-        ev.prompt,
-        None if messages is None else Jsonb(messages),
-        ev.ground_truth,
-        ev.prediction,
-        ev.prompt_id,
-        ev.source_index,
-        ev.sample_source,
-        ev.sample_source_id,
-        ev.sample_source_id if ev.sample_source == "prediction_set" else None,
-        ev.model_name,
-        None if ev.generation is None else Jsonb(ev.generation.model_dump()),
-        ev.prompt_tokens,
-        ev.completion_tokens,
-        ev.generation_ms,
-        ev.produced_at,
-        ev.attempt,
-        rec.topic,
-        rec.partition,
-        rec.offset,
-    )
-
-
-def _row_fault(exc: BaseException) -> Rejection | None:
-    """A :class:`Rejection` when the database refused the data itself, else ``None``."""
-    import psycopg
-
-    state = getattr(exc, "sqlstate", None)
-    if isinstance(exc, UnicodeEncodeError) or (isinstance(exc, psycopg.DataError) and state is None):
-        # raised by the client while encoding a value (e.g. a lone surrogate): the row's fault
-        return Rejection("db-rejected:encoding", _first_line(exc))
-    if not state:
-        return None
-    if state.startswith("22") or (state.startswith("23") and state != "23505"):
-        diag = getattr(exc, "diag", None)
-        message = (diag.message_primary if diag is not None and diag.message_primary else None) or _first_line(exc)
-        column = diag.column_name if diag is not None else None
-        if not column and diag is not None and diag.context:  # COPY names it only in the context
-            found = re.search(r"column (\w+)", diag.context)
-            column = found.group(1) if found else None
-        constraint = diag.constraint_name if diag is not None else None
-        where = f" (column {column})" if column else f" (constraint {constraint})" if constraint else ""
-        return Rejection(f"db-rejected:{state}", (message + where)[:500])
-    return None
-
-
-_HINTS = {
-    "42P01": "; run `predstream migrate` to create the table",
-    "42703": "; the table lacks a column: run `predstream migrate`",
-    "3D000": "; create the database or fix PREDSTREAM_DATABASE_URL",
-    "28P01": "; check the user and password in PREDSTREAM_DATABASE_URL",
-    "28000": "; check the user in PREDSTREAM_DATABASE_URL and pg_hba.conf",
-    "42501": "; grant the consumer's user INSERT/UPDATE on training_predictions",
-}
-
-
-def _unavailable(exc: BaseException) -> DatabaseUnavailableError:
-    state = getattr(exc, "sqlstate", None)
-    text = _first_line(exc)
-    if state:
-        text = f"{text} [{state}]"
-    text += _HINTS.get(state or "", "")
-    return DatabaseUnavailableError(redact_url(text), sqlstate=state)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:500] if text else type(exc).__name__

@@ -9,10 +9,13 @@ tuple is built per event. Its code is generated from the contract when the trans
 built (the Avro schema for the wire, the pydantic model :class:`~predstream.schemas.PredictionEvent`
 for the rules; see :mod:`predstream.consumer._transcode_gen`) and compiled with ``exec``.
 
-For a message it is not sure about (any broken rule, a frame of another schema version or
-of a schema registry, a mismatched identity, anything unusual) it gives ``None``: the caller
-decodes that one with :class:`~predstream.schemas.codec.Decoder` (the pydantic path), which
-accepts it or says why not, so dead-letter reasons are the same as without the transcoder.
+For a message it is not sure about (any broken rule, a frame of another schema version, a
+registry id not known yet, a mismatched identity, anything unusual) it gives ``None``: the
+caller decodes that one with :class:`~predstream.schemas.codec.Decoder` (the pydantic path),
+which accepts it or says why not, so dead-letter reasons are the same as without the
+transcoder. Registry-framed messages (Confluent wire format) are transcoded once the decoder
+has looked their schema id up and found the current schema (:meth:`Transcoder.learn`): the
+first message of each id takes the pydantic path, the rest are transcoded.
 ``tests/test_transcode.py`` holds the two paths to the same rows, on valid, mutated and
 random bodies, in a real PostgreSQL.
 
@@ -33,7 +36,15 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from predstream.schemas.codec import CURRENT_VERSION, load_schema, load_schema_text, single_object_header
+from predstream.schemas.codec import (
+    CONFLUENT_MAGIC,
+    CURRENT_VERSION,
+    Decoder,
+    confluent_frame,
+    load_schema,
+    load_schema_text,
+    single_object_header,
+)
 from predstream.schemas.event import MAX_EVENT_BYTES, PredictionEvent
 from predstream.schemas.prompt_id import compute_prompt_id
 
@@ -77,7 +88,10 @@ class CopyRow(NamedTuple):
         pydantic path (for the sink's slow paths)."""
         from .sink import IngestRecord
 
-        return IngestRecord(_decoder().decode(self.value), self.topic, self.partition, self.offset)
+        value = self.value
+        if value[:1] == CONFLUENT_MAGIC:  # a registry id of the current schema: the same body
+            value = single_object_header(load_schema_text(CURRENT_VERSION)) + value[5:]
+        return IngestRecord(_decoder().decode(value), self.topic, self.partition, self.offset)
 
 
 class _Defer(ValueError):
@@ -152,6 +166,8 @@ class Transcoder:
         ``columns`` (name -> type) and ``header`` (the single-object header of the schema's
         bodies) are for tests of the generator."""
         self._header = header or single_object_header(load_schema_text(CURRENT_VERSION))
+        #: the 5-byte headers of Confluent frames whose registry id names this schema (:meth:`learn`)
+        self._confluent_headers: set[bytes] = set()
         if model is None and avro_schema is None and columns is None:
             self.generated = _contract_transcoder()
         else:
@@ -176,6 +192,15 @@ class Transcoder:
         rows: list[CopyRow | None] = self._many(msgs)
         return rows
 
+    def learn(self, value: bytes | None, decoder: Decoder) -> None:
+        """After ``decoder`` (the pydantic path) decoded ``value``: when it is a Confluent frame
+        whose registry id ``decoder`` found to be the current schema, transcode that id's
+        frames from now on (the body after the 5-byte header is the same as a single-object
+        body's). A schema registry is asked once per id, by the decoder, never here."""
+        schema_id = decoder.current_schema_id(value)
+        if schema_id is not None and self._many is not None:
+            self._confluent_headers.add(confluent_frame(schema_id, b""))
+
     def transcode(self, value: bytes | None, topic: str | None = None, partition: int | None = 0,
                   offset: int | None = 0) -> CopyRow | None:
         """One message value (with its coordinates) as a :class:`CopyRow`, or ``None``."""
@@ -190,6 +215,8 @@ class Transcoder:
             "_zzlen": _zzlen,
             "_HDR": self._header + self.generated.header_suffix,
             "_START": len(self._header),
+            "_IDS": self._confluent_headers,
+            "_SUFFIX": self.generated.header_suffix,
             "_MAX": MAX_EVENT_BYTES,
             "_TOPICS": {},
             "_PMEMO": {},
@@ -235,13 +262,11 @@ def copy_columns() -> tuple[str, ...] | None:
     return generated.columns if generated is not None else None
 
 
-_DECODER: Any = None
+_DECODER: Decoder | None = None
 
 
-def _decoder() -> Any:
+def _decoder() -> Decoder:
     global _DECODER
     if _DECODER is None:
-        from predstream.schemas.codec import Decoder
-
         _DECODER = Decoder()
     return _DECODER

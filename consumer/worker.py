@@ -286,7 +286,7 @@ class Worker:
             return
         started = time.monotonic()
         entries = self._buffer
-        decode_entries(entries, self._decoder, self._transcoder)
+        self.metrics.events_transcoded.inc(decode_entries(entries, self._decoder, self._transcoder))
         if self._written is None:
             good = [e for e in entries if e.problem is None]
             result = self._sink.write([e.record for e in good if e.record is not None])

@@ -315,6 +315,15 @@ class Decoder:
             writer = self._writer_by_id(frame.schema_id)
         return self._read(writer, data, frame.body_start)
 
+    def current_schema_id(self, data: bytes | None) -> int | None:
+        """The registry schema id of a Confluent-framed ``data`` when that id is known (looked
+        up by an earlier :meth:`decode`) to be the current schema, else ``None``: its body is
+        then exactly a single-object body of the current schema."""
+        if not data or data[:1] != CONFLUENT_MAGIC or len(data) < 5:
+            return None
+        schema_id: int = struct.unpack(">I", data[1:5])[0]
+        return schema_id if self._by_id.get(schema_id) is self._reader else None
+
     def _read(self, writer: dict[str, Any], data: bytes, start: int) -> dict[str, Any]:
         if writer is self._reader and self._fast_read is not None:
             try:

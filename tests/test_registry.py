@@ -107,3 +107,37 @@ def test_a_drain_while_the_registry_is_down_keeps_the_spool_and_says_why(kafka_b
     messages = _messages(kafka_bootstrap, topic, 4)
     assert len(messages) == 4 and {m.value()[:1] for m in messages} == {b"\x00"}
     assert list_segments(settings.spool_dir) == []
+
+
+@pytest.mark.integration
+def test_a_worker_stores_registry_framed_events_and_transcodes_all_but_the_first_batch(
+        consumer_settings, kafka_bootstrap, database_url, tmp_path):
+    """Publisher -> registry framing -> the real broker -> a worker with the registry -> Postgres:
+    every event stored as published, and every batch after the first (whose first message
+    made the worker look the schema id up) transcoded straight into COPY rows."""
+    import psycopg
+
+    from support import wait_for
+    from support.consumer_kit import rows_reach, worker_thread
+
+    events = make_events(60, job="job-reg-worker")
+    with RegistryDouble() as registry:
+        producer = ProducerSettings(kafka_bootstrap=kafka_bootstrap, topic=consumer_settings.topic,
+                                    spool_dir=tmp_path / "spool", schema_registry_url=registry.url)
+        with Publisher(producer) as publisher:
+            publisher.publish_many(events[:20])
+            assert publisher.flush(20).delivered == 20
+        settings = consumer_settings.model_copy(update={"schema_registry_url": registry.url, "batch_size": 20})
+        with worker_thread(settings) as worker:
+            wait_for(rows_reach(database_url, 20), 60, "the first 20 rows")
+            with Publisher(producer) as publisher:
+                publisher.publish_many(events[20:])
+                assert publisher.flush(20).delivered == 40
+            wait_for(rows_reach(database_url, 60), 60, "60 rows")
+            transcoded = worker.metrics.registry.get_sample_value("predstream_events_transcoded_total")
+        lookups = sum(n for path, n in registry.requests.items() if path.startswith("GET /schemas/ids"))
+    assert transcoded == 40, "the events published after the schema id was looked up"
+    assert lookups == 1
+    with psycopg.connect(database_url) as conn:
+        stored = dict(conn.execute("SELECT event_id, prediction FROM training_predictions").fetchall())
+    assert stored == {e.event_id: e.prediction for e in events}

@@ -332,6 +332,46 @@ def test_replay_dead_letters_an_event_the_database_refuses_with_its_original_byt
     assert letter.value == items[-1][1]
 
 
+def test_two_writers_store_every_event_and_resume_offsets_never_pass_a_batch_not_written(
+        kafka_bootstrap, loaded, database_url, monkeypatch):
+    # By default two batches are written at once, each through its own connection. When the
+    # database goes away under one of them, the resume offsets stop before that batch: every
+    # event before them is stored (a later batch may be stored too), and replaying from them
+    # stores the rest.
+    import predstream.consumer.replay as replay
+
+    monkeypatch.setattr(replay, "_WRITE_ATTEMPTS", 1)
+    backends: set[int] = set()
+    writes = 0
+    real_write = PostgresSink.write
+
+    def write(self, batch):
+        nonlocal writes
+        writes += 1
+        if writes == 5:
+            from predstream.consumer.errors import DatabaseUnavailableError
+
+            raise DatabaseUnavailableError("connection lost")
+        result = real_write(self, batch)
+        backends.add(self._conn.info.backend_pid)
+        return result
+
+    monkeypatch.setattr(PostgresSink, "write", write)
+    settings = _settings(kafka_bootstrap, loaded.name, database_url, batch_size=5)
+    with pytest.raises(ReplayError) as stopped:
+        run_replay(settings)
+    assert len(backends) == 2, "two writers, each with its own connection"
+    resume = parse_offsets(str(stopped.value).split("--from-offsets ")[1])
+    stored = {(p, o) for *_, p, o in _rows(database_url)}
+    events = {(s.partition, s.offset) for s in loaded.events}
+    before = {(p, o) for p, o in events if o < resume.get(p, 0)}
+    assert before <= stored, f"not stored, yet before the resume offsets: {sorted(before - stored)}"
+    monkeypatch.setattr(PostgresSink, "write", real_write)
+    again = run_replay(settings, from_offsets=resume)
+    assert {(p, o) for *_, p, o in _rows(database_url)} == events
+    assert again.inserted == len(events - stored)
+
+
 def test_a_database_lost_mid_replay_stops_with_offsets_that_resume_exactly_where_the_stored_rows_end(
         kafka_bootstrap, loaded, database_url, monkeypatch):
     # one batch is written while the next is read: the resume offsets must still be those

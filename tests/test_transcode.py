@@ -203,6 +203,46 @@ def test_what_it_is_unsure_about_is_left_to_the_pydantic_path():
     assert compare(TC, ENC.encode(unsure[1])) == Outcome.DEFERRED  # and the pydantic path accepts it
 
 
+def test_registry_framed_events_are_transcoded_once_the_decoder_has_looked_their_schema_id_up():
+    """Frames written by confluent-kafka's own AvroSerializer (``ConfluentEncoder``) through a
+    real HTTP registry: the first of an id takes the pydantic path, which asks the registry;
+    after that the transcoder writes the same rows as for single-object frames. An id of
+    another schema (an older version, registered under the same subject) is never learned."""
+    from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+
+    from predstream.schemas.codec import ConfluentEncoder, Decoder, confluent_frame, load_schema_text
+    from support.registry_double import RegistryDouble
+
+    events = [PredictionEvent.create(job_id="j-reg", epoch=1.0, step=s, sample_index=i, prompt=f"p{i}",
+                                     prediction=f"x{s}", sample_source="dataset", source_index=i, attempt=1)
+              for s in (1, 2) for i in range(3)]
+    with RegistryDouble() as registry:
+        encoder = ConfluentEncoder(registry.url, "predictions")
+        frames = [encoder.encode(e) for e in events]
+        old_id = SchemaRegistryClient({"url": registry.url}).register_schema(
+            "predictions-value", Schema(load_schema_text(2), "AVRO"))
+        old = confluent_frame(old_id, SingleObjectEncoder(2).encode_record(
+            {k: v for k, v in events[0].to_avro().items() if k != "attempt"})[10:])
+        tc, decoder = Transcoder(), Decoder(registry.url)
+        assert {f[:1] for f in frames} == {b"\x00"} and tc.transcode(frames[0]) is None
+        asked = dict(registry.requests)
+        tc.learn(frames[0], decoder)  # not looked up yet: nothing learned, nothing asked
+        assert tc.transcode(frames[0]) is None and dict(registry.requests) == asked
+        assert decoder.decode(frames[0]) == events[0]
+        tc.learn(frames[0], decoder)
+        asked = dict(registry.requests)
+        for i, (event, frame) in enumerate(zip(events, frames, strict=True)):
+            row, same = tc.transcode(frame, "t", 2, i), TC.transcode(ENC.encode(event), "t", 2, i)
+            assert row is not None and same is not None
+            assert row.data == same.data and row.event_id == same.event_id and row.value == frame
+            assert row.record().event == event  # the sink's slow path reads it without a registry
+        assert dict(registry.requests) == asked  # the transcoder never asks the registry
+        assert decoder.decode(old).job_id == "j-reg"  # another schema: decoded, and never learned
+        tc.learn(old, decoder)
+        assert tc.transcode(old) is None
+        assert tc.transcode(b"\x00\x00\x00\x00\x63" + frames[1][5:]) is None  # an id not looked up
+
+
 def test_a_message_without_a_value_is_left_to_the_pydantic_path():
     assert TC.transcode(None) is None and TC.transcode(b"") is None and TC.transcode(SINGLE_OBJECT_MAGIC) is None
 
