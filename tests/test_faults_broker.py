@@ -158,6 +158,10 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
         rows, distinct = conn.execute("SELECT count(*), count(DISTINCT event_id) FROM training_predictions").fetchone()
     outage_steps = [s for s in range(down_at + 1, up_at) if s in step_times and s - 1 in step_times]
     slowest = max(step_times[s] - step_times[s - 1] for s in outage_steps)
+    # a step while the broker was up, recording ones included: on a busy machine steps are
+    # slow anyway; waiting for the broker would add its timeout (3 s) to one of them
+    normal = max(step_times[s] - step_times[s - 1] for s in range(2, down_at)
+                 if s in step_times and s - 1 in step_times)
     _report("broker stopped while training", published=stats.published, delivered=report.delivered,
             spooled=report.spooled, dropped=report.dropped, resent_from_spool=stats.resent, rows=rows,
             distinct=distinct, per_step=per_step, slowest_step_while_down_s=round(slowest, 3),
@@ -165,6 +169,6 @@ def test_the_broker_stopped_while_training_loses_no_prediction(broker, settings_
     assert code == 0, log.read_text()[-3000:]
     assert stats.published == expected and report.dropped == 0 and report.pending == 0
     assert report.spooled > 0 and stats.resent > 0, "the outage was not noticed"
-    assert slowest < 2.5, "training waited for the broker"
+    assert slowest < max(2.5, 2 * normal), f"training waited for the broker ({slowest:.2f} s; {normal:.2f} s before)"
     assert (rows, distinct) == (expected, expected)
     assert per_step == {s: n_samples for s in range(every, max_steps + 1, every)}

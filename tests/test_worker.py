@@ -138,7 +138,10 @@ def test_three_workers_share_the_partitions_and_one_killed_mid_batch_loses_nothi
         start_cli_consumer(consumer_settings, "--batch-size", "50", log_path=tmp_path / f"w{i}.log") for i in range(3)
     ]
     try:
-        time.sleep(6)  # all three in the group
+        # all three in the group (a worker logs "assigned" once it has partitions: on a busy
+        # machine the first join takes longer than the usual 3-5 s)
+        wait_for(lambda: all("assigned" in (tmp_path / f"w{i}.log").read_text() for i in range(3)), 60,
+                 "all three workers in the group")
         produce_events(kafka_bootstrap, consumer_settings.topic, (make_event(i) for i in range(n)))
         wait_for(lambda: count_rows(database_url) >= n // 10, 60, "a tenth of the rows")
         procs[0].send_signal(signal.SIGKILL)

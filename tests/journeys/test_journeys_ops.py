@@ -247,7 +247,10 @@ def test_consume_reports_a_broker_outage_once_when_it_starts_and_once_when_it_en
     log = tmp_path / "consume.log"
     worker = consume(env=env, log=log)
     try:
-        time.sleep(8)  # librdkafka retries ~20 times a second meanwhile
+        # the outage's one line, then a few seconds of librdkafka retrying (~20 a second),
+        # however long the worker took to start on a busy machine
+        wait_for(lambda: "unreachable" in log.read_text(), 60, "the worker to say the broker is unreachable")
+        time.sleep(3)
         broker.start_broker()
         create_topics(broker.bootstrap, {topic: 2, topic + ".dlq": 1})
         produce_events(broker.bootstrap, topic, [make_event(i) for i in range(3)])
