@@ -38,6 +38,8 @@ def replay(
     dlq: bool = typer.Option(False, "--dlq",
                              help="Send invalid events to the dead-letter topic again (the live worker already did)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
+    writers: int = typer.Option(2, "--writers", min=1, max=8,
+                                help="Batches written at once, each through its own database connection."),
     bootstrap: str | None = opt.BOOTSTRAP,
     kafka_option: list[str] | None = opt.KAFKA_OPTION,
 ) -> None:
@@ -57,7 +59,7 @@ def replay(
         with _progress(not no_progress, f"replaying {settings.topic}") as progress:
             stats = run_replay(
                 settings, from_timestamp=since, from_offsets=offsets, to_end=to_end, job_id=job,
-                dead_letters=dead_letters, progress=progress,
+                dead_letters=dead_letters, progress=progress, writers=writers,
             )
     finally:
         if dead_letters is not None:

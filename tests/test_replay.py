@@ -286,6 +286,14 @@ def test_replay_command_prints_counts(kafka_bootstrap, loaded, database_url, mon
                                       "--from-offsets", "0:x"])
     assert result.exit_code == 2 and "PARTITION:OFFSET" in result.output
 
+    result = CliRunner().invoke(app, ["replay", "--topic", loaded.name, "--database-url", database_url,
+                                      "--writers", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "inserted 12, updated 0, unchanged 24" in result.output  # job-a's 24 were stored above
+    result = CliRunner().invoke(app, ["replay", "--topic", loaded.name, "--database-url", database_url,
+                                      "--writers", "0"])
+    assert result.exit_code == 2 and "--writers" in result.output
+
 
 def test_replay_of_a_missing_topic_says_so_and_creates_nothing(kafka_bootstrap, database_url):
     name = "t.missing-" + uuid.uuid4().hex[:8]
