@@ -147,7 +147,8 @@ def run_replay(
     rejected events again (default: count and log only). ``progress(done, total)`` is
     called as messages are read (``total`` grows with ``to_end`` as the topic does).
     ``writers``: batches written at once, each through its own connection (with a ``sink``
-    given, that one alone writes).
+    given, that one alone writes). While it runs, CPython's GIL switch interval is 0.5 ms
+    (process-wide; restored when it returns): see ``_Run.go``.
     Raises :class:`ReplayError` (with the offsets to resume from) when the database stays
     unavailable or the broker stops answering.
     """
