@@ -15,7 +15,8 @@ caller decodes that one with :class:`~predstream.schemas.codec.Decoder` (the pyd
 which accepts it or says why not, so dead-letter reasons are the same as without the
 transcoder. Registry-framed messages (Confluent wire format) are transcoded once the decoder
 has looked their schema id up and found the current schema (:meth:`Transcoder.learn`): the
-first message of each id takes the pydantic path, the rest are transcoded.
+messages of an id read before that (the first batch) take the pydantic path, the rest are
+transcoded.
 ``tests/test_transcode.py`` holds the two paths to the same rows, on valid, mutated and
 random bodies, in a real PostgreSQL.
 
