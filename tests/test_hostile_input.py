@@ -25,6 +25,7 @@ from predstream.schemas.event import MAX_EVENT_BYTES, MAX_TEXT_CHARS, Prediction
 from predstream.schemas.prompt_id import compute_prompt_id
 from support import make_event, wait_for
 from support.consumer_kit import count_rows, produce, worker_thread
+from support.fuzzing import short_fuzz_run
 from support.mutations import mutated
 
 ENC = SingleObjectEncoder()
@@ -323,15 +324,4 @@ def test_a_message_too_big_for_a_dead_letter_still_moves_the_partition_on(consum
 
 def test_a_short_atheris_run_finds_nothing():
     """Coverage-guided fuzzing for a few seconds (longer runs: see tests/fuzz/fuzz_decoder.py)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("atheris")
-    harness = Path(__file__).with_name("fuzz") / "fuzz_decoder.py"
-    proc = subprocess.run(
-        [sys.executable, str(harness), "-runs=200000", "-max_total_time=20", "-max_len=4096", "-timeout=10"],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "Done " in proc.stderr
+    short_fuzz_run("fuzz_decoder.py", runs=200000)

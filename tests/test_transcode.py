@@ -26,6 +26,7 @@ from predstream.schemas.codec import SINGLE_OBJECT_MAGIC, SingleObjectEncoder, l
 from predstream.schemas.event import MAX_STEP, PredictionEvent, event_id
 from predstream.schemas.prompt_id import compute_prompt_id
 from support.copy_rows import Outcome, compare
+from support.fuzzing import short_fuzz_run
 from support.mutations import mutated
 
 _FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -341,18 +342,7 @@ def test_the_column_types_it_writes_are_those_of_the_migrated_table(database_url
 
 def test_a_short_atheris_run_of_the_transcoder_finds_nothing():
     """Coverage-guided fuzzing for a few seconds (longer runs: see tests/fuzz/fuzz_transcoder.py)."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    pytest.importorskip("atheris")
-    harness = Path(__file__).with_name("fuzz") / "fuzz_transcoder.py"
-    proc = subprocess.run(
-        [sys.executable, str(harness), "-runs=100000", "-max_total_time=20", "-max_len=4096", "-timeout=10"],
-        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent.parent,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "Done " in proc.stderr
+    short_fuzz_run("fuzz_transcoder.py", runs=100000)
 
 
 @pytest.mark.parametrize("produced_at", [datetime(1969, 12, 7, tzinfo=UTC), datetime(1969, 12, 31, 23, 59, tzinfo=UTC),

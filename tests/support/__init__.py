@@ -8,7 +8,7 @@ writes ``from support import make_event, wait_for`` or ``from support.consumer_k
 * :mod:`.contract_kit` — frames and canonical forms written from the specs, 0.1's frames;
 * :mod:`.fault_kit` — many small events fast, consumer processes to kill, row audits;
 * :mod:`.registry_double` — a schema registry over real HTTP that can go down;
-* :mod:`.mutations` — a hypothesis strategy of damaged bytes;
+* :mod:`.mutations` — a hypothesis strategy of damaged bytes; :mod:`.fuzzing` — a short atheris run;
 * scripts run as separate processes: ``dist_worker.py``, ``killed_producer.py``,
   ``unclosed_publisher.py``, ``train_then_evaluate.py``; ``identity_vectors.py`` writes the
   shipped identity vectors.
