@@ -366,7 +366,7 @@ class Worker:
         """Store and commit the batch in flight before the partitions go to another worker."""
         self._membership.joining()
         gone = {(tp.topic, tp.partition) for tp in partitions}
-        if self._buffer and not self._closing and any((e.coords[0], e.coords[1]) in gone for e in self._buffer):
+        if self._buffer and not self._closing and any(e.coords[:2] in gone for e in self._buffer):
             if self._outage is None:
                 self._try_flush()
         self._drop(gone, "revoked")
@@ -380,7 +380,7 @@ class Worker:
         _log.warning("lost %s (session timed out?)", describe_partitions(partitions), extra={"worker": self.name})
 
     def _drop(self, gone: set[tuple[str, int]], why: str) -> None:
-        keep = [e for e in self._buffer if (e.coords[0], e.coords[1]) not in gone]
+        keep = [e for e in self._buffer if e.coords[:2] not in gone]
         dropped = len(self._buffer) - len(keep)
         if not dropped:
             return
